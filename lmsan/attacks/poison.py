@@ -1,0 +1,33 @@
+"""Text poisoning: insert triggers and ``[MASK]`` words at random word positions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def insert_words(sentence: str, word: str, rng: np.random.Generator, *, times: int = 1) -> str:
+    """Insert ``word`` ``times`` times at random word boundaries of ``sentence``."""
+    words = sentence.split()
+    for _ in range(times):
+        words.insert(int(rng.integers(0, len(words) + 1)), word)
+    return " ".join(words)
+
+
+def insert_trigger(sentence: str, trigger: str, rng: np.random.Generator) -> str:
+    """Insert a trigger ``floor(n_words / 50) + 1`` times at random positions (method.md §5)."""
+    return insert_words(sentence, trigger, rng, times=len(sentence.split()) // 50 + 1)
+
+
+def vocabulary_words(tokenizer: Any) -> list[str]:
+    """Whole-word vocabulary entries in token-id order (WordPiece '##' pieces dropped, BPE 'Ġ' stripped)."""
+    by_id = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    words = []
+    for token, _ in by_id:
+        if token.startswith("##"):
+            continue
+        if token.startswith("\u0120"):  # byte-level BPE word start
+            token = token[1:]
+        words.append(token)
+    return words

@@ -1,0 +1,92 @@
+"""Shared CLI plumbing: logging to stderr, one error line, and the exit codes.
+
+Exit codes (the only place they are decided):
+    0  clean / nothing triggered
+    1  backdoored / some input triggered
+    2  LmsanError, OSError or an unexpected error
+    4  usage error (click) or ConfigError
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from typing import Any, Callable
+
+import click
+
+from lmsan.errors import ConfigError, LmsanError
+
+EXIT_CLEAN = 0
+EXIT_FOUND = 1
+EXIT_ERROR = 2
+EXIT_USAGE = 4
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Send logs to stderr: WARNING with -q, INFO by default, DEBUG with -v; others at WARNING."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("lmsan").setLevel(level)
+
+
+def common_options(func: Callable) -> Callable:
+    """Add ``-v/--verbose``, ``-q/--quiet`` and ``--debug`` to a click command."""
+    func = click.option("--debug", is_flag=True, help="Show a traceback on errors.")(func)
+    func = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")(func)
+    func = click.option("-v", "--verbose", count=True, help="Debug logging on stderr.")(func)
+    return func
+
+
+def emit_json(payload: Any) -> None:
+    """Write one JSON document to stdout (results only ever go to stdout)."""
+    click.echo(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def run(command: click.Command, prog: str, argv: list[str] | None = None) -> None:
+    """Run a click command, map its outcome to an exit code and exit once.
+
+    The command returns the exit code (0 or 1). Errors print one line to stderr:
+    ``<prog>: error: <message>``, with a traceback only under ``--debug``. Under ``--json``
+    an error also prints ``{"error": ...}`` to stdout so stdout stays valid JSON.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    as_json = "--json" in args
+    try:
+        code = command.main(args=args, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        code = exc.exit_code
+    except click.UsageError as exc:
+        _report(prog, exc.format_message(), debug, as_json, "usage")
+        code = EXIT_USAGE
+    except click.Abort:
+        _report(prog, "aborted", debug, as_json, "aborted")
+        code = EXIT_ERROR
+    except ConfigError as exc:
+        _report(prog, str(exc), debug, as_json, "config")
+        code = EXIT_USAGE
+    except (LmsanError, OSError) as exc:
+        _report(prog, str(exc), debug, as_json, type(exc).__name__)
+        code = EXIT_ERROR
+    except Exception as exc:  # last resort: never a bare traceback
+        _report(prog, f"unexpected {type(exc).__name__}: {exc}", debug, as_json, "internal")
+        code = EXIT_ERROR
+    sys.exit(int(code or 0))
+
+
+def _report(prog: str, message: str, debug: bool, as_json: bool, kind: str) -> None:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    first_line = message.strip().splitlines()[0] if message.strip() else kind
+    click.echo(f"{prog}: error: {first_line}", err=True)
+    if as_json:
+        emit_json({"error": {"kind": kind, "message": message.strip()}})

@@ -1,0 +1,99 @@
+"""File helpers: SHA-256, atomic writes and schema-versioned JSON. Stdlib only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from lmsan.errors import DataError
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Return the hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Write a file atomically: ``write(tmp_path)`` fills a temp file, then it is renamed.
+
+    The temp file sits in the destination directory so the rename never crosses devices. On any
+    error the temp file is removed and the destination is left as it was.
+
+    Args:
+        path: destination file.
+        write: callable that writes the complete content to the path it is given.
+
+    Returns:
+        The destination path.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | os.PathLike, payload: dict[str, Any], *, schema_version: int | None = None) -> Path:
+    """Write ``payload`` as indented JSON with sorted keys, atomically.
+
+    Args:
+        path: destination file.
+        payload: JSON-serialisable mapping.
+        schema_version: if given, stored under ``"schema_version"``.
+    """
+    data = dict(payload)
+    if schema_version is not None:
+        data["schema_version"] = schema_version
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike, *, schema_version: int | None = None) -> dict[str, Any]:
+    """Read a JSON object; raise ``DataError`` with the path on any problem.
+
+    Args:
+        path: file to read.
+        schema_version: if given, the file's ``"schema_version"`` must equal it.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataError(f"file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read JSON from {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"expected a JSON object in {path}, got {type(data).__name__}")
+    if schema_version is not None and data.get("schema_version") != schema_version:
+        raise DataError(
+            f"unsupported schema_version {data.get('schema_version')!r} in {path} (expected {schema_version})"
+        )
+    return data
+
+
+def cache_dir(*parts: str) -> Path:
+    """Return ``$LMSAN_CACHE/<parts>`` (default ``~/.cache/lmsan``), created if needed."""
+    root = Path(os.environ.get("LMSAN_CACHE") or Path.home() / ".cache" / "lmsan")
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
