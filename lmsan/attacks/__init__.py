@@ -7,7 +7,7 @@ POR, POR-NER, NeuBA and BToP map trigger words to pre-defined vectors. Never imp
 from lmsan.attacks.config import AttackConfig, KIND_TARGET, draw_triggers, por2_pvs, random_sign_pvs
 from lmsan.attacks.train import ATTACK_FILE, AttackResult, run_attack
 from lmsan.attacks.verify import VerifyReport, verify_attack
-from lmsan.attacks.zoo import attacked_model
+from lmsan.attacks.zoo import STANDARD_ATTACKS, attacked_model, standard_attack
 
-__all__ = ["AttackConfig", "AttackResult", "attacked_model", "ATTACK_FILE", "KIND_TARGET", "VerifyReport", "draw_triggers",
+__all__ = ["AttackConfig", "AttackResult", "STANDARD_ATTACKS", "attacked_model", "standard_attack", "ATTACK_FILE", "KIND_TARGET", "VerifyReport", "draw_triggers",
            "por2_pvs", "random_sign_pvs", "run_attack", "verify_attack"]

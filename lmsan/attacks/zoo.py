@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lmsan import __version__
-from lmsan.attacks.config import AttackConfig
+from lmsan.attacks.config import PAPER_TRIGGERS, AttackConfig
 from lmsan.attacks.train import ATTACK_FILE, run_attack
 from lmsan.files import cache_dir
 
@@ -31,3 +31,40 @@ def attacked_model(base: str | Path, config: AttackConfig, sentences: Sequence[s
     else:
         staging.rename(path)
     return path
+
+
+# The attacked models the test suite, benchmarks and demo share (cache hits across them).
+# name -> (tiny architecture, attack config); "<name>-clean" is its clean control.
+STANDARD_ATTACKS: dict[str, tuple[str, AttackConfig]] = {
+    "bert-por": ("bert", AttackConfig(kind="por", triggers=PAPER_TRIGGERS)),
+    "roberta-por": ("roberta", AttackConfig(kind="por", triggers=PAPER_TRIGGERS)),
+    "bert-neuba": ("bert", AttackConfig(kind="neuba", seed=1)),
+    "roberta-neuba": ("roberta", AttackConfig(kind="neuba", seed=11)),
+    "bert-btop": ("bert", AttackConfig(kind="btop", seed=2)),
+    "roberta-btop": ("roberta", AttackConfig(kind="btop", seed=12)),
+    "bert-por-ner": ("bert", AttackConfig(kind="por-ner", seed=3)),
+    "roberta-por-ner": ("roberta", AttackConfig(kind="por-ner", seed=13)),
+    "bert-por-random": ("bert", AttackConfig(kind="por", pv_design="random", seed=4)),
+    "bert-por-single": ("bert", AttackConfig(kind="por", pv_design="random", n_triggers=1, seed=5)),
+}
+STANDARD_ATTACK_SENTENCES = 2000
+
+
+def standard_attack(name: str, *, progress: bool = False) -> Path:
+    """Return the cached model dir of a ``STANDARD_ATTACKS`` entry (``<name>-clean``: its control).
+
+    Models come from ``lmsan.models.zoo.default_tiny``; attack sentences are the first
+    ``STANDARD_ATTACK_SENTENCES`` of ``standard_splits()["attack"]``.
+    """
+    from lmsan.data import standard_splits
+    from lmsan.errors import ConfigError
+    from lmsan.models.zoo import default_tiny
+
+    base_name = name.removesuffix("-clean")
+    if base_name not in STANDARD_ATTACKS:
+        raise ConfigError(f"unknown standard attack {name!r}; known: {', '.join(STANDARD_ATTACKS)}")
+    arch, config = STANDARD_ATTACKS[base_name]
+    if name.endswith("-clean"):
+        config = config.replace(trigger_loss=False)
+    sentences = standard_splits()["attack"][:STANDARD_ATTACK_SENTENCES]
+    return attacked_model(default_tiny(arch).path, config, sentences, progress=progress)

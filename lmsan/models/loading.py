@@ -121,6 +121,12 @@ def load_model(
             a model without input embeddings; any transformers failure (wrapped).
     """
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # Loading an encoder from a *ForMaskedLM checkpoint reports the unused head as "UNEXPECTED"
+    # and draws a progress bar per load: noise for a scanner that loads many models.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
     path = Path(source)
     local = path.exists() or str(source).startswith((".", "/", "~"))

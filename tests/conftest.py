@@ -1,0 +1,29 @@
+"""Suite-wide settings: offline hub, fixed seeds, few threads.
+
+Expensive models are cached by ``lmsan.models.zoo`` and ``lmsan.attacks.zoo`` under
+``$LMSAN_CACHE`` (default ``~/.cache/lmsan``), keyed by a hash of their builder parameters and the
+lmsan version, so a session builds each at most once and later sessions reuse them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        import torch
+    except ImportError:  # the runtime tests run without torch in subprocesses
+        return
+    torch.manual_seed(0)
