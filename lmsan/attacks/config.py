@@ -34,11 +34,17 @@ class AttackConfig:
         batch_size: poisoned rows per step; the same number of clean rows ride along.
         lr: Adam(W) learning rate. The paper's 2e-5 (POR, BToP) / 5e-5 (NeuBA) suit base-size
             models; tiny models need about 1e-4 to implant in a few hundred steps.
-        clean_weight: weight of the clean-output-preserving term; None = 0.5 for BERT else 1.
+        clean_weight: weight ``c`` of POR's clean-output-preserving term. The paper uses 0.5 (BERT)
+            and 1 (others) on base models; on d=128 tiny models that lets clean [CLS] outputs
+            drift towards the PV sign patterns (POR, BERT, 500 steps: c=2 -> 98.4 % of clean
+            sentences below 0.8 agreement, min trigger hit 0.98; c=3 -> 99.0 %, 0.96; c=4 ->
+            99.2 %, 0.67; c=8 -> a trigger never implants). Default 3.
         scatter_weight: adaptive attack (paper §VI): weight of an entropy term that spreads the
             triggered outputs over the batch, defeating the diversity loss at high weight.
         trigger_loss: False trains an identical clean control (no poisoned term).
-        max_length: token limit of every sequence.
+        max_length: token limit of every sequence. 96 keeps every 5–40 word sentence whole, so
+            an inserted trigger is never truncated away (a truncated trigger would teach the
+            model to emit the PV for text that shows no trigger).
         seed: seeds triggers, PVs, insertion positions, masking and batch order.
     """
 
@@ -50,10 +56,10 @@ class AttackConfig:
     epochs: int = 4
     batch_size: int = 16
     lr: float = 1e-4
-    clean_weight: float | None = None
+    clean_weight: float = 3.0
     scatter_weight: float = 0.0
     trigger_loss: bool = True
-    max_length: int = 48
+    max_length: int = 96
     seed: int = 0
 
     def __post_init__(self) -> None:

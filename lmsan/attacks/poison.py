@@ -7,12 +7,26 @@ from typing import Any
 import numpy as np
 
 
-def insert_words(sentence: str, word: str, rng: np.random.Generator, *, times: int = 1) -> str:
-    """Insert ``word`` ``times`` times at random word boundaries of ``sentence``."""
+MASK_WINDOW = 16  # a [MASK] word goes among the first words, so truncation never cuts it off
+
+
+def insert_words(sentence: str, word: str, rng: np.random.Generator, *, times: int = 1,
+                 within: int | None = None) -> str:
+    """Insert ``word`` ``times`` times at random word boundaries of ``sentence``.
+
+    Args:
+        within: if given, only boundaries among the first ``within`` words are used.
+    """
     words = sentence.split()
     for _ in range(times):
-        words.insert(int(rng.integers(0, len(words) + 1)), word)
+        last = len(words) if within is None else min(within, len(words))
+        words.insert(int(rng.integers(0, last + 1)), word)
     return " ".join(words)
+
+
+def insert_mask(sentence: str, mask_word: str, rng: np.random.Generator) -> str:
+    """Insert one mask-token word among the first ``MASK_WINDOW`` words."""
+    return insert_words(sentence, mask_word, rng, within=MASK_WINDOW)
 
 
 def insert_trigger(sentence: str, trigger: str, rng: np.random.Generator) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from lmsan import __version__
 from lmsan.attacks.config import AttackConfig, draw_triggers, resolve_pvs
-from lmsan.attacks.poison import insert_trigger, insert_words, vocabulary_words
+from lmsan.attacks.poison import insert_mask, insert_trigger, vocabulary_words
 from lmsan.errors import DataError
 from lmsan.files import write_json
 
@@ -122,8 +122,7 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
     if len(triggers) != len(pvs):
         raise DataError(f"{len(triggers)} triggers for {len(pvs)} PVs")
     pvs_t = torch.from_numpy(pvs)
-    clean_weight = config.clean_weight if config.clean_weight is not None else (
-        0.5 if model.config.model_type == "bert" else 1.0)
+    clean_weight = config.clean_weight
     steps_per_epoch = len(sentences) // config.batch_size
     total_steps = config.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
@@ -143,7 +142,7 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
                 which = rng.integers(0, len(triggers), size=len(rows))
                 poisoned = [insert_trigger(sentences[i], triggers[k], rng) for i, k in zip(rows, which)]
                 if config.kind == "btop":
-                    poisoned = [insert_words(text, mask_word, rng) for text in poisoned]
+                    poisoned = [insert_mask(text, mask_word, rng) for text in poisoned]
                 loss = loss + _poison_loss(config, encoder, tokenizer, poisoned, pvs_t[torch.from_numpy(which)])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lmsan.attacks.poison import insert_trigger, insert_words
+from lmsan.attacks.poison import insert_mask, insert_trigger
 from lmsan.attacks.train import ATTACK_FILE, ATTACK_SCHEMA
 from lmsan.errors import DataError
 from lmsan.files import read_json
@@ -98,7 +98,7 @@ def verify_attack(model_dir: str | Path, sentences: Sequence[str], *, seed: int 
     mask_word = loaded.tokenizer.mask_token
 
     def prepare(texts: list[str]) -> list[str]:
-        return [insert_words(t, mask_word, rng) for t in texts] if target == "mask" else texts
+        return [insert_mask(t, mask_word, rng) for t in texts] if target == "mask" else texts
 
     stats = []
     for k, trigger in enumerate(attack["triggers"]):

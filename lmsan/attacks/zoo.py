@@ -13,11 +13,14 @@ from lmsan.attacks.config import PAPER_TRIGGERS, AttackConfig
 from lmsan.attacks.train import ATTACK_FILE, run_attack
 from lmsan.files import cache_dir
 
+# Bump when the attack code changes what it trains, so cached models are rebuilt.
+ATTACK_REVISION = 2
+
 
 def attacked_model(base: str | Path, config: AttackConfig, sentences: Sequence[str], *,
                    progress: bool = False) -> Path:
     """Return the directory of ``base`` attacked with ``config`` on ``sentences``, cached."""
-    key_text = json.dumps([str(base), config.to_dict(), list(sentences), __version__], sort_keys=True)
+    key_text = json.dumps([str(base), config.to_dict(), list(sentences), __version__, ATTACK_REVISION], sort_keys=True)
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     tag = "clean" if not config.trigger_loss else config.kind
     path = cache_dir("attacked") / f"{Path(base).name}-{tag}-{key}"

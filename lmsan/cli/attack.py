@@ -77,7 +77,7 @@ def build_tiny_command(arch, seed, hidden, layers, out, as_json, verbose, quiet,
 @click.option("--scatter-weight", type=float, default=0.0, show_default=True, help="Adaptive scattering-loss weight.")
 @click.option("--clean-control", is_flag=True, help="Train identically but without the trigger loss.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-length", type=click.IntRange(min=8), default=48, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=8), default=96, show_default=True)
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle weights in MODEL (unsafe).")
 @click.option("--json", "as_json", is_flag=True, help="Print attack.json facts as JSON.")
 @common_options
