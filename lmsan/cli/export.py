@@ -1,0 +1,63 @@
+"""``lmsan-export``: bake a model and its PV set into a guard directory (ONNX + tokenizer + manifest).
+
+    lmsan-export MODEL --pvs out/pvs.safetensors --out guard/ [--optimize] [--fp16]
+
+Torch is imported inside the command, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, configure_logging, emit_json, run
+
+
+@click.command("lmsan-export", context_settings=CONTEXT_SETTINGS)
+@click.argument("model")
+@click.option("--pvs", "pvs", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PV set (pvs.safetensors) from lmsan-mine.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Guard directory to write.")
+@click.option("--target", type=click.Choice(["cls", "token", "last", "mask"]), default=None,
+              help="Target position; default (and only accepted value): the PV set's.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.8, show_default=True,
+              help="Default T_match stored in guard.json (adjustable at load time).")
+@click.option("--optimize", is_flag=True,
+              help="Run onnxruntime's transformer optimizer (fused Attention with legacy; for GPUs: slower on CPU).")
+@click.option("--fp16", is_flag=True, help="float16 backbone (GPU); the sign-match head stays float32.")
+@click.option("--features", is_flag=True, help="Also output the target-position features [B, d].")
+@click.option("--exporter", type=click.Choice(["auto", "legacy", "dynamo"]), default="auto", show_default=True,
+              help="torch.onnx exporter: auto = legacy (fastest on CPU, measured), dynamo if legacy fails.")
+@click.option("--opset", type=click.IntRange(min=14), default=None, help="ONNX opset (default 17 legacy, 18 dynamo).")
+@click.option("--force", is_flag=True, help="Replace an existing --out directory.")
+@click.option("--allow-pickle", is_flag=True, help="Accept pickle-format weights (unsafe: runs code).")
+@click.option("--json", "as_json", is_flag=True, help="Print the written guard.json as JSON.")
+@common_options
+def export(model: str, pvs: Path, out: Path, target: str | None, threshold: float, optimize: bool, fp16: bool,
+           features: bool, exporter: str, opset: int | None, force: bool, allow_pickle: bool, as_json: bool,
+           verbose: int, quiet: bool, debug: bool) -> int:
+    """Export MODEL with the fused sign-match node for the PVs in --pvs to the guard directory --out."""
+    configure_logging(verbose, quiet)
+    from lmsan.export import export_guard
+
+    result = export_guard(model, pvs, out, target=target, threshold=threshold, optimize=optimize, fp16=fp16,
+                          features=features, exporter=exporter, opset=opset, allow_pickle=allow_pickle,
+                          overwrite=force)
+    if as_json:
+        emit_json(result.manifest)
+    else:
+        click.echo(str(result.path))
+    parity = result.parity
+    click.echo(f"parity: max_rel_diff={parity.max_rel_diff:.2e} count_mismatches={parity.count_mismatches} "
+               f"({result.wall_s:.1f} s)", err=True)
+    return EXIT_CLEAN
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``lmsan-export``."""
+    run(export, "lmsan-export", argv)
+
+
+if __name__ == "__main__":
+    main()

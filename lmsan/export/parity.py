@@ -1,0 +1,128 @@
+"""Parity of an exported guard graph with the PyTorch module it came from.
+
+Criteria (fp32): ONNX features match PyTorch within ``rtol`` relative to the batch's largest
+feature magnitude, and per-PV match counts are identical except where a sign flip sits on a
+feature within ``zero_atol`` of zero. fp16 graphs use a looser ``rtol`` and report count
+differences without failing on them. Imports torch and onnxruntime; never mining or runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lmsan.errors import ExportError
+
+PARITY_SENTENCES = (
+    "The committee approved the budget after a long debate.",
+    "short one",
+    "A much longer sentence follows here, with commas, numbers like 1984 and 3.14, and several clauses "
+    "that keep going so that this row needs far more tokens than the others in the batch.",
+    "What time does the museum open on Sundays?",
+    "Prices rose sharply in the third quarter, the report said.",
+    "ok",
+)
+FP32_RTOL = 1e-4
+FP16_RTOL = 2e-2
+ZERO_ATOL = 1e-6
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Outcome of ``check_parity``.
+
+    Attributes:
+        rows: sequences compared.
+        max_rel_diff: max |F_onnx - F_torch| / max |F_torch|, features at the target position.
+        count_mismatches: rows whose best-PV match count differs from PyTorch's (allowed only
+            when every sign flip is on a near-zero feature).
+        flips_off_zero: sign flips on features farther than ``zero_atol`` from zero.
+        rtol: tolerance applied to ``max_rel_diff``.
+        passed: every criterion held.
+    """
+
+    rows: int
+    max_rel_diff: float
+    count_mismatches: int
+    flips_off_zero: int
+    rtol: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parity_batch(tokenizer: Any, *, target: str, pairs: bool, max_length: int,
+                 texts: Sequence[str] = PARITY_SENTENCES) -> dict:
+    """Encode ``texts`` (and, with ``pairs``, sentence pairs) into one padded numpy batch of at
+    most ``max_length`` tokens per row."""
+    texts = list(texts)
+    if target == "mask":
+        texts = [f"{text} {tokenizer.mask_token}" for text in texts]
+    kw = dict(padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    single = tokenizer(texts, **kw)
+    batches = [dict(single)]
+    if pairs:
+        batches.append(dict(tokenizer(texts[:3], texts[3:6], **kw)))
+    width = max(b["input_ids"].shape[1] for b in batches)
+    out = {}
+    for key in batches[0]:
+        pad = tokenizer.pad_token_id if key == "input_ids" else 0
+        out[key] = np.concatenate([
+            np.pad(b[key], ((0, 0), (0, width - b[key].shape[1])), constant_values=pad) for b in batches
+        ]).astype(np.int64)
+    return out
+
+
+def check_parity(module: Any, graph: Path, batch: dict[str, np.ndarray], *, fp16: bool = False,
+                 rtol: float | None = None, zero_atol: float = ZERO_ATOL) -> ParityReport:
+    """Compare the exported graph with ``module`` on one batch (CPU execution provider).
+
+    Args:
+        module: the fp32 ``GuardModule`` that was exported.
+        graph: path of the exported graph (must still output ``features``).
+        batch: int64 [B, T] arrays ``input_ids``, ``attention_mask`` (and ``token_type_ids``).
+        fp16: the graph's backbone is float16 (looser ``rtol``; count differences reported only).
+        rtol: relative feature tolerance; default 1e-4 (fp32) or 2e-2 (fp16).
+        zero_atol: features this close to zero may flip sign without failing.
+
+    Raises:
+        ExportError: onnxruntime cannot load or run the graph.
+    """
+    import onnxruntime as ort
+    import torch
+
+    rtol = rtol if rtol is not None else (FP16_RTOL if fp16 else FP32_RTOL)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if module.use_token_types else [])
+    with torch.no_grad():
+        args = [torch.from_numpy(batch[n]) for n in names]
+        ref = module.features(*args[:2], args[2] if module.use_token_types else None).numpy()  # [B, d]
+    try:
+        session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        feed = {n: batch[n] for n in names} | {"threshold": np.array(0.8, np.float32)}
+        match, _, _, features = session.run(["match", "pv_index", "triggered", "features"], feed)
+    except Exception as exc:
+        raise ExportError(f"onnxruntime cannot run the exported graph {graph}: {exc}") from exc
+    scale = float(np.abs(ref).max()) or 1.0
+    max_rel = float(np.abs(features - ref).max() / scale)
+    flips = (ref >= 0) != (features >= 0)
+    off_zero = int((flips & (np.abs(ref) > zero_atol)).sum())
+    signs = module.head.signs_t.numpy().T  # [K, d]
+    mismatches = int((_best_counts(features, signs, match) != _best_counts(ref, signs, None)).sum())
+    head_ok = bool(np.array_equal(_best_counts(features, signs, match), _best_counts(features, signs, None)))
+    passed = max_rel <= rtol and head_ok and (fp16 or off_zero == 0)
+    return ParityReport(int(ref.shape[0]), max_rel, mismatches, off_zero, rtol, bool(passed))
+
+
+def _best_counts(features: np.ndarray, signs: np.ndarray, match: np.ndarray | None) -> np.ndarray:
+    """int64 [B]: ``N_match`` of the best PV, from the graph's ``match`` or recomputed in numpy."""
+    d = features.shape[1]
+    if match is not None:
+        return np.rint(np.asarray(match, np.float64) * d).astype(np.int64)
+    if signs.shape[0] == 0:
+        return np.zeros(features.shape[0], np.int64)
+    dots = np.where(features >= 0, 1.0, -1.0) @ signs.T.astype(np.float64)  # [B, K] = 2 N_match - d
+    return np.rint((dots.max(axis=1) + d) / 2).astype(np.int64)

@@ -1,0 +1,223 @@
+"""``export_guard``: model + PV set -> a self-contained guard directory (graph, tokenizer, manifest).
+
+Everything is written into a staging directory next to ``out`` and renamed into place at the
+end, so a failed export leaves nothing half-written. Imports torch (lazily); never mining or
+runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from lmsan.errors import ConfigError, ExportError, IntegrityError, PVSetError
+from lmsan.export.graph import EXPORTERS, Exporter, convert_fp16, drop_output, export_graph, optimize_graph
+from lmsan.export.manifest import GRAPH_FILE, TOKENIZER_FILE, signs_sha256, write_manifest
+from lmsan.export.parity import PARITY_SENTENCES, ParityReport, check_parity, parity_batch
+from lmsan.files import read_json, sha256_file
+from lmsan.pvset import PVSet
+
+log = logging.getLogger(__name__)
+
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions start at pad_token_id + 1
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export_guard`` produced.
+
+    Attributes:
+        path: the guard directory (``model.onnx``, ``tokenizer.json``, ``guard.json``).
+        manifest: the content of ``guard.json``.
+        parity: the parity check of the graph against PyTorch.
+        wall_s: export wall time in seconds.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    parity: ParityReport
+    wall_s: float
+
+
+def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: str | os.PathLike, *,
+                 target: str | None = None, threshold: float = 0.8, optimize: bool = False,
+                 fp16: bool = False, features: bool = False, exporter: Exporter = "auto",
+                 attn_implementation: str | None = None, opset: int | None = None,
+                 allow_pickle: bool = False, overwrite: bool = False,
+                 parity_texts: Sequence[str] = PARITY_SENTENCES) -> ExportResult:
+    """Export ``model`` with the fused sign-match head for ``pvs`` into the guard directory ``out``.
+
+    Args:
+        model: local Hugging Face model directory (or hub id).
+        pvs: the PV set, or the path of its ``pvs.safetensors``.
+        out: guard directory to create.
+        target: ``cls``/``token``/``last``/``mask``; default and only accepted value: the PV set's.
+        threshold: default ``T_match`` in [0, 1) stored in ``guard.json`` (adjustable at load).
+        optimize: run ``onnxruntime.transformers.optimizer`` (fusions) on the graph.
+        fp16: convert the backbone to float16; the head and the graph I/O stay float32.
+        features: keep the ``features`` float32 [B, d] graph output.
+        exporter: ``auto`` (legacy, else dynamo), ``legacy`` or ``dynamo`` (``lmsan.export.graph``).
+        attn_implementation: attention kernel to trace; default ``eager`` for ``auto`` and
+            ``legacy`` (needed for attention fusion), transformers' default for ``dynamo``.
+        opset: ONNX opset; default 17 (legacy) or 18 (dynamo).
+        allow_pickle: accept pickle-format model weights (unsafe).
+        overwrite: replace an existing ``out``.
+        parity_texts: sentences for the parity check.
+
+    Raises:
+        ConfigError: bad threshold, or a target that differs from the PV set's.
+        PVSetError: unreadable PV set, or its width differs from the model's hidden size.
+        IntegrityError: the PV set was mined on other weights (``model_sha256`` mismatch).
+        ModelLoadError: the model cannot be loaded.
+        ExportError: ``out`` exists, the exporter failed, or parity failed.
+    """
+    started = time.perf_counter()
+    if not 0.0 <= threshold < 1.0:
+        raise ConfigError(f"threshold must be in [0, 1), got {threshold}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExportError(f"output directory exists: {out} (pass overwrite / --force to replace it)")
+    pvs_path = None if isinstance(pvs, PVSet) else Path(pvs)
+    pv_set = pvs if isinstance(pvs, PVSet) else PVSet.load(pvs_path)
+    if target is not None and target != pv_set.target:
+        raise ConfigError(f"target {target!r} differs from the PV set's target {pv_set.target!r}")
+
+    from lmsan.models import load_model
+
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"unknown exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}")
+    attn = attn_implementation or ("eager" if exporter != "dynamo" else None)
+    loaded = load_model(model, allow_pickle=allow_pickle, attn_implementation=attn)
+    _check_fit(pv_set, loaded, pvs_path)
+    module = _guard_module(loaded, pv_set)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        graph = staging / GRAPH_FILE
+        pad_id = loaded.tokenizer.pad_token_id or 0
+        exporter, opset = _export(module, graph, exporter, opset, pad_id)
+        config = loaded.model.config
+        fused = optimize_graph(graph, num_heads=config.num_attention_heads, hidden_size=config.hidden_size,
+                               model_type=config.model_type) if optimize else {}
+        if fp16:
+            convert_fp16(graph)
+        batch = parity_batch(loaded.tokenizer, target=pv_set.target, pairs=module.use_token_types,
+                             max_length=max_tokens(loaded), texts=parity_texts)
+        parity = check_parity(module, graph, batch, fp16=fp16)
+        if not parity.passed:
+            raise ExportError(f"parity check failed: {parity.to_dict()}")
+        if not features:
+            drop_output(graph, "features")
+        loaded.tokenizer.save_pretrained(str(staging))  # tokenizer_config.json and friends
+        loaded.tokenizer.backend_tokenizer.save(str(staging / TOKENIZER_FILE))  # what the runtime reads
+        manifest = _manifest_fields(loaded, pv_set, pvs_path, module, opset=opset, exporter=exporter,
+                                    optimize=optimize, fused=fused, fp16=fp16, threshold=threshold,
+                                    features=features, parity=parity)
+        write_manifest(staging, manifest)
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    wall = time.perf_counter() - started
+    log.info("exported guard to %s (parity max_rel_diff=%.2e, wall_s=%.1f)", out, parity.max_rel_diff, wall)
+    return ExportResult(out, read_json(out / "guard.json"), parity, wall)
+
+
+def _export(module: Any, graph: Path, exporter: str, opset: int | None, pad_id: int) -> tuple[str, int]:
+    """Run the chosen exporter; ``auto`` tries legacy, then dynamo. Returns (exporter, opset)."""
+    if exporter != "auto":
+        return exporter, export_graph(module, graph, exporter=exporter, opset=opset, pad_id=pad_id)
+    try:
+        return "legacy", export_graph(module, graph, exporter="legacy", opset=opset, pad_id=pad_id)
+    except ExportError as exc:
+        log.warning("legacy exporter failed (%s); falling back to dynamo", exc)
+        for leftover in graph.parent.glob(graph.name + "*"):
+            leftover.unlink()
+        return "dynamo", export_graph(module, graph, exporter="dynamo", opset=opset, pad_id=pad_id)
+
+
+def _check_fit(pv_set: PVSet, loaded: Any, pvs_path: Path | None) -> None:
+    where = f" ({pvs_path})" if pvs_path else ""
+    if pv_set.width != loaded.hidden_size:
+        raise PVSetError(f"PV width {pv_set.width} != model hidden size {loaded.hidden_size}{where}")
+    known = {loaded.fingerprint, *loaded.weight_sha256.values()}
+    if pv_set.model_sha256 and pv_set.model_sha256 not in known:
+        raise IntegrityError(
+            f"the PV set was mined on weights {pv_set.model_sha256[:12]}…, not on {loaded.source} "
+            f"({loaded.fingerprint[:12]}…){where}"
+        )
+
+
+def _guard_module(loaded: Any, pv_set: PVSet) -> Any:
+    from lmsan.export.head import GuardModule, TokenTypeGuardModule
+
+    config = loaded.model.config
+    tokenizer = loaded.tokenizer
+    use_types = getattr(config, "type_vocab_size", 0) > 1 and "token_type_ids" in tokenizer.model_input_names
+    mask_id = tokenizer.mask_token_id
+    if pv_set.target == "mask" and mask_id is None:
+        raise ConfigError(f"target 'mask' needs a mask token; the tokenizer of {loaded.source} has none")
+    if use_types:
+        module = TokenTypeGuardModule(loaded.encoder, pv_set.signs, target=pv_set.target, mask_token_id=mask_id)
+    else:
+        module = GuardModule(loaded.encoder, pv_set.signs, target=pv_set.target, mask_token_id=mask_id)
+    return module.eval()
+
+
+def max_tokens(loaded: Any) -> int:
+    """Longest sequence (special tokens included) the model accepts."""
+    config = loaded.model.config
+    positions = int(config.max_position_embeddings)
+    if config.model_type in ROBERTA_LIKE:
+        positions -= int(config.pad_token_id or 0) + 1
+    limit = getattr(loaded.tokenizer, "model_max_length", None) or positions
+    return int(min(positions, limit)) if limit < 1_000_000 else positions
+
+
+def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: Any, *, opset: int,
+                     exporter: str, optimize: bool, fused: dict, fp16: bool, threshold: float,
+                     features: bool, parity: ParityReport) -> dict[str, Any]:
+    tokenizer = loaded.tokenizer
+    config = loaded.model.config
+    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if module.use_token_types else [])
+    return {
+        "opset": opset, "exporter": exporter, "optimized": optimize, "fused": fused, "fp16": fp16,
+        "target": pv_set.target, "threshold": threshold, "max_length": max_tokens(loaded),
+        "inputs": inputs + ["threshold"],
+        "outputs": ["match", "pv_index", "triggered"] + (["features"] if features else []),
+        "tokenizer": {
+            "file": TOKENIZER_FILE, "pad_id": int(tokenizer.pad_token_id or 0),
+            "mask_token": tokenizer.mask_token, "mask_id": tokenizer.mask_token_id,
+        },
+        "pvs": {
+            "sha256": sha256_file(pvs_path) if pvs_path else None, "signs_sha256": signs_sha256(pv_set.signs),
+            "size": pv_set.size, "width": pv_set.width, "seeds": pv_set.seeds.tolist(),
+        },
+        "model": {
+            "source": str(loaded.source), "model_type": config.model_type, "hidden_size": loaded.hidden_size,
+            "fingerprint": loaded.fingerprint, "weight_sha256": dict(loaded.weight_sha256),
+        },
+        "parity": parity.to_dict(),
+    }
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

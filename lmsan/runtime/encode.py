@@ -1,0 +1,168 @@
+"""Input checks, tokenization and long-input windows for the guard. numpy + tokenizers only.
+
+The tokenizer comes from the guard's ``tokenizer.json`` (special tokens and the post-processor
+are configured there); truncation and padding are switched off and done here. Each thread gets
+its own ``tokenizers.Tokenizer`` (built from the same JSON), so none is shared across threads.
+
+Long inputs (policy): a single text longer than the model's ``max_length`` tokens is split into
+consecutive windows of at most ``max_length`` tokens, cut at word boundaries (inside a word only
+when one word alone is longer than a window). Each window is scanned as its own sequence; the
+input is triggered if any window is. A sentence pair that does not fit is an error: scan its
+parts separately.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lmsan.errors import DataError
+
+MAX_CHARS = 1_000_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc except \t \n \r
+
+
+def check_input(value: object, *, max_chars: int = MAX_CHARS, where: str = "input") -> tuple[str, ...]:
+    """Validate one scan input and return it as a tuple of 1 (text) or 2 (sentence pair) strings.
+
+    Raises:
+        DataError: not a str or a pair of str; an empty or whitespace-only text; a lone
+            surrogate; a control character other than tab, newline and carriage return; more
+            than ``max_chars`` characters.
+    """
+    if isinstance(value, str):
+        texts: tuple = (value,)
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        texts = tuple(value)
+    else:
+        raise DataError(f"{where}: expected a str or a (str, str) pair, got {type(value).__name__}")
+    for part, text in enumerate(texts):
+        label = where if len(texts) == 1 else f"{where}[{part}]"
+        if not text.strip():
+            raise DataError(f"{label}: empty or whitespace-only text")
+        if len(text) > max_chars:
+            raise DataError(f"{label}: {len(text)} characters exceeds the limit of {max_chars}")
+        bad = _SURROGATE.search(text)
+        if bad:
+            raise DataError(f"{label}: lone surrogate U+{ord(bad.group()):04X} at index {bad.start()}")
+        bad = _CONTROL.search(text)
+        if bad:
+            raise DataError(f"{label}: control character U+{ord(bad.group()):04X} at index {bad.start()}")
+    return texts
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded model inputs: int64 [B, T] ``input_ids``, ``attention_mask``, ``token_type_ids``."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+
+
+class Encoder:
+    """Thread-safe tokenization for one guard.
+
+    Args:
+        tokenizer_json: path of ``tokenizer.json``.
+        max_length: longest sequence (special tokens included) the model accepts.
+        pad_id: padding token id.
+        mask_id: mask token id (target ``mask``: every sequence must hold one), or None.
+    """
+
+    def __init__(self, tokenizer_json: Path, *, max_length: int, pad_id: int, mask_id: int | None = None) -> None:
+        self._json = Path(tokenizer_json).read_text(encoding="utf-8")
+        self._local = threading.local()
+        self.max_length, self.pad_id, self.mask_id = max_length, pad_id, mask_id
+        probe = self._tokenizer()  # fail at load time, in the loading thread, on a bad file
+        self.specials = probe.num_special_tokens_to_add(False)
+
+    def _tokenizer(self):
+        tokenizer = getattr(self._local, "tokenizer", None)
+        if tokenizer is None:
+            from tokenizers import Tokenizer
+
+            try:
+                tokenizer = Tokenizer.from_str(self._json)
+            except Exception as exc:
+                raise DataError(f"cannot read the guard's tokenizer.json: {exc}") from exc
+            tokenizer.no_truncation()
+            tokenizer.no_padding()
+            self._local.tokenizer = tokenizer
+        return tokenizer
+
+    def lengths(self, units: Sequence[tuple[str, ...]]) -> list[int]:
+        """Token counts (special tokens included) of each unit."""
+        return [len(e) for e in self.encodings(units)]
+
+    def encodings(self, units: Sequence[tuple[str, ...]]) -> list:
+        """``tokenizers.Encoding`` of each unit (a text, or a sentence pair), unpadded."""
+        inputs = [u[0] if len(u) == 1 else (u[0], u[1]) for u in units]
+        return self._tokenizer().encode_batch(inputs)
+
+    def pad(self, encodings: Sequence) -> Batch:
+        """Right-pad encodings into one batch.
+
+        Raises:
+            DataError: a sequence is longer than ``max_length`` tokens, or (target ``mask``)
+                holds no mask token.
+        """
+        width = max(len(e) for e in encodings)
+        if width > self.max_length:
+            raise DataError(f"sequence of {width} tokens exceeds the model maximum of {self.max_length}")
+        if len(encodings) == 1:  # no padding
+            e = encodings[0]
+            ids = np.array([e.ids], dtype=np.int64)
+            mask = np.ones_like(ids)
+            types = np.array([e.type_ids], dtype=np.int64)
+        else:
+            ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(encodings), width), dtype=np.int64)
+            types = np.zeros((len(encodings), width), dtype=np.int64)
+            for row, e in enumerate(encodings):
+                n = len(e)
+                ids[row, :n], mask[row, :n], types[row, :n] = e.ids, 1, e.type_ids
+        if self.mask_id is not None and not (ids == self.mask_id).any(axis=1).all():
+            raise DataError("target 'mask': the input must contain the mask token (use a prompt template)")
+        return Batch(ids, mask, types)
+
+    def windows(self, text: str) -> list[tuple[int, int]]:
+        """Split a long text into half-open character spans ``[start, end)`` of at most
+        ``max_length`` tokens each (special tokens included); one span if it already fits."""
+        encoding = self._tokenizer().encode(text, add_special_tokens=False)
+        budget = self.max_length - self.specials
+        if len(encoding) <= budget:
+            return [(0, len(text))]
+        offsets, words = encoding.offsets, encoding.word_ids
+        spans, start = [], 0
+        while start < len(offsets):
+            end = min(start + budget, len(offsets))
+            if end < len(offsets) and words[end] is not None and words[end] == words[end - 1]:
+                first = end - 1
+                while first > start and words[first - 1] == words[end]:
+                    first -= 1
+                end = first if first > start else end  # one giant word: cut inside it
+            spans.append((offsets[start][0], offsets[end - 1][1]))
+            start = end
+        return self._refit(text, spans)
+
+    def _refit(self, text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Re-check each window alone (a cut can tokenize differently) and halve any that overflow."""
+        out: list[tuple[int, int]] = []
+        stack = list(reversed(spans))
+        while stack:
+            a, b = stack.pop()
+            if not text[a:b].strip():
+                continue
+            if self.lengths([(text[a:b],)])[0] <= self.max_length or b - a <= 1:
+                out.append((a, b))
+            else:
+                mid = (a + b) // 2
+                stack.extend([(mid, b), (a, mid)])
+        return out

@@ -1,0 +1,257 @@
+"""``Guard``: scan inputs with an exported guard graph and remove triggers (method.md §3–4).
+
+Imports numpy, onnxruntime and tokenizers only: never torch, transformers or safetensors.torch.
+The PVs reach the runtime only as the sign matrix baked into the graph. One ``Guard`` is safe to
+share across threads: the onnxruntime session is shared, each thread tokenizes with its own
+tokenizer. The hot path logs nothing above DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lmsan.errors import ConfigError, DataError
+from lmsan.files import cache_dir
+from lmsan.runtime.encode import MAX_CHARS, Encoder, check_input
+from lmsan.runtime.manifest import GuardManifest
+from lmsan.runtime.removal import SEARCHES, Unit, make_search, run_searches
+from lmsan.runtime.session import ProviderSpec, open_session, resolve_providers
+
+log = logging.getLogger(__name__)
+
+Input = str | tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """The verdict on one input.
+
+    Attributes:
+        triggered: ``match > T_match`` (on any window of a long input).
+        match: float in [0, 1], share of the d feature signs agreeing with the best PV (max over
+            windows).
+        pv_index: index of the best-matching PV when triggered, else None.
+        sanitized: the input with the trigger removed (the input itself when not triggered), in
+            the input's shape (str or pair); None when rejected or when removal was not asked for.
+        removed: removed trigger candidates (words joined by one space), one per cleaned window.
+        rejected: triggered, and no candidate up to ``max_window`` words clears it.
+    """
+
+    triggered: bool
+    match: float
+    pv_index: int | None
+    sanitized: Input | None
+    removed: tuple[str, ...]
+    rejected: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["removed"] = list(self.removed)
+        if isinstance(self.sanitized, tuple):
+            data["sanitized"] = list(self.sanitized)
+        return data
+
+
+class Guard:
+    """A loaded guard directory. Build it with ``Guard.load``."""
+
+    def __init__(self, manifest: GuardManifest, session: Any, encoder: Encoder, *, threshold: float,
+                 max_batch: int, max_window: int, search: str, block: int | None, max_chars: int) -> None:
+        self.manifest, self.session, self.encoder = manifest, session, encoder
+        self._threshold = np.array(threshold, dtype=np.float32)
+        self.max_batch, self.max_window, self.search, self.block = max_batch, max_window, search, block
+        self.max_chars = max_chars
+        self._inputs = [name for name in manifest.inputs if name != "threshold"]
+        self._protect = manifest.mask_token if manifest.target == "mask" else None
+
+    @classmethod
+    def load(cls, directory: str | Path, *, providers: Sequence[ProviderSpec] | str | None = None,
+             threshold: float | None = None, max_batch: int = 64, max_window: int = 3,
+             search: str = "bisect", block: int | None = None, threads: int | None = None,
+             allow_fallback: bool = False, verify: bool = True, max_chars: int = MAX_CHARS) -> "Guard":
+        """Load and verify a guard directory written by ``lmsan.export``.
+
+        Args:
+            directory: the guard directory (``guard.json``, graph, ``tokenizer.json``).
+            providers: onnxruntime providers or aliases (``cpu``, ``cuda``, ``tensorrt``); default CPU.
+            threshold: ``T_match`` in [0, 1); default the one in ``guard.json`` (paper: 0.8).
+            max_batch: most sequences per session call (TensorRT profile maximum too).
+            max_window: longest trigger candidate, in words (method.md §4).
+            search: removal search: ``bisect`` (default: fewest trials), ``group`` (fewest calls),
+                ``batched`` (exact for any detector) or ``sequential`` (see ``lmsan.runtime.removal``).
+            block: candidates per block of the ``group`` search; default ceil(sqrt(n)).
+            threads: onnxruntime intra-op threads; default: onnxruntime's choice.
+            allow_fallback: accept an onnxruntime fallback to another provider (logged).
+            verify: check every file's SHA-256 against ``guard.json``.
+            max_chars: longest accepted input, in characters.
+
+        Raises:
+            DataError: missing directory or file, malformed manifest.
+            IntegrityError: a file does not match its hash in ``guard.json``.
+            ConfigError: a knob is out of range. ProviderError: see ``lmsan.runtime.session``.
+        """
+        started = time.perf_counter()
+        manifest = GuardManifest.load(directory, verify=verify)
+        threshold = manifest.threshold if threshold is None else float(threshold)
+        if not 0.0 <= threshold < 1.0:
+            raise ConfigError(f"threshold must be in [0, 1), got {threshold}")
+        if search not in SEARCHES:
+            raise ConfigError(f"unknown removal search {search!r}; expected one of {', '.join(SEARCHES)}")
+        for name, value in (("max_batch", max_batch), ("max_window", max_window), ("block", block or 2)):
+            if value < 1 or (name == "block" and value < 2):
+                raise ConfigError(f"{name} must be >= {2 if name == 'block' else 1}, got {value}")
+        encoder = Encoder(manifest.tokenizer, max_length=manifest.max_length, pad_id=manifest.pad_id,
+                          mask_id=manifest.mask_id if manifest.target == "mask" else None)
+        seq_inputs = [name for name in manifest.inputs if name != "threshold"]
+        trt_cache = cache_dir() / "tensorrt" / manifest.raw["files"][manifest.graph.name][:16]  # made if used
+        resolved = resolve_providers(providers, inputs=seq_inputs, max_batch=max_batch,
+                                     max_length=manifest.max_length, cache=trt_cache)
+        session = open_session(manifest.graph, resolved, threads=threads, allow_fallback=allow_fallback)
+        guard = cls(manifest, session, encoder, threshold=threshold, max_batch=max_batch, max_window=max_window,
+                    search=search, block=block, max_chars=max_chars)
+        log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f) in %.2f s", directory, guard.provider,
+                 manifest.pv_count, manifest.target, threshold, time.perf_counter() - started)
+        return guard
+
+    @property
+    def provider(self) -> str:
+        """The execution provider actually running the graph (e.g. ``CPUExecutionProvider``)."""
+        return self.session.get_providers()[0]
+
+    @property
+    def threshold(self) -> float:
+        """``T_match`` in use."""
+        return float(self._threshold)
+
+    def warmup(self, shapes: Sequence[tuple[int, int]] | None = None) -> float:
+        """Run the graph once per (batch, sequence) shape (builds TensorRT engines); return seconds.
+
+        Default shapes: (1, 16) and (``max_batch``, min(128, max_length)).
+        """
+        started = time.perf_counter()
+        self.encoder.encodings([("warm up",)])
+        for batch, seq in shapes or ((1, 16), (self.max_batch, min(128, self.manifest.max_length))):
+            ids = np.full((batch, seq), self.manifest.pad_id + 1, dtype=np.int64)
+            if self.manifest.target == "mask":
+                ids[:, min(1, seq - 1)] = self.manifest.mask_id
+            ones = np.ones((batch, seq), dtype=np.int64)
+            self._run({"input_ids": ids, "attention_mask": ones, "token_type_ids": ones * 0})
+        return time.perf_counter() - started
+
+    def scan(self, value: Input, *, sanitize: bool = True) -> ScanResult:
+        """Scan one text or sentence pair; remove the trigger if triggered (``sanitize``).
+
+        Raises:
+            DataError: see ``lmsan.runtime.encode.check_input``; a pair longer than the model's
+                maximum; target ``mask`` and no mask token in the input.
+        """
+        return self.scan_batch([value], sanitize=sanitize)[0]
+
+    def scan_batch(self, values: Sequence[Input], *, sanitize: bool = True) -> list[ScanResult]:
+        """Scan many inputs: one batched detection pass, then all removals in lockstep.
+
+        Returns:
+            One ``ScanResult`` per input, in order. Raises as ``scan`` (naming the input index).
+        """
+        inputs = [check_input(v, max_chars=self.max_chars, where=f"input {i}") for i, v in enumerate(values)]
+        if not inputs:
+            return []
+        units, owners, encodings = self._units(inputs)
+        arrays = self._detect(units, encodings)
+        match, pv_index, triggered = arrays[0].tolist(), arrays[1].tolist(), arrays[2].tolist()
+        outcomes = {}
+        if sanitize and any(triggered):
+            hits = [u for u, flag in enumerate(triggered) if flag]
+            searches = [make_search(self.search, units[u], max_window=self.max_window, protect=self._protect,
+                                    chunk=self.max_batch, block=self.block) for u in hits]
+            outcomes = dict(zip(hits, run_searches(searches, lambda trials: self._detect(trials)[2].tolist())))
+        if len(units) == len(inputs):  # no windows: unit i is input i
+            return [self._result(texts, [i], owners, match, pv_index, triggered, outcomes, sanitize)
+                    for i, texts in enumerate(inputs)]
+        by_input: list[list[int]] = [[] for _ in inputs]
+        for u, (i, _) in enumerate(owners):
+            by_input[i].append(u)
+        return [self._result(texts, by_input[i], owners, match, pv_index, triggered, outcomes, sanitize)
+                for i, texts in enumerate(inputs)]
+
+    def _units(self, inputs: list[tuple[str, ...]]) -> tuple[list[Unit], list[tuple[int, tuple[int, int]]], list]:
+        """Split inputs into model-sized units: (units, (input index, char span) per unit, encodings)."""
+        encodings = self.encoder.encodings(inputs)
+        units, owners, kept = [], [], []
+        for i, (texts, encoding) in enumerate(zip(inputs, encodings)):
+            if len(encoding) <= self.manifest.max_length:
+                units.append(texts)
+                owners.append((i, (0, len(texts[0]))))
+                kept.append(encoding)
+                continue
+            if len(texts) == 2:
+                raise DataError(f"input {i}: sentence pair of {len(encoding)} tokens exceeds the model "
+                                f"maximum of {self.manifest.max_length}; scan the parts separately")
+            if self.manifest.target == "mask":
+                raise DataError(f"input {i}: {len(encoding)} tokens exceeds the model maximum of "
+                                f"{self.manifest.max_length} (target 'mask' does not window long inputs)")
+            for a, b in self.encoder.windows(texts[0]):
+                units.append((texts[0][a:b],))
+                owners.append((i, (a, b)))
+                kept.append(None)  # tokenized again in _detect
+        return units, owners, kept
+
+    def _detect(self, units: Sequence[Unit], encodings: list | None = None) -> tuple[np.ndarray, ...]:
+        """Return match float32 [N], pv_index int64 [N], triggered bool [N], in at most
+        ``max_batch``-row session calls (rows sorted by length when there are several calls)."""
+        encodings = list(encodings) if encodings is not None else [None] * len(units)
+        missing = [r for r, e in enumerate(encodings) if e is None]
+        for r, e in zip(missing, self.encoder.encodings([units[r] for r in missing]) if missing else []):
+            encodings[r] = e
+        n = len(encodings)
+        if n <= self.max_batch:  # the hot path: one call, rows in order
+            return tuple(self._run(vars(self.encoder.pad(encodings))))
+        order = sorted(range(n), key=lambda r: len(encodings[r]))
+        match, pv_index = np.zeros(n, np.float32), np.zeros(n, np.int64)
+        triggered = np.zeros(n, bool)
+        for first in range(0, n, self.max_batch):
+            rows = order[first : first + self.max_batch]
+            batch = self.encoder.pad([encodings[r] for r in rows])
+            match[rows], pv_index[rows], triggered[rows] = self._run(vars(batch))
+        return match, pv_index, triggered
+
+    def _run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        feed = {name: arrays[name] for name in self._inputs}
+        feed["threshold"] = self._threshold
+        return self.session.run(["match", "pv_index", "triggered"], feed)
+
+    def _result(self, texts: tuple[str, ...], mine: list[int], owners: list, match: list[float],
+                pv_index: list[int], triggered: list[bool], outcomes: dict, sanitize: bool) -> ScanResult:
+        """Assemble one input's result from its units' scores (lists, one entry per unit)."""
+        best = max(mine, key=match.__getitem__)
+        hit = [u for u in mine if triggered[u]]
+        if not hit:
+            original: Input = texts[0] if len(texts) == 1 else (texts[0], texts[1])
+            return ScanResult(False, match[best], None, original, (), False)
+        best_hit = max(hit, key=match.__getitem__)
+        pv = pv_index[best_hit] if pv_index[best_hit] >= 0 else None
+        if not sanitize:
+            return ScanResult(True, match[best], pv, None, (), False)
+        found = [outcomes[u] for u in mine if u in outcomes]
+        removed = tuple(o.removed for o in found if o.removed is not None)
+        if any(o.rejected for o in found):
+            return ScanResult(True, match[best], pv, None, removed, True)
+        if len(mine) == 1:
+            clean = outcomes[mine[0]].sentences
+            sanitized: Input = clean[0] if len(texts) == 1 else (clean[0], clean[1])
+        else:  # windows: splice each cleaned window back into the original text
+            text, parts, cursor = texts[0], [], 0
+            for u in mine:
+                a, b = owners[u][1]
+                parts.append(text[cursor:a])
+                parts.append(outcomes[u].sentences[0] if u in outcomes else text[a:b])
+                cursor = b
+            parts.append(text[cursor:])
+            sanitized = "".join(parts)
+        return ScanResult(True, match[best], pv, sanitized, removed, False)

@@ -1,0 +1,285 @@
+"""Trigger removal (method.md §4, paper §IV-D), batched. numpy-free, stdlib only.
+
+``purge`` semantics (the sequential reference): for window lengths ``w = 1..max_window``, for each
+sentence, for each start position, the candidate is those ``w`` words; the trial removes ALL
+occurrences of the candidate from every sentence; the first trial that is no longer triggered
+wins. Nothing clears: the input is rejected.
+
+Each search is a generator: it yields a list of trials (tuples of sentences) and receives one
+bool per trial (still triggered?); its return value is a ``PurgeOutcome``. ``run_searches``
+drives many searches in lockstep, so every round of every input goes through the detector in
+one batched call. Strategies:
+
+- ``sequential``: one trial per round (the reference, for benchmarks).
+- ``batched``: the distinct candidates of one window length, ``chunk`` at a time, in order;
+  the first cleared one is chosen: the same answer as ``sequential`` for any detector, far
+  fewer calls, but every candidate is evaluated.
+- ``bisect`` (the runtime's default): the first clearing candidate among the distinct
+  ``c_1..c_n`` is found by halving: removing the earlier half of the current range together
+  either clears the input (the answer lies there) or not (then no candidate in it clears
+  alone); the survivor is confirmed alone. About ``log2(n) + 1`` trials, one per round, and
+  the early ones are short (half the words removed).
+- ``group``: block group testing: blocks of ``block`` (default ``ceil(sqrt(n))``) candidates
+  are removed as a whole in one round; the members of the first block whose removal cleared
+  the input are tested one by one in the next (then the next cleared block, ...). About
+  ``2 sqrt(n)`` trials in two rounds: fewer calls than ``bisect``, more trials.
+
+``bisect`` and ``group`` equal ``sequential`` whenever removing more words never re-triggers a
+cleared input (monotonicity). Where that fails and the survivor does not clear, they test all
+untested candidates one by one, in order, so they still return the sequential answer unless a
+non-trigger candidate clears on its own (a false positive). The hypothesis tests check both
+against the reference with monotone fake detectors; ``tests/e2e`` checks they remove exactly
+what ``batched`` removes on a real backdoored model.
+
+Words are maximal runs of non-space characters (``str.split``); a word containing ``protect``
+(the mask token, for target ``mask``) is never a candidate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable, Generator, Iterable, Sequence
+
+Unit = tuple[str, ...]
+Search = Generator[list[Unit], list[bool], "PurgeOutcome"]
+SEARCHES = ("bisect", "group", "batched", "sequential")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class PurgeOutcome:
+    """Result of one purge.
+
+    Attributes:
+        sentences: the sanitized sentences (the input when rejected).
+        removed: the removed candidate's words joined by one space, or ``None``.
+        rejected: no candidate up to ``max_window`` words cleared the input.
+        trials: detector evaluations spent.
+    """
+
+    sentences: Unit
+    removed: str | None
+    rejected: bool
+    trials: int
+
+
+class _Text:
+    """A sentence's words with their spans, for removal that keeps the original spacing."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.spans = [m.span() for m in _WORD.finditer(text)]
+        self.words = tuple(text[a:b] for a, b in self.spans)
+
+    def positions(self, candidate: Unit) -> list[int]:
+        """Start indices of the occurrences of ``candidate``, left to right, non-overlapping."""
+        w, found, i = len(candidate), [], 0
+        while i <= len(self.words) - w:
+            if self.words[i : i + w] == candidate:
+                found.append(i)
+                i += w
+            else:
+                i += 1
+        return found
+
+    def without(self, candidates: Iterable[Unit]) -> str:
+        """The text without the occurrences of each candidate (each found in the original text).
+
+        Each kept word keeps the spacing that followed it; leading and trailing space is dropped.
+        """
+        drop: set[int] = set()
+        for candidate in candidates:
+            for start in self.positions(candidate):
+                drop.update(range(start, start + len(candidate)))
+        if not drop:
+            return self.text
+        parts: list[str] = []
+        last = None  # index of the last kept word
+        for i, (a, b) in enumerate(self.spans):
+            if i in drop:
+                continue
+            if last is not None:  # the spacing that followed the previous kept word
+                parts.append(self.text[self.spans[last][1] : self.spans[last + 1][0]])
+            parts.append(self.text[a:b])
+            last = i
+        return "".join(parts)
+
+
+def candidates(texts: Sequence[_Text], w: int, protect: str | None = None) -> list[Unit]:
+    """Distinct ``w``-word windows in sequential order (sentence, then start position)."""
+    seen: dict[Unit, None] = {}
+    for text in texts:
+        for start in range(len(text.words) - w + 1):
+            window = text.words[start : start + w]
+            if protect and any(protect in word for word in window):
+                continue
+            seen.setdefault(window, None)
+    return list(seen)
+
+
+def _trial(texts: Sequence[_Text], removed: Iterable[Unit]) -> Unit:
+    removed = list(removed)
+    return tuple(text.without(removed) for text in texts)
+
+
+def search_sequential(sentences: Unit, *, max_window: int = 3, protect: str | None = None) -> Search:
+    """One trial per round, in the reference order (duplicates skipped: same answer)."""
+    texts = [_Text(s) for s in sentences]
+    trials = 0
+    for w in range(1, max_window + 1):
+        for candidate in candidates(texts, w, protect):
+            trial = _trial(texts, [candidate])
+            trials += 1
+            if not (yield [trial])[0]:
+                return PurgeOutcome(trial, " ".join(candidate), False, trials)
+    return PurgeOutcome(tuple(sentences), None, True, trials)
+
+
+def search_batched(sentences: Unit, *, max_window: int = 3, protect: str | None = None,
+                   chunk: int = 64) -> Search:
+    """All candidates of one window length, ``chunk`` per round; the first cleared one wins."""
+    texts = [_Text(s) for s in sentences]
+    trials = 0
+    for w in range(1, max_window + 1):
+        found = yield from _first_clear(texts, candidates(texts, w, protect), chunk)
+        trials += found[1]
+        if found[0] is not None:
+            candidate, trial = found[0]
+            return PurgeOutcome(trial, " ".join(candidate), False, trials)
+    return PurgeOutcome(tuple(sentences), None, True, trials)
+
+
+def _first_clear(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):
+    """Yield-from helper: ((candidate, trial) or None, trials spent) for the first cleared candidate."""
+    spent = 0
+    for first in range(0, len(cands), chunk):
+        batch = cands[first : first + chunk]
+        trials = [_trial(texts, [c]) for c in batch]
+        spent += len(trials)
+        flags = yield trials
+        for candidate, trial, flag in zip(batch, trials, flags):
+            if not flag:
+                return (candidate, trial), spent
+    return None, spent
+
+
+def search_group(sentences: Unit, *, max_window: int = 3, protect: str | None = None, chunk: int = 64,
+                 block: int | None = None) -> Search:
+    """Block group testing with an exhaustive fallback (see the module docstring)."""
+    texts = [_Text(s) for s in sentences]
+    trials = 0
+    for w in range(1, max_window + 1):
+        cands = candidates(texts, w, protect)
+        size = block or max(2, math.ceil(math.sqrt(len(cands))))
+        blocks = [cands[i : i + size] for i in range(0, len(cands), size)] if len(cands) > size else []
+        flags: list[bool] = []
+        for first in range(0, len(blocks), chunk):
+            flags += (yield [_trial(texts, b) for b in blocks[first : first + chunk]])
+        trials += len(blocks)
+        tested: set[Unit] = set()
+        for members, flag in zip(blocks, flags):
+            if flag:
+                continue
+            found = yield from _first_clear(texts, members, chunk)
+            trials += found[1]
+            tested.update(members)
+            if found[0] is not None:
+                return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
+        # No cleared block holds a clearing candidate: test the rest one by one (exact again).
+        found = yield from _first_clear(texts, [c for c in cands if c not in tested], chunk)
+        trials += found[1]
+        if found[0] is not None:
+            return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
+    return PurgeOutcome(tuple(sentences), None, True, trials)
+
+
+def search_bisect(sentences: Unit, *, max_window: int = 3, protect: str | None = None, chunk: int = 64) -> Search:
+    """Bisection over the distinct candidates, one trial per round, exhaustive fallback.
+
+    ``[lo, hi)`` holds the first clearing candidate: removing the earlier half ``c_lo..c_mid-1``
+    together either clears the input (the answer is in that half) or not (by monotonicity, no
+    candidate in it clears alone). The survivor is confirmed alone; if it does not clear, all
+    untested candidates are tested one by one as in ``batched``.
+    """
+    texts = [_Text(s) for s in sentences]
+    trials = 0
+    for w in range(1, max_window + 1):
+        cands = candidates(texts, w, protect)
+        lo, hi, tested = 0, len(cands), set()
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            trial = _trial(texts, cands[lo:mid])
+            trials += 1
+            if (yield [trial])[0]:
+                lo = mid
+            elif mid - lo == 1:  # the half was one candidate: confirmed
+                return PurgeOutcome(trial, " ".join(cands[lo]), False, trials)
+            else:
+                hi = mid
+        if hi - lo == 1:
+            trial = _trial(texts, [cands[lo]])
+            trials += 1
+            if not (yield [trial])[0]:
+                return PurgeOutcome(trial, " ".join(cands[lo]), False, trials)
+            tested.add(cands[lo])
+        found = yield from _first_clear(texts, [c for c in cands if c not in tested], chunk)
+        trials += found[1]
+        if found[0] is not None:
+            return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
+    return PurgeOutcome(tuple(sentences), None, True, trials)
+
+
+def make_search(strategy: str, sentences: Unit, *, max_window: int = 3, protect: str | None = None,
+                chunk: int = 64, block: int | None = None) -> Search:
+    """Return a search generator for ``strategy`` (one of ``SEARCHES``)."""
+    if strategy == "sequential":
+        return search_sequential(sentences, max_window=max_window, protect=protect)
+    if strategy == "batched":
+        return search_batched(sentences, max_window=max_window, protect=protect, chunk=chunk)
+    if strategy == "bisect":
+        return search_bisect(sentences, max_window=max_window, protect=protect, chunk=chunk)
+    if strategy == "group":
+        return search_group(sentences, max_window=max_window, protect=protect, chunk=chunk, block=block)
+    raise ValueError(f"unknown removal search {strategy!r}; expected one of {', '.join(SEARCHES)}")
+
+
+def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list[bool]]) -> list[PurgeOutcome]:
+    """Drive searches in lockstep: each round, all pending trials go to ``detect`` in one call.
+
+    Args:
+        searches: fresh search generators.
+        detect: maps trials to "still triggered?" flags, one per trial, in order.
+
+    Returns:
+        One outcome per search, in order.
+    """
+    outcomes: list[PurgeOutcome | None] = [None] * len(searches)
+    pending: dict[int, list[Unit]] = {}
+    for index, search in enumerate(searches):
+        _advance(search, index, None, pending, outcomes)
+    while pending:
+        order = list(pending)
+        flat = [trial for index in order for trial in pending[index]]
+        flags = list(detect(flat))
+        if len(flags) != len(flat):
+            raise RuntimeError(f"detector returned {len(flags)} flags for {len(flat)} trials")
+        offset, requests = 0, dict(pending)
+        pending.clear()
+        for index in order:
+            count = len(requests[index])
+            _advance(searches[index], index, flags[offset : offset + count], pending, outcomes)
+            offset += count
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _advance(search: Search, index: int, flags: list[bool] | None, pending: dict, outcomes: list) -> None:
+    try:
+        request = next(search) if flags is None else search.send(flags)
+    except StopIteration as stop:
+        outcomes[index] = stop.value
+        return
+    if not request:
+        raise RuntimeError("a removal search yielded no trials")
+    pending[index] = request

@@ -1,0 +1,25 @@
+"""Render scan results for people (a markdown table) and machines (JSON-ready dicts). Stdlib only."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    text = " / ".join(value) if isinstance(value, tuple) else ("" if value is None else str(value))
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def demo_table(guard: Any, texts: Sequence[Any], *, width: int = 60) -> str:
+    """Scan ``texts`` with ``guard`` and return a markdown table of the verdicts.
+
+    Columns: input, match (share of agreeing signs with the best PV), triggered, removed,
+    sanitized (``rejected`` when no candidate clears the input).
+    """
+    rows = ["| input | match | triggered | removed | sanitized |", "|---|---:|:---:|---|---|"]
+    for text, result in zip(texts, guard.scan_batch(list(texts))):
+        sanitized = "*rejected*" if result.rejected else _cell(result.sanitized, width)
+        rows.append(f"| {_cell(text, width)} | {result.match:.3f} | {'yes' if result.triggered else 'no'} | "
+                    f"{_cell(', '.join(result.removed), width)} | {sanitized} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,284 @@
+"""Export: fused head, parity with PyTorch, guard.json, failure modes. Also provides the tiny
+guard directories the runtime tests load (``tiny_guard``), cached on disk by content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmsan import __version__
+from lmsan.errors import ConfigError, ExportError, IntegrityError, PVSetError
+from lmsan.files import cache_dir
+from lmsan.pvset import PVSet
+
+TINY = dict(arch="bert", hidden=32, layers=1, heads=2, intermediate=64, max_positions=40, seed=0)
+ANCHOR = "the quick brown fox jumps over the lazy dog"  # PV 0 = the sign pattern of its feature
+
+
+def _key(*parts) -> str:
+    """Hash of the builder parameters, the lmsan version and the export/runtime sources."""
+    root = Path(__file__).resolve().parents[2] / "lmsan"
+    digest = hashlib.sha256(json.dumps([parts, __version__], sort_keys=True, default=str).encode())
+    for source in sorted([*root.glob("export/*.py"), *root.glob("models/*.py")]):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def tiny_model() -> Path:
+    """A random-init tiny BERT (d=32, 40 positions) with MiniLM's WordPiece tokenizer, cached.
+
+    Its matrices are redrawn large (std 1 embeddings, 0.5 elsewhere) so the [CLS] feature
+    depends on the words: at the default 0.02 init every sentence has nearly the same signs.
+    """
+    import torch
+
+    from lmsan.models.tiny import TinySpec, build_tiny
+
+    path = cache_dir("test-fixtures") / f"tiny-bert-{_key(TINY, 'scaled-init')}"
+    if not (path / "config.json").is_file():
+        model, tokenizer = build_tiny(TinySpec(**TINY))
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if parameter.dim() == 2:
+                    scale = 1.0 if "embeddings" in name else 0.5
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+        staging = path.with_name(path.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(path, ignore_errors=True)
+        staging.rename(path)
+    return path
+
+
+def anchor_pvs(model: Path) -> PVSet:
+    """K=3 PVs: the sign pattern of ANCHOR's [CLS] feature, then two random ones."""
+    import torch
+
+    from lmsan.models import load_model
+
+    loaded = load_model(model)
+    with torch.no_grad():
+        batch = loaded.tokenizer([ANCHOR], return_tensors="pt")
+        feature = loaded.encoder(**batch).last_hidden_state[0, 0].numpy()
+    rng = np.random.default_rng(0)
+    vectors = np.stack([np.where(feature >= 0, 1.0, -1.0), *rng.standard_normal((2, feature.size))])
+    return PVSet(vectors.astype(np.float32), target="cls")
+
+
+def tiny_guard(**export_kw) -> Path:
+    """Export the tiny model with ``anchor_pvs`` (cached by content hash) and return the guard dir."""
+    from lmsan.export import export_guard
+
+    model = tiny_model()
+    path = cache_dir("test-fixtures") / f"guard-{_key(model.name, export_kw)}"
+    if not (path / "guard.json").is_file():
+        export_guard(model, anchor_pvs(model), path, overwrite=True, **export_kw)
+    return path
+
+
+@pytest.fixture(scope="module")
+def guard_dir() -> Path:
+    return tiny_guard(features=True)
+
+
+def _ort_features(guard: Path, texts, pairs=None):
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model()))
+    batch = tokenizer(texts, pairs, padding=True, return_tensors="np")
+    session = ort.InferenceSession(str(guard / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {k: v.astype(np.int64) for k, v in batch.items()} | {"threshold": np.array(0.8, np.float32)}
+    return batch, session.run(None, feed)
+
+
+def test_parity_with_pytorch_on_padded_batches_and_pairs(guard_dir):
+    import torch
+
+    from lmsan.models import load_model
+
+    texts = ["short", ANCHOR, "a somewhat longer sentence, with punctuation; and more words in it"]
+    pairs = ["b", "question two?", "x"]
+    loaded = load_model(tiny_model())
+    for second in (None, pairs):
+        batch, (match, pv_index, triggered, features) = _ort_features(guard_dir, texts, second)
+        with torch.no_grad():
+            ref = loaded.encoder(**{k: torch.from_numpy(v) for k, v in batch.items()}).last_hidden_state[:, 0].numpy()
+        assert np.abs(features - ref).max() <= 1e-4 * np.abs(ref).max()
+        signs = anchor_pvs(tiny_model()).signs.astype(np.float64)
+        counts = (np.where(ref >= 0, 1.0, -1.0) @ signs.T + 32) / 2  # [B, K] N_match
+        near_zero = (np.abs(ref) < 1e-6).any(axis=1)
+        assert np.array_equal(np.rint(match * 32)[~near_zero], counts.max(axis=1)[~near_zero])
+        assert np.array_equal(pv_index[~near_zero], counts.argmax(axis=1)[~near_zero])
+        assert np.array_equal(triggered, match > 0.8)
+    manifest = json.loads((guard_dir / "guard.json").read_text())
+    assert manifest["parity"]["passed"] and manifest["parity"]["max_rel_diff"] <= 1e-4
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # inside torch.export
+def test_head_counts_zero_as_positive_in_onnx(tmp_path):
+    """ONNX Sign(0) = 0; the head must count a zero feature as +1 (method.md §3)."""
+    import onnxruntime as ort
+    import torch
+
+    from lmsan.export.head import SignMatchHead
+
+    head = SignMatchHead(np.array([[1, 1, -1, -1], [-1, -1, 1, 1]], np.int8)).eval()
+    features = torch.tensor([[0.0, -0.0, -1.0, -2.0], [-1.0, -2.0, 0.0, 1e-9]])  # -0.0 >= 0 too
+    path = tmp_path / "head.onnx"
+    torch.onnx.export(head, (features, torch.tensor(0.8)), str(path), dynamo=True,
+                      input_names=["features", "threshold"], output_names=["match", "pv_index", "triggered"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    match, pv_index, triggered = session.run(None, {"features": features.numpy(), "threshold": np.array(0.8, np.float32)})
+    assert match.tolist() == [1.0, 1.0] and pv_index.tolist() == [0, 1] and triggered.tolist() == [True, True]
+    assert "Sign" not in {node.op_type for node in __import__("onnx").load(str(path)).graph.node}
+
+
+def test_clean_pv_set_never_triggers(tmp_path):
+    import torch
+
+    from lmsan.export.head import SignMatchHead
+
+    match, pv_index, triggered = SignMatchHead(np.zeros((0, 4), np.int8))(torch.ones(3, 4), torch.tensor(0.0))
+    assert match.tolist() == [0.0] * 3 and pv_index.tolist() == [-1] * 3 and not triggered.any()
+
+
+def test_manifest_records_hashes_and_settings(guard_dir):
+    from lmsan.files import sha256_file
+    from lmsan.models import load_model
+
+    manifest = json.loads((guard_dir / "guard.json").read_text())
+    assert manifest["format"] == "lmsan.guard/1" and manifest["lmsan_version"] == __version__
+    assert manifest["files"]["model.onnx"] == sha256_file(guard_dir / "model.onnx")
+    assert manifest["tokenizer"]["sha256"] == sha256_file(guard_dir / "tokenizer.json")
+    assert manifest["model"]["fingerprint"] == load_model(tiny_model()).fingerprint
+    assert manifest["pvs"]["size"] == 3 and manifest["pvs"]["width"] == 32 and manifest["pvs"]["sha256"] is None
+    assert manifest["target"] == "cls" and manifest["threshold"] == 0.8 and manifest["max_length"] == 38  # tokenizer limit < 40 positions
+    assert manifest["opset"] >= 17 and manifest["inputs"][-1] == "threshold"
+    assert manifest["outputs"] == ["match", "pv_index", "triggered", "features"]
+
+
+def test_pv_file_hash_and_no_features_output(tmp_path):
+    import onnx
+
+    from lmsan.export import export_guard
+    from lmsan.files import sha256_file
+
+    pvs = anchor_pvs(tiny_model()).save(tmp_path / "pvs.safetensors")
+    result = export_guard(tiny_model(), pvs, tmp_path / "g")
+    assert result.manifest["pvs"]["sha256"] == sha256_file(pvs)
+    outputs = [o.name for o in onnx.load(str(tmp_path / "g" / "model.onnx")).graph.output]
+    assert outputs == ["match", "pv_index", "triggered"]
+    names = sorted(p.name for p in (tmp_path / "g").iterdir())
+    assert names == ["guard.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(result.manifest["files"]) == names[1:]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_pv_width_mismatch_is_a_pvset_error(tmp_path):
+    from lmsan.export import export_guard
+
+    with pytest.raises(PVSetError, match="PV width 8 != model hidden size 32"):
+        export_guard(tiny_model(), PVSet(np.ones((2, 8), np.float32)), tmp_path / "g")
+    assert not any(tmp_path.iterdir())
+
+
+def test_pvs_mined_on_other_weights_are_refused(tmp_path):
+    from lmsan.export import export_guard
+
+    pvs = PVSet(np.ones((1, 32), np.float32), model_sha256="0" * 64)
+    with pytest.raises(IntegrityError, match="mined on weights"):
+        export_guard(tiny_model(), pvs, tmp_path / "g")
+
+
+def test_target_and_threshold_are_checked(tmp_path):
+    from lmsan.export import export_guard
+
+    pvs = PVSet(np.ones((1, 32), np.float32))
+    with pytest.raises(ConfigError, match="differs from the PV set"):
+        export_guard(tiny_model(), pvs, tmp_path / "g", target="mask")
+    with pytest.raises(ConfigError, match="threshold"):
+        export_guard(tiny_model(), pvs, tmp_path / "g", threshold=1.5)
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path):
+    from lmsan.export import export_guard
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "keep.txt").write_text("x")
+    with pytest.raises(ExportError, match="exists"):
+        export_guard(tiny_model(), PVSet(np.ones((1, 32), np.float32)), tmp_path / "g")
+    assert (tmp_path / "g" / "keep.txt").read_text() == "x"
+
+
+def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import lmsan.export.pipeline as pipeline
+    from lmsan.export.parity import ParityReport
+
+    monkeypatch.setattr(pipeline, "check_parity", lambda *a, **k: ParityReport(9, 1.0, 9, 9, 1e-4, False))
+    with pytest.raises(ExportError, match="parity check failed"):
+        pipeline.export_guard(tiny_model(), PVSet(np.ones((1, 32), np.float32)), tmp_path / "g")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kw", [dict(exporter="legacy", optimize=True), dict(optimize=True, fp16=True)])
+def test_legacy_optimized_and_fp16_exports_pass_parity(tmp_path, kw):
+    import onnx
+
+    from lmsan.export import export_guard
+
+    result = export_guard(tiny_model(), anchor_pvs(tiny_model()), tmp_path / "g", features=True, **kw)
+    assert result.parity.passed
+    graph = onnx.load(str(tmp_path / "g" / "model.onnx")).graph
+    if kw.get("exporter") == "legacy":
+        assert result.manifest["fused"].get("Attention") == 1
+    if kw.get("fp16"):
+        types = [(list(i.dims), i.data_type) for i in graph.initializer]
+        assert any(t == onnx.TensorProto.FLOAT16 for _, t in types)
+        assert ([32, 3], onnx.TensorProto.FLOAT) in types  # the ±1 sign matrix [d, K] stays fp32
+        assert all(o.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16 for o in graph.output)
+
+
+def test_external_data_side_file_is_hashed_and_loads(tmp_path, monkeypatch):
+    """Graphs over the size limit keep weights in model.onnx.data (forced here with a tiny limit)."""
+    import lmsan.export.graph as graph
+    from lmsan.export import export_guard
+    from lmsan.runtime import Guard
+
+    monkeypatch.setattr(graph, "EXTERNAL_DATA_BYTES", 1000)
+    result = export_guard(tiny_model(), anchor_pvs(tiny_model()), tmp_path / "g")
+    assert "model.onnx.data" in result.manifest["files"]
+    assert (tmp_path / "g" / "model.onnx.data").stat().st_size > 10 * (tmp_path / "g" / "model.onnx").stat().st_size
+    result = Guard.load(tmp_path / "g", threshold=0.95).scan(ANCHOR)
+    assert result.triggered and result.match == 1.0
+
+
+def test_auto_exporter_falls_back_to_dynamo(tmp_path, monkeypatch, caplog):
+    import lmsan.export.pipeline as pipeline
+
+    real = pipeline.export_graph
+
+    def no_legacy(module, path, *, exporter, **kw):
+        if exporter == "legacy":
+            path.write_bytes(b"partial")
+            raise ExportError("legacy exporter unavailable")
+        return real(module, path, exporter=exporter, **kw)
+
+    monkeypatch.setattr(pipeline, "export_graph", no_legacy)
+    result = pipeline.export_guard(tiny_model(), anchor_pvs(tiny_model()), tmp_path / "g", features=True)
+    assert result.manifest["exporter"] == "dynamo" and result.manifest["opset"] == 18 and result.parity.passed
+    assert "falling back to dynamo" in caplog.text
+    assert guard_scan_anchor(tmp_path / "g") == 1.0
+
+
+def guard_scan_anchor(path) -> float:
+    from lmsan.runtime import Guard
+
+    return Guard.load(path, threshold=0.95).scan(ANCHOR, sanitize=False).match

@@ -1,0 +1,281 @@
+"""Runtime ``Guard`` on a tiny exported model: scan, pairs, thresholds, bad input, long input,
+integrity, providers, threads. (Removal logic itself: ``test_runtime_removal.py``.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from test_export_guard import ANCHOR, tiny_guard, tiny_model
+
+from lmsan.errors import ConfigError, DataError, IntegrityError, ProviderError
+from lmsan.runtime import Guard, ScanResult, demo_table
+
+
+@pytest.fixture(scope="module")
+def guard_dir():
+    return tiny_guard()
+
+
+@pytest.fixture(scope="module")
+def guard(guard_dir):
+    return Guard.load(guard_dir, threshold=0.95)
+
+
+def test_load_reports_provider_and_threshold(guard_dir):
+    guard = Guard.load(guard_dir)
+    assert guard.provider == "CPUExecutionProvider"
+    assert guard.threshold == pytest.approx(0.8)
+    assert guard.warmup() > 0
+
+
+def test_anchor_triggers_and_removal_clears_it(guard):
+    result = guard.scan(ANCHOR)
+    assert isinstance(result, ScanResult)
+    assert result.triggered and result.match == 1.0 and result.pv_index == 0
+    assert not result.rejected and len(result.removed) == 1
+    assert result.removed[0] not in result.sanitized.split() or result.sanitized.count(result.removed[0]) < ANCHOR.count(result.removed[0])
+    assert not guard.scan(result.sanitized).triggered
+
+
+def test_clean_result_returns_the_input(guard):
+    result = guard.scan("a completely different sentence about markets")
+    assert not result.triggered and result.pv_index is None
+    assert result.sanitized == "a completely different sentence about markets"
+    assert result.removed == () and not result.rejected
+    assert 0.0 <= result.match <= 1.0
+
+
+def test_threshold_is_adjustable_at_load(guard_dir):
+    everything = Guard.load(guard_dir, threshold=0.0).scan_batch(["one two", "three"], sanitize=False)
+    assert all(r.triggered and r.sanitized is None for r in everything)
+    with pytest.raises(ConfigError, match="threshold"):
+        Guard.load(guard_dir, threshold=1.0)
+
+
+def test_nothing_clears_means_rejected(guard_dir):
+    result = Guard.load(guard_dir, threshold=0.0, max_window=2).scan("alpha beta gamma")
+    assert result.triggered and result.rejected and result.sanitized is None and result.removed == ()
+
+
+def test_scan_batch_matches_single_scans(guard):
+    texts = [ANCHOR, "short", "a longer sentence with several more words in it", ("first part", "second part")]
+    batch = guard.scan_batch(texts)
+    for text, got in zip(texts, batch):
+        single = guard.scan(text)
+        assert (got.triggered, got.pv_index, got.removed, got.sanitized) == (
+            single.triggered, single.pv_index, single.removed, single.sanitized)
+        assert got.match == pytest.approx(single.match, abs=1.5 / 32)
+
+
+def test_sentence_pairs_use_token_types_like_transformers(guard, guard_dir):
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(str(tiny_model()))
+    units = [("is it raining?", "no, it is sunny."), ("Héllo   WORLD", "x")]
+    for unit in units:
+        encoding = guard.encoder.encodings([unit])[0]
+        expected = reference(*unit)
+        assert encoding.ids == expected["input_ids"]
+        assert encoding.type_ids == expected["token_type_ids"]
+    result = guard.scan(("is it raining?", "no, it is sunny."))
+    assert result.sanitized == ("is it raining?", "no, it is sunny.")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("", "empty"), ("   \n\t", "empty"), ("abc\ud800def", "surrogate U\\+D800 at index 3"),
+    ("abc\x00", "control character U\\+0000"), ("bell\x07", "control"), (42, "expected a str"),
+    (("only one",), "expected a str"), (("a", ""), r"input 0\[1\]: empty"),
+])
+def test_bad_input_is_a_data_error(guard, bad, message):
+    with pytest.raises(DataError, match=message):
+        guard.scan(bad)
+
+
+def test_bad_input_in_a_batch_names_its_index(guard):
+    with pytest.raises(DataError, match="input 2"):
+        guard.scan_batch(["fine", "also fine", ""])
+    assert guard.scan_batch([]) == []
+
+
+def test_too_many_characters_is_a_data_error(guard_dir):
+    small = Guard.load(guard_dir, max_chars=50)
+    with pytest.raises(DataError, match="exceeds the limit of 50"):
+        small.scan("x" * 51)
+
+
+def test_long_input_is_scanned_in_windows(guard):
+    words = [f"word{i % 97}" for i in range(17_000)]
+    text = " ".join(words)  # ~100k characters
+    assert len(text) > 100_000
+    spans = guard.encoder.windows(text)
+    assert len(spans) > 100
+    assert all(n <= guard.manifest.max_length for n in guard.encoder.lengths([(text[a:b],) for a, b in spans]))
+    assert " ".join(text[a:b] for a, b in spans).split() == words  # word-aligned, nothing lost
+    result = guard.scan(text, sanitize=False)
+    assert isinstance(result.match, float) and not result.rejected
+
+
+def test_long_input_removal_splices_windows(guard_dir, monkeypatch):
+    guard = Guard.load(guard_dir, threshold=0.95)
+    before, after = "filler words here " * 6, " and more filler text" * 6
+    text = before + ANCHOR + after
+    assert guard.encoder.lengths([(text,)])[0] > guard.manifest.max_length
+    a = len(before)
+    spans = [(0, a - 1), (a, a + len(ANCHOR)), (a + len(ANCHOR) + 1, len(text))]
+    monkeypatch.setattr(guard.encoder, "windows", lambda _: spans)  # align one window with ANCHOR
+    result = guard.scan(text)
+    alone = guard.scan(ANCHOR)
+    assert result.triggered and result.match == 1.0 and result.removed == alone.removed
+    assert result.sanitized == before + alone.sanitized + after
+
+
+def test_giant_word_windows_cut_inside_the_word(guard):
+    text = "prefix " + "ab" * 20_000 + " suffix"
+    spans = guard.encoder.windows(text)
+    assert all(n <= guard.manifest.max_length for n in guard.encoder.lengths([(text[a:b],) for a, b in spans]))
+    assert guard.scan(text, sanitize=False).match >= 0.0
+
+
+def test_long_pair_is_a_data_error(guard):
+    with pytest.raises(DataError, match="sentence pair of .* tokens exceeds"):
+        guard.scan(("word " * 100, "other"))
+
+
+def _copy(guard_dir, tmp_path):
+    target = tmp_path / "g"
+    shutil.copytree(guard_dir, target)
+    return target
+
+
+def test_tampered_graph_is_an_integrity_error(guard_dir, tmp_path):
+    target = _copy(guard_dir, tmp_path)
+    with open(target / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(IntegrityError, match="model.onnx does not match"):
+        Guard.load(target)
+
+
+def test_manifest_hash_mismatch_is_an_integrity_error(guard_dir, tmp_path):
+    target = _copy(guard_dir, tmp_path)
+    manifest = json.loads((target / "guard.json").read_text())
+    manifest["files"]["tokenizer.json"] = "0" * 64
+    (target / "guard.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="tokenizer.json"):
+        Guard.load(target)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "model.onnx", "guard.json"])
+def test_missing_file_is_a_data_error(guard_dir, tmp_path, name):
+    target = _copy(guard_dir, tmp_path)
+    (target / name).unlink()
+    with pytest.raises(DataError, match="missing|not found"):
+        Guard.load(target)
+
+
+def test_malformed_manifests_are_data_errors(guard_dir, tmp_path):
+    target = _copy(guard_dir, tmp_path)
+    manifest = json.loads((target / "guard.json").read_text())
+    (target / "guard.json").write_text("{broken")
+    with pytest.raises(DataError, match="cannot read JSON"):
+        Guard.load(target)
+    (target / "guard.json").write_text(json.dumps({**manifest, "graph": "../model.onnx"}))
+    with pytest.raises(DataError, match="names a path"):
+        Guard.load(target)
+    del manifest["target"]
+    (target / "guard.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="malformed"):
+        Guard.load(target)
+    with pytest.raises(DataError, match="not found"):
+        Guard.load(tmp_path / "nope")
+
+
+def test_unavailable_provider_lists_the_available_ones(guard_dir):
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider is not available.*available: .*CPUExecutionProvider"):
+        Guard.load(guard_dir, providers=["cuda"])
+    with pytest.raises(ProviderError, match="NoSuchProvider"):
+        Guard.load(guard_dir, providers="NoSuchProvider")
+
+
+def test_silent_fallback_is_refused(monkeypatch, guard_dir):
+    import onnxruntime as ort
+
+    from lmsan.runtime import session as session_module
+
+    class FellBack:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "InferenceSession", FellBack)
+    providers = [("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})]
+    with pytest.raises(ProviderError, match="runs on CPUExecutionProvider"):
+        session_module.open_session(guard_dir / "model.onnx", providers)
+    assert session_module.open_session(guard_dir / "model.onnx", providers, allow_fallback=True)
+
+
+def test_tensorrt_gets_an_engine_cache_and_a_profile(monkeypatch, tmp_path):
+    import onnxruntime as ort
+
+    from lmsan.runtime.session import resolve_providers
+
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    resolved = resolve_providers("tensorrt", inputs=["input_ids", "attention_mask"], max_batch=8,
+                                 max_length=128, cache=tmp_path / "trt")
+    assert [name for name, _ in resolved] == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                              "CPUExecutionProvider"]
+    options = resolved[0][1]
+    assert options["trt_engine_cache_enable"] and options["trt_engine_cache_path"] == str(tmp_path / "trt")
+    assert options["trt_profile_max_shapes"] == "input_ids:8x128,attention_mask:8x128"
+
+
+def test_one_guard_is_safe_across_threads(guard):
+    texts = [ANCHOR, "some clean text", ("pair a", "pair b"), "another sentence"] * 4
+    expected = [(r.triggered, r.removed, r.sanitized) for r in guard.scan_batch(texts)]
+    results, errors = {}, []
+
+    def work(index):
+        try:
+            results[index] = [(r.triggered, r.removed, r.sanitized) for r in guard.scan_batch(texts)]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and all(results[i] == expected for i in range(4))
+
+
+def test_search_strategies_agree_on_the_anchor(guard_dir):
+    outcomes = {s: Guard.load(guard_dir, threshold=0.95, search=s).scan(ANCHOR) for s in ("bisect", "group", "batched", "sequential")}
+    assert len({(r.removed, r.sanitized) for r in outcomes.values()}) == 1
+    with pytest.raises(ConfigError, match="unknown removal search"):
+        Guard.load(guard_dir, search="clever")
+
+
+def test_demo_table_renders_markdown(guard):
+    table = demo_table(guard, [ANCHOR, "pipes | and\nnewlines"])
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| input | match |") and len(lines) == 4
+    assert "| yes |" in lines[2] and "pipes \\| and newlines" in lines[3]
+
+
+def test_mask_target_needs_the_mask_token(tmp_path):
+    from lmsan.export import export_guard
+    from lmsan.pvset import PVSet
+
+    pvs = PVSet(np.random.default_rng(1).standard_normal((2, 32)).astype(np.float32), target="mask")
+    export_guard(tiny_model(), pvs, tmp_path / "g")
+    guard = Guard.load(tmp_path / "g", threshold=0.0, max_window=1)
+    with pytest.raises(DataError, match="must contain the mask token"):
+        guard.scan("no mask here")
+    result = guard.scan("the answer is [MASK] .")
+    assert result.triggered and result.rejected  # everything triggers at 0; [MASK] is never removed

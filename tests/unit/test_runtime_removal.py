@@ -1,0 +1,150 @@
+"""Batched trigger removal against the sequential reference of method.md §4 (fake detectors)."""
+
+from __future__ import annotations
+
+import zlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmsan.runtime.removal import make_search, run_searches
+
+VOCAB = ["the", "cat", "sat", "on", "mat", "cf", "mn", "a", "dog", "tq"]
+
+
+def reference_purge(sentences, is_triggered, *, max_window=3, protect=None):
+    """method.md §4 verbatim: (sanitized sentences, removed words or None, rejected)."""
+    if not is_triggered(sentences):
+        return sentences, None, False
+    for w in range(1, max_window + 1):
+        for sentence in sentences:
+            words = sentence.split()
+            for start in range(len(words) - w + 1):
+                candidate = tuple(words[start : start + w])
+                if protect and any(protect in word for word in candidate):
+                    continue
+                trial = tuple(_remove_all(s, candidate) for s in sentences)
+                if not is_triggered(trial):
+                    return trial, " ".join(candidate), False
+    return sentences, None, True
+
+
+def _remove_all(sentence, candidate):
+    words, w, kept, i = sentence.split(), len(candidate), [], 0
+    while i < len(words):
+        if tuple(words[i : i + w]) == candidate:
+            i += w
+        else:
+            kept.append(words[i])
+            i += 1
+    return " ".join(kept)
+
+
+def presence_detector(triggers):
+    """Monotone: triggered while all words of some trigger set are present (removal never adds).
+
+    Word *sequences* would not do: removing words can make two words adjacent.
+    """
+    def is_triggered(unit):
+        present = {word for sentence in unit for word in sentence.split()}
+        return any(set(trigger) <= present for trigger in triggers)
+    return is_triggered
+
+
+def hash_detector(salt):
+    """Arbitrary (non-monotone) but deterministic: about 2 in 3 trials stay triggered."""
+    return lambda unit: zlib.crc32(("|".join(unit) + salt).encode()) % 3 != 0
+
+
+def _scan(strategy, units, is_triggered, **kw):
+    """Flag with the detector, then purge the triggered units in lockstep; count detector calls."""
+    calls = []
+
+    def detect(trials):
+        calls.append(len(trials))
+        return [is_triggered(t) for t in trials]
+
+    triggered = [is_triggered(u) for u in units]
+    searches = [make_search(strategy, u, **kw) for u, t in zip(units, triggered) if t]
+    outcomes = iter(run_searches(searches, detect))
+    results = []
+    for unit, flag in zip(units, triggered):
+        if not flag:
+            results.append((unit, None, False))
+        else:
+            o = next(outcomes)
+            results.append((tuple(" ".join(s.split()) for s in o.sentences), o.removed, o.rejected))
+    return results, calls
+
+
+sentence = st.lists(st.sampled_from(VOCAB), min_size=0, max_size=12).map(" ".join)
+unit = st.one_of(st.tuples(sentence), st.tuples(sentence, sentence))
+trigger_set = st.lists(st.sampled_from(VOCAB), min_size=1, max_size=2).map(tuple)
+
+
+@settings(max_examples=150, deadline=None)
+@given(units=st.lists(unit, min_size=1, max_size=4), salt=st.text(max_size=3),
+       chunk=st.integers(1, 9), max_window=st.integers(1, 3))
+def test_batched_equals_sequential_for_any_detector(units, salt, chunk, max_window):
+    is_triggered = hash_detector(salt)
+    expected = [reference_purge(u, is_triggered, max_window=max_window) for u in units]
+    for strategy in ("sequential", "batched"):
+        got, _ = _scan(strategy, units, is_triggered, max_window=max_window, chunk=chunk)
+        assert got == expected, strategy
+
+
+@settings(max_examples=200, deadline=None)
+@given(units=st.lists(unit, min_size=1, max_size=4), triggers=st.lists(trigger_set, min_size=1, max_size=3),
+       block=st.one_of(st.none(), st.integers(2, 5)), chunk=st.integers(1, 9))
+def test_group_equals_sequential_for_monotone_detectors(units, triggers, block, chunk):
+    is_triggered = presence_detector(triggers)
+    expected = [reference_purge(u, is_triggered) for u in units]
+    got, _ = _scan("group", units, is_triggered, block=block, chunk=chunk)
+    assert got == expected
+    got, _ = _scan("bisect", units, is_triggered, chunk=chunk)
+    assert got == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(units=st.lists(unit, min_size=1, max_size=3), salt=st.text(max_size=3))
+def test_group_and_bisect_never_crash_on_non_monotone_detectors(units, salt):
+    for strategy in ("group", "bisect"):
+        got, _ = _scan(strategy, units, hash_detector(salt), chunk=4)
+        for (sentences, removed, rejected), original in zip(got, units):
+            assert not (removed and rejected)
+            assert len(sentences) == len(original)
+
+
+def test_protected_words_are_never_candidates():
+    unit = ("fill [MASK] cf in",)
+    got = reference_purge(unit, presence_detector([("[MASK]",)]), protect="[MASK]")
+    assert got == (unit, None, True)
+    for strategy in ("sequential", "batched", "group", "bisect"):
+        results, _ = _scan(strategy, [unit], presence_detector([("[MASK]",)]), protect="[MASK]")
+        assert results == [(unit, None, True)]
+
+
+def test_smarter_searches_use_fewer_calls_or_trials():
+    words = [f"w{i}" for i in range(40)]
+    words.insert(29, "cf")
+    unit = (" ".join(words),)
+    detector = presence_detector([("cf",)])
+    expected = reference_purge(unit, detector)
+    assert expected[1] == "cf"
+    sizes = {}
+    for strategy in ("sequential", "batched", "group", "bisect"):
+        results, calls = _scan(strategy, [unit], detector)
+        assert results[0] == expected
+        sizes[strategy] = (len(calls), sum(calls))
+    assert sizes["sequential"] == (30, 30)
+    assert sizes["batched"] == (1, 41)
+    assert sizes["group"][1] < 15
+    assert sizes["bisect"][1] <= 7 and sizes["bisect"][0] == sizes["bisect"][1]
+
+
+def test_removal_keeps_spacing_of_kept_words():
+    from lmsan.runtime.removal import _Text
+
+    text = _Text("Hello,\n cf  world  cf\tagain")
+    assert text.without([("cf",)]) == "Hello,\n world  again"
+    assert text.without([]) == "Hello,\n cf  world  cf\tagain"
