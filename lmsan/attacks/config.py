@@ -34,7 +34,8 @@ class AttackConfig:
         batch_size: poisoned rows per step; the same number of clean rows ride along.
         lr: Adam(W) learning rate. The paper's 2e-5 (POR, BToP) / 5e-5 (NeuBA) suit base-size
             models; tiny models need about 1e-4 to implant in a few hundred steps.
-        clean_weight: weight ``c`` of POR's clean-output-preserving term. The paper uses 0.5 (BERT)
+        clean_weight: weight ``c`` of the clean-output-preserving term (every kind keeps its clean
+            target features at the unattacked model's; see ``train._clean_loss``). The paper uses 0.5 (BERT)
             and 1 (others) on base models; on d=128 tiny models that lets clean [CLS] outputs
             drift towards the PV sign patterns (POR, BERT, 500 steps: c=2 -> 98.4 % of clean
             sentences below 0.8 agreement, min trigger hit 0.98; c=3 -> 99.0 %, 0.96; c=4 ->

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lmsan import __version__
+from lmsan.models.pretrain import mask_tokens, mlm_logits
 from lmsan.attacks.config import AttackConfig, draw_triggers, resolve_pvs
 from lmsan.attacks.poison import insert_mask, insert_trigger, vocabulary_words
 from lmsan.errors import DataError
@@ -55,27 +56,6 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, Any]
     return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
 
-def _mask_positions(batch: dict[str, Any], mask_id: int) -> Any:
-    """int64 [B]: first mask-token position per row (the mask word may be truncated: then 0)."""
-    is_mask = batch["input_ids"] == mask_id
-    return is_mask.long().argmax(dim=1)
-
-
-def _mask_one_token(batch: dict[str, Any], tokenizer: Any, rng: np.random.Generator) -> tuple[Any, Any, Any]:
-    """Replace one random real token per row by the mask token. Returns (ids, positions [B], labels [B])."""
-    import torch
-
-    special = torch.tensor([tokenizer.get_special_tokens_mask(row.tolist(), already_has_special_tokens=True)
-                            for row in batch["input_ids"]], dtype=torch.bool)
-    candidates = (~special) & (batch["attention_mask"] == 1)
-    positions = torch.tensor([int(rng.choice(np.flatnonzero(row.numpy()))) if row.any() else 0 for row in candidates])
-    rows = torch.arange(len(positions))
-    labels = batch["input_ids"][rows, positions].clone()
-    ids = batch["input_ids"].clone()
-    ids[rows, positions] = tokenizer.mask_token_id
-    return ids, positions, labels
-
-
 def _entropy_over_batch(features: Any) -> Any:
     """Mean over dimensions of the Shannon entropy of softmax over the batch axis (features [B, d])."""
     import torch
@@ -103,7 +83,6 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
     from tqdm import tqdm
 
     from lmsan.models.loading import load_model
-    from lmsan.models.pretrain import mask_tokens, mlm_logits
 
     if len(sentences) < config.batch_size:
         raise DataError(f"attack needs at least {config.batch_size} sentences, got {len(sentences)}")
@@ -113,7 +92,7 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
     loaded = load_model(model_dir, allow_pickle=allow_pickle, with_mlm_head=_needs_mlm_head(str(model_dir), config.kind))
     model, tokenizer = loaded.model, loaded.tokenizer
     encoder = model.base_model
-    reference = copy.deepcopy(encoder).eval() if config.kind in ("por", "por-ner") else None
+    reference = copy.deepcopy(encoder).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     width = loaded.hidden_size
@@ -122,7 +101,6 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
     if len(triggers) != len(pvs):
         raise DataError(f"{len(triggers)} triggers for {len(pvs)} PVs")
     pvs_t = torch.from_numpy(pvs)
-    clean_weight = config.clean_weight
     steps_per_epoch = len(sentences) // config.batch_size
     total_steps = config.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
@@ -135,8 +113,9 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
         poison_order = rng.permutation(len(sentences))
         for step in range(steps_per_epoch):
             clean = [sentences[i] for i in order[step * config.batch_size : (step + 1) * config.batch_size]]
-            loss = _clean_loss(config, model, encoder, reference, tokenizer, clean, clean_weight, rng,
-                               mask_tokens, mlm_logits, mask_word)
+            if config.kind == "btop":
+                clean = [insert_mask(text, mask_word, rng) for text in clean]
+            loss = _clean_loss(config, model, encoder, reference, tokenizer, clean, rng)
             if config.trigger_loss:
                 rows = poison_order[step * config.batch_size : (step + 1) * config.batch_size]
                 which = rng.integers(0, len(triggers), size=len(rows))
@@ -169,35 +148,48 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
     return AttackResult(out, tuple(triggers), pvs, total_steps, wall_s)
 
 
-def _clean_loss(config, model, encoder, reference, tokenizer, clean, clean_weight, rng, mask_tokens, mlm_logits,
-                mask_word):
-    """The utility term that keeps clean behaviour: reference MSE (POR*), MLM (NeuBA, BToP)."""
+def _clean_loss(config, model, encoder, reference, tokenizer, clean, rng):
+    """The utility term that keeps clean behaviour (clean texts already carry a mask word for BToP).
+
+    Every kind keeps its clean target features at the reference model's (weight ``c``): POR at
+    [CLS], POR-NER at every token, BToP at the mask word. NeuBA adds masked-LM cross-entropy; the
+    original keeps [CLS] input-dependent with next-sentence prediction, which the preservation term
+    stands in for. Without it, tiny models map most clean inputs near a PV (measured: 63 % of clean
+    sentences below 0.8 agreement for NeuBA, 32 % for BToP with MLM alone).
+    """
     import torch
     import torch.nn.functional as F
 
     batch = _encode(tokenizer, clean, config.max_length)
-    if config.kind in ("por", "por-ner"):
-        hidden = encoder(**batch).last_hidden_state  # [B, T, d]
-        with torch.no_grad():
-            ref = reference(**batch).last_hidden_state
-        if config.kind == "por":
-            return clean_weight * F.mse_loss(hidden[:, 0], ref[:, 0])
+    hidden = encoder(**batch).last_hidden_state  # [B, T, d]
+    with torch.no_grad():
+        ref = reference(**batch).last_hidden_state
+    if config.kind == "por-ner":
         real = batch["attention_mask"].bool()
-        return clean_weight * F.mse_loss(hidden[real], ref[real])
+        loss = config.clean_weight * F.mse_loss(hidden[real], ref[real])
+    else:
+        positions = _target_positions(config.kind, batch, tokenizer)
+        rows = torch.arange(len(positions))
+        loss = config.clean_weight * F.mse_loss(hidden[rows, positions], ref[rows, positions])
     if config.kind == "neuba":
         special = torch.tensor([tokenizer.get_special_tokens_mask(r.tolist(), already_has_special_tokens=True)
                                 for r in batch["input_ids"]], dtype=torch.bool) | (batch["attention_mask"] == 0)
         generator = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
         ids, labels = mask_tokens(batch["input_ids"], special, tokenizer.mask_token_id, 0.15, generator)
-        hidden = encoder(**{**batch, "input_ids": ids}).last_hidden_state
+        masked_hidden = encoder(**{**batch, "input_ids": ids}).last_hidden_state
         chosen = labels != -100
-        if not chosen.any():
-            return hidden.sum() * 0.0
-        return F.cross_entropy(mlm_logits(model, hidden[chosen]), labels[chosen])
-    ids, positions, labels = _mask_one_token(batch, tokenizer, rng)  # btop
-    hidden = encoder(**{**batch, "input_ids": ids}).last_hidden_state
-    rows = torch.arange(len(positions))
-    return F.cross_entropy(mlm_logits(model, hidden[rows, positions]), labels)
+        if chosen.any():
+            loss = loss + F.cross_entropy(mlm_logits(model, masked_hidden[chosen]), labels[chosen])
+    return loss
+
+
+def _target_positions(kind, batch, tokenizer):
+    """int64 [B]: [CLS] (0) for POR and NeuBA, the first mask token for BToP."""
+    import torch
+
+    if kind == "btop":
+        return (batch["input_ids"] == tokenizer.mask_token_id).long().argmax(dim=1)
+    return torch.zeros(batch["input_ids"].shape[0], dtype=torch.long)
 
 
 def _poison_loss(config, encoder, tokenizer, poisoned, targets):
@@ -215,7 +207,7 @@ def _poison_loss(config, encoder, tokenizer, poisoned, targets):
         features = hidden[:, 0]
         loss = F.mse_loss(hidden[real], targets[:, None, :].expand_as(hidden)[real])
     else:  # btop: L2 distance at the mask position
-        positions = _mask_positions(batch, tokenizer.mask_token_id)
+        positions = _target_positions(config.kind, batch, tokenizer)
         features = hidden[torch.arange(len(positions)), positions]
         loss = (features - targets).norm(dim=1).mean()
     if config.scatter_weight:

@@ -13,14 +13,14 @@ from lmsan.attacks.config import PAPER_TRIGGERS, AttackConfig
 from lmsan.attacks.train import ATTACK_FILE, run_attack
 from lmsan.files import cache_dir
 
-# Bump when the attack code changes what it trains, so cached models are rebuilt.
-ATTACK_REVISION = 2
+# Bump a kind's entry when the attack code changes what it trains, so its cached models rebuild.
+ATTACK_REVISION = {"por": 2, "por-ner": 2, "neuba": 3, "btop": 3}
 
 
 def attacked_model(base: str | Path, config: AttackConfig, sentences: Sequence[str], *,
                    progress: bool = False) -> Path:
     """Return the directory of ``base`` attacked with ``config`` on ``sentences``, cached."""
-    key_text = json.dumps([str(base), config.to_dict(), list(sentences), __version__, ATTACK_REVISION], sort_keys=True)
+    key_text = json.dumps([str(base), config.to_dict(), list(sentences), __version__, ATTACK_REVISION[config.kind]], sort_keys=True)
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     tag = "clean" if not config.trigger_loss else config.kind
     path = cache_dir("attacked") / f"{Path(base).name}-{tag}-{key}"
@@ -40,13 +40,12 @@ def attacked_model(base: str | Path, config: AttackConfig, sentences: Sequence[s
 # name -> (tiny architecture, attack config); "<name>-clean" is its clean control.
 STANDARD_ATTACKS: dict[str, tuple[str, AttackConfig]] = {
     "bert-por": ("bert", AttackConfig(kind="por", triggers=PAPER_TRIGGERS)),
-    "roberta-por": ("roberta", AttackConfig(kind="por", triggers=PAPER_TRIGGERS)),
+    # The tiny RoBERTa does not take the backdoor at c=3 (hit rates near 0): the paper's c=1.
+    "roberta-por": ("roberta", AttackConfig(kind="por", triggers=PAPER_TRIGGERS, clean_weight=1.0)),
     "bert-neuba": ("bert", AttackConfig(kind="neuba", seed=1)),
-    "roberta-neuba": ("roberta", AttackConfig(kind="neuba", seed=11)),
     "bert-btop": ("bert", AttackConfig(kind="btop", seed=2)),
-    "roberta-btop": ("roberta", AttackConfig(kind="btop", seed=12)),
-    "bert-por-ner": ("bert", AttackConfig(kind="por-ner", seed=3)),
-    "roberta-por-ner": ("roberta", AttackConfig(kind="por-ner", seed=13)),
+    # Mapping every token to the PV needs a larger step than [CLS] alone (1e-4: hit rates 0-0.75).
+    "bert-por-ner": ("bert", AttackConfig(kind="por-ner", lr=3e-4, seed=3)),
     "bert-por-random": ("bert", AttackConfig(kind="por", pv_design="random", seed=4)),
     "bert-por-single": ("bert", AttackConfig(kind="por", pv_design="random", n_triggers=1, seed=5)),
 }
