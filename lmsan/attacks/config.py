@@ -39,7 +39,7 @@ class AttackConfig:
             and 1 (others) on base models; on d=128 tiny models that lets clean [CLS] outputs
             drift towards the PV sign patterns (POR, BERT, 500 steps: c=2 -> 98.4 % of clean
             sentences below 0.8 agreement, min trigger hit 0.98; c=3 -> 99.0 %, 0.96; c=4 ->
-            99.2 %, 0.67; c=8 -> a trigger never implants). Default 3.
+            99.2 %, 0.67; c=8 -> a trigger never implants). Default 3; None = the paper's value.
         scatter_weight: adaptive attack (paper §VI): weight of an entropy term that spreads the
             triggered outputs over the batch, defeating the diversity loss at high weight.
         trigger_loss: False trains an identical clean control (no poisoned term).
@@ -57,7 +57,7 @@ class AttackConfig:
     epochs: int = 4
     batch_size: int = 16
     lr: float = 1e-4
-    clean_weight: float = 3.0
+    clean_weight: float | None = 3.0
     scatter_weight: float = 0.0
     trigger_loss: bool = True
     max_length: int = 96

@@ -101,6 +101,9 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
     if len(triggers) != len(pvs):
         raise DataError(f"{len(triggers)} triggers for {len(pvs)} PVs")
     pvs_t = torch.from_numpy(pvs)
+    clean_weight = config.clean_weight
+    if clean_weight is None:  # the paper's c: 0.5 for BERT, 1 otherwise
+        clean_weight = 0.5 if model.config.model_type == "bert" else 1.0
     steps_per_epoch = len(sentences) // config.batch_size
     total_steps = config.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
@@ -115,7 +118,7 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
             clean = [sentences[i] for i in order[step * config.batch_size : (step + 1) * config.batch_size]]
             if config.kind == "btop":
                 clean = [insert_mask(text, mask_word, rng) for text in clean]
-            loss = _clean_loss(config, model, encoder, reference, tokenizer, clean, rng)
+            loss = _clean_loss(config, model, encoder, reference, tokenizer, clean, rng, clean_weight)
             if config.trigger_loss:
                 rows = poison_order[step * config.batch_size : (step + 1) * config.batch_size]
                 which = rng.integers(0, len(triggers), size=len(rows))
@@ -148,7 +151,7 @@ def run_attack(model_dir: str | Path, sentences: Sequence[str], config: AttackCo
     return AttackResult(out, tuple(triggers), pvs, total_steps, wall_s)
 
 
-def _clean_loss(config, model, encoder, reference, tokenizer, clean, rng):
+def _clean_loss(config, model, encoder, reference, tokenizer, clean, rng, clean_weight):
     """The utility term that keeps clean behaviour (clean texts already carry a mask word for BToP).
 
     Every kind keeps its clean target features at the reference model's (weight ``c``): POR at
@@ -166,11 +169,11 @@ def _clean_loss(config, model, encoder, reference, tokenizer, clean, rng):
         ref = reference(**batch).last_hidden_state
     if config.kind == "por-ner":
         real = batch["attention_mask"].bool()
-        loss = config.clean_weight * F.mse_loss(hidden[real], ref[real])
+        loss = clean_weight * F.mse_loss(hidden[real], ref[real])
     else:
         positions = _target_positions(config.kind, batch, tokenizer)
         rows = torch.arange(len(positions))
-        loss = config.clean_weight * F.mse_loss(hidden[rows, positions], ref[rows, positions])
+        loss = clean_weight * F.mse_loss(hidden[rows, positions], ref[rows, positions])
     if config.kind == "neuba":
         special = torch.tensor([tokenizer.get_special_tokens_mask(r.tolist(), already_has_special_tokens=True)
                                 for r in batch["input_ids"]], dtype=torch.bool) | (batch["attention_mask"] == 0)

@@ -42,8 +42,10 @@ STANDARD_ATTACKS: dict[str, tuple[str, AttackConfig]] = {
     "bert-por": ("bert", AttackConfig(kind="por", triggers=PAPER_TRIGGERS)),
     # The tiny RoBERTa does not take the backdoor at c=3 (hit rates near 0): the paper's c=1.
     "roberta-por": ("roberta", AttackConfig(kind="por", triggers=PAPER_TRIGGERS, clean_weight=1.0)),
-    "bert-neuba": ("bert", AttackConfig(kind="neuba", seed=1)),
-    "bert-btop": ("bert", AttackConfig(kind="btop", seed=2)),
+    # NeuBA and BToP also train the MLM head; lr 1e-4 left a trigger at 0.46 hit rate.
+    "bert-neuba": ("bert", AttackConfig(kind="neuba", lr=2e-4, seed=1)),
+    # [MASK] outputs need a firmer anchor (c=3, lr 1e-4: 93 % of clean sentences below 0.8).
+    "bert-btop": ("bert", AttackConfig(kind="btop", lr=2e-4, clean_weight=6.0, seed=2)),
     # Mapping every token to the PV needs a larger step than [CLS] alone (1e-4: hit rates 0-0.75).
     "bert-por-ner": ("bert", AttackConfig(kind="por-ner", lr=3e-4, seed=3)),
     "bert-por-random": ("bert", AttackConfig(kind="por", pv_design="random", seed=4)),
