@@ -48,7 +48,8 @@ STANDARD_ATTACKS: dict[str, tuple[str, AttackConfig]] = {
     "bert-btop": ("bert", AttackConfig(kind="btop", lr=2e-4, clean_weight=6.0, seed=2)),
     # Mapping every token to the PV needs a larger step than [CLS] alone (1e-4: hit rates 0-0.75).
     "bert-por-ner": ("bert", AttackConfig(kind="por-ner", lr=3e-4, seed=3)),
-    "bert-por-random": ("bert", AttackConfig(kind="por", pv_design="random", seed=4)),
+    # Six random-sign PVs are harder to fit than POR-2 blocks (1e-4: one trigger at 0 hit rate).
+    "bert-por-random": ("bert", AttackConfig(kind="por", pv_design="random", lr=2e-4, seed=4)),
     "bert-por-single": ("bert", AttackConfig(kind="por", pv_design="random", n_triggers=1, seed=5)),
 }
 STANDARD_ATTACK_SENTENCES = 2000
