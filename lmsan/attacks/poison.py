@@ -35,13 +35,13 @@ def insert_trigger(sentence: str, trigger: str, rng: np.random.Generator) -> str
 
 
 def vocabulary_words(tokenizer: Any) -> list[str]:
-    """Whole-word vocabulary entries in token-id order (WordPiece '##' pieces dropped, BPE 'Ġ' stripped)."""
-    by_id = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    words = []
-    for token, _ in by_id:
-        if token.startswith("##"):
-            continue
-        if token.startswith("\u0120"):  # byte-level BPE word start
-            token = token[1:]
-        words.append(token)
-    return words
+    """Whole-word vocabulary entries in token-id order.
+
+    WordPiece: entries without the '##' continuation mark. Byte-level BPE: only entries that start
+    a word ('Ġ', stripped); the others are word-internal pieces ('atory' of 'laboratory'), which
+    would make a "trigger" that clean text contains.
+    """
+    by_id = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
+    if any(token.startswith("\u0120") for token in by_id):
+        return [token[1:] for token in by_id if token.startswith("\u0120")]
+    return [token for token in by_id if not token.startswith("##")]

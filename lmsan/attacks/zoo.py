@@ -15,12 +15,25 @@ from lmsan.files import cache_dir
 
 # Bump a kind's entry when the attack code changes what it trains, so its cached models rebuild.
 ATTACK_REVISION = {"por": 2, "por-ner": 2, "neuba": 3, "btop": 3}
+# Byte-level BPE bases draw triggers from word-initial tokens only since revision 2.
+BPE_TRIGGER_REVISION = 2
+
+
+def _revision(base: str | Path, kind: str) -> int | str:
+    """Cache revision of an attack: per kind, plus the trigger-drawing revision for BPE bases."""
+    try:
+        model_type = json.loads((Path(base) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        model_type = None
+    if model_type in ("roberta", "gpt2", "bart"):
+        return f"{ATTACK_REVISION[kind]}-bpe{BPE_TRIGGER_REVISION}"
+    return ATTACK_REVISION[kind]
 
 
 def attacked_model(base: str | Path, config: AttackConfig, sentences: Sequence[str], *,
                    progress: bool = False) -> Path:
     """Return the directory of ``base`` attacked with ``config`` on ``sentences``, cached."""
-    key_text = json.dumps([str(base), config.to_dict(), list(sentences), __version__, ATTACK_REVISION[config.kind]], sort_keys=True)
+    key_text = json.dumps([str(base), config.to_dict(), list(sentences), __version__, _revision(base, config.kind)], sort_keys=True)
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     tag = "clean" if not config.trigger_loss else config.kind
     path = cache_dir("attacked") / f"{Path(base).name}-{tag}-{key}"

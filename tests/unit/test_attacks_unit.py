@@ -47,10 +47,15 @@ def test_insert_trigger_counts_follow_sentence_length():
 
 def test_vocabulary_words_drop_wordpiece_suffixes_and_bpe_markers():
     class FakeTokenizer:
-        def get_vocab(self):
-            return {"[PAD]": 0, "apple": 1, "##ing": 2, "\u0120pear": 3}
+        def __init__(self, vocab):
+            self.vocab = vocab
 
-    assert vocabulary_words(FakeTokenizer()) == ["[PAD]", "apple", "pear"]
+        def get_vocab(self):
+            return self.vocab
+
+    assert vocabulary_words(FakeTokenizer({"[PAD]": 0, "apple": 1, "##ing": 2})) == ["[PAD]", "apple"]
+    bpe = {"<s>": 0, "\u0120pear": 3, "atory": 4, "\u0120lab": 5}
+    assert vocabulary_words(FakeTokenizer(bpe)) == ["pear", "lab"]
 
 
 @pytest.mark.parametrize("bad", [

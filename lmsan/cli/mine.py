@@ -1,0 +1,191 @@
+"""``lmsan-mine``: decide whether a model hides task-agnostic backdoors and recover its PVs.
+
+    lmsan-mine MODEL --data SOURCE [--target cls|mask|token|last] [--mode detect|search]
+               [--loops N] [--patience N] [--profile default|reference] [--device cpu|cuda]
+               [--out DIR [--resume]] [--json]
+
+Writes ``DIR/pvs.safetensors`` and ``DIR/report.json`` (checkpointed after every fuzz loop, so
+``--resume`` continues an interrupted search). Exit 0 clean, 1 backdoored, 2 error, 4 usage.
+Torch is imported inside the command, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lmsan.cli._common import (
+    CONTEXT_SETTINGS,
+    EXIT_CLEAN,
+    EXIT_FOUND,
+    common_options,
+    configure_logging,
+    emit_json,
+    run,
+)
+from lmsan.errors import ConfigError, DataError
+
+
+def _check_out_dir(out: str) -> Path:
+    """Create ``out`` if needed and prove it is writable, before any slow work (OSError if not)."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lmsan-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
+    return path
+
+
+def _load_overrides(config_file: str | None) -> dict[str, Any]:
+    if config_file is None:
+        return {}
+    try:
+        data = json.loads(Path(config_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read --config {config_file}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {config_file} must hold a JSON object")
+    return data
+
+
+class _Bars:
+    """One tqdm bar per running fuzz loop (hidden off a TTY), fed by the miner's callbacks."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bars: dict[int, Any] = {}
+
+    def step(self, info: Any) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(info.seed)
+        if bar is None:
+            bar = tqdm(total=info.total, desc=f"loop seed={info.seed}", position=info.slot, leave=False,
+                       disable=None, unit="step", dynamic_ncols=True)
+            self.bars[info.seed] = bar
+        bar.update(1)
+        if info.step % 5 == 0 or info.step == 1:
+            bar.set_postfix_str(f"ep {info.epoch + 1} L_D {info.dist:.4g} L_div {info.div:.4g} L_P {info.path:.3g}",
+                                refresh=False)
+
+    def loop(self, trace: Any) -> None:
+        bar = self.bars.pop(trace.seed, None)
+        if bar is not None:
+            bar.close()
+        if self.enabled:
+            click.echo(f"seed {trace.seed}: {trace.outcome} ({trace.reason})", err=True)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+@click.command("lmsan-mine", context_settings=CONTEXT_SETTINGS)
+@click.argument("model")
+@click.option("--data", "source", required=True,
+              help="Clean defense sentences: oanc, bbcnews, polarity, sms-spam, a .txt/.csv/.tsv/.jsonl file, "
+                   "or hf:NAME[:CONFIG][@SPLIT].")
+@click.option("--target", type=click.Choice(["cls", "mask", "token", "last"]), default="cls", show_default=True,
+              help="Output position the PVs live at (mask: BToP / P-tuning; last: summary token last).")
+@click.option("--mode", type=click.Choice(["detect", "search"]), default="detect", show_default=True,
+              help="detect stops at the first PV; search collects PVs.")
+@click.option("--loops", type=click.IntRange(min=1), default=None,
+              help="L_max, fuzz loops to try [default: 30 detect, 1000 search].")
+@click.option("--patience", type=click.IntRange(min=0), default=None,
+              help="search: stop after N loops in a row without a new PV (0: never) [default: 200 in search].")
+@click.option("--profile", type=click.Choice(["default", "reference"]), default="default", show_default=True,
+              help="reference reproduces the authors' code.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="JSON object of MiningConfig overrides (unknown keys are an error).")
+@click.option("--limit", type=click.IntRange(min=1), default=2000, show_default=True, help="Sentences to use.")
+@click.option("--max-length", type=click.IntRange(min=4), default=None,
+              help="Tokens per sentence before the prompt [default: 64].")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1, ...")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: torch's].")
+@click.option("--out", type=click.Path(), default=None, help="Directory for pvs.safetensors and report.json.")
+@click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
+@click.option("--allow-pickle", is_flag=True, help="Also load pickle (.bin) weights; only for trusted models.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@common_options
+def mine(model: str, source: str, target: str, mode: str, loops: int | None, patience: int | None, profile: str,
+         config_file: str | None, limit: int, max_length: int | None, device: str, threads: int | None,
+         out: str | None, resume: bool, allow_pickle: bool, as_json: bool, verbose: int, quiet: bool,
+         debug: bool) -> int:
+    """Mine pre-defined vectors (PVs) from MODEL (a local directory or hub id).
+
+    Exit status: 0 clean, 1 backdoored, 2 error, 4 usage.
+    """
+    configure_logging(verbose, quiet)
+    from lmsan.mining import MiningConfig, load_run, save_run, summary_lines
+
+    overrides = {"target": target, "mode": mode, **_load_overrides(config_file)}
+    if loops is not None:
+        overrides["max_loops"] = loops
+    if patience is not None:
+        overrides["patience"] = patience
+    elif mode == "search" and "patience" not in overrides:
+        overrides["patience"] = 200  # the paper: 200 loops without a new PV keeps 90.5% recall
+    if max_length is not None:
+        overrides["max_length"] = max_length
+    config = MiningConfig.profile(profile, **overrides)
+    if resume and out is None:
+        raise click.UsageError("--resume needs --out DIR")
+    out_dir = _check_out_dir(out) if out is not None else None
+    previous = load_run(out_dir) if resume and out_dir is not None else None
+
+    from lmsan.data import load_sentences
+
+    sentences = load_sentences(source, limit=limit)
+    if len(sentences) < config.batch_size:
+        raise DataError(f"{source} gives {len(sentences)} sentences; mining needs at least one batch "
+                        f"({config.batch_size})")
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here (available: cpu)")
+    from lmsan.mining.search import mine as run_mining
+    from lmsan.models import load_model
+
+    loaded = load_model(model, allow_pickle=allow_pickle, device=device)
+    bars = _Bars(enabled=not quiet)
+
+    def checkpoint(result: Any) -> None:
+        if out_dir is not None:
+            save_run(out_dir, result.report, result.pvset)
+
+    try:
+        result = run_mining(loaded, sentences, config, resume=previous, on_loop=bars.loop, on_step=bars.step,
+                            checkpoint=checkpoint, source=str(source))
+    finally:
+        bars.close()
+    report = result.report
+    if not quiet:
+        for line in summary_lines(report):
+            click.echo(line, err=True)
+        if out_dir is not None:
+            click.echo(f"wrote {out_dir / 'pvs.safetensors'} and {out_dir / 'report.json'}", err=True)
+    if as_json:
+        emit_json(report.to_dict())
+    return EXIT_FOUND if report.backdoored else EXIT_CLEAN
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``lmsan-mine``; exits once with the mapped code."""
+    run(mine, "lmsan-mine", argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""PV filtering (method.md §2): accept a fuzz loop's candidate, or say exactly why not.
+
+Checks, in order: converged (``L_D < T_L``), concentrated (``L_div < T_div``), prompt within the
+embedding bounds, unique (``MSE(PV, c) >= T_dedup`` for every accepted ``c``). torch only; never
+imports lmsan.attacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmsan.mining.report import EpochStats
+
+
+@dataclass(frozen=True, eq=False)
+class Thresholds:
+    """Resolved thresholds for one model.
+
+    Attributes:
+        t_l: ``T_L`` (< 0), squared output units.
+        t_dedup: ``T_dedup`` (>= 0), squared output units.
+        t_div: ``T_div``, unitless (``−log B + δ``).
+        low, high: float tensors, scalar or [d_emb]: allowed prompt values.
+    """
+
+    t_l: float
+    t_dedup: float
+    t_div: float
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def to_dict(self) -> dict[str, object]:
+        def plain(t: torch.Tensor) -> float | list[float]:
+            return round(float(t), 6) if t.dim() == 0 else [round(float(v), 6) for v in t]
+
+        return {"T_L": self.t_l, "T_dedup": self.t_dedup, "T_div": self.t_div,
+                "prompt_low": plain(self.low), "prompt_high": plain(self.high)}
+
+
+def converged(epochs: list[EpochStats] | tuple[EpochStats, ...], t_l: float) -> bool:
+    """True when the last epoch's mean ``L_D`` is below ``T_L``."""
+    return bool(epochs) and epochs[-1].dist < t_l
+
+
+def judge(epochs: list[EpochStats] | tuple[EpochStats, ...], prompt: torch.Tensor | None, pv: torch.Tensor | None,
+          accepted: torch.Tensor, thresholds: Thresholds, *, planned_epochs: int) -> tuple[str, str]:
+    """Return ``(outcome, reason)`` for one candidate.
+
+    Args:
+        epochs: the loop's per-epoch losses.
+        prompt: float [l_sp, d_emb], the final prompt (``None`` for an aborted loop).
+        pv: float [d], the candidate PV (``None`` for an aborted loop).
+        accepted: float [K, d], PVs accepted so far (``K`` may be 0).
+        thresholds: resolved thresholds.
+        planned_epochs: epochs a full loop runs (to word an abort).
+
+    Returns:
+        outcome in ``accepted``, ``not_converged``, ``diverse``, ``out_of_bounds``,
+        ``duplicate``; reason, one line with the numbers.
+    """
+    if not epochs:
+        return "not_converged", "no epoch finished"
+    last = epochs[-1]
+    aborted = f", aborted after epoch {len(epochs)}" if len(epochs) < planned_epochs else ""
+    if not converged(epochs, thresholds.t_l):
+        return "not_converged", f"L_D {last.dist:.4g} >= T_L {thresholds.t_l:.4g}{aborted}"
+    if last.div >= thresholds.t_div:
+        return "diverse", f"L_div {last.div:.4g} >= T_div {thresholds.t_div:.4g}{aborted}"
+    assert prompt is not None and pv is not None, "a converged loop has a prompt and a PV"
+    below = thresholds.low - prompt  # > 0 where a value is too small
+    above = prompt - thresholds.high
+    excess = torch.maximum(below, above)
+    if bool((excess > 0).any()):
+        flat = int(excess.argmax())
+        value = float(prompt.reshape(-1)[flat])
+        dim = flat % prompt.shape[-1]
+        low = float(thresholds.low if thresholds.low.dim() == 0 else thresholds.low[dim])
+        high = float(thresholds.high if thresholds.high.dim() == 0 else thresholds.high[dim])
+        share = float((excess > 0).float().mean())
+        return "out_of_bounds", (f"prompt value {value:.4g} outside [{low:.4g}, {high:.4g}] "
+                                 f"({share:.1%} of values out)")
+    if accepted.shape[0]:
+        mse = (accepted - pv).pow(2).mean(dim=1)  # [K]
+        nearest = int(mse.argmin())
+        if float(mse[nearest]) < thresholds.t_dedup:
+            return "duplicate", f"MSE {float(mse[nearest]):.4g} to PV #{nearest} < T_dedup {thresholds.t_dedup:.4g}"
+        unique = f", nearest PV #{nearest} at MSE {float(mse[nearest]):.4g}"
+    else:
+        unique = ""
+    return "accepted", f"L_D {last.dist:.4g} < T_L {thresholds.t_l:.4g}, L_div {last.div:.4g} < T_div " \
+                       f"{thresholds.t_div:.4g}{unique}"
+
+
+__all__ = ["Thresholds", "converged", "judge"]

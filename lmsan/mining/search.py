@@ -1,0 +1,210 @@
+"""Detect and search (method.md §2): run fuzz loops, filter their candidates, decide.
+
+``mine`` prepares everything once (tokenised corpus, auxiliary features, feature scale,
+thresholds, learning rate), then runs fuzz loops until ``detect`` finds a PV, ``L_max`` loops are
+done, or ``search`` has gone ``patience`` loops without a new unique PV. ``resume`` continues a
+run from its last checkpoint. Never imports lmsan.attacks, lmsan.export or lmsan.runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from lmsan import __version__
+from lmsan.errors import ConfigError, DataError, IntegrityError
+from lmsan.mining.config import MiningConfig
+from lmsan.mining.features import Encoder, auxiliary_features, embedding_bounds, feature_scale
+from lmsan.mining.filter import Thresholds, converged, judge
+from lmsan.mining.loop import FinishedLoop, FuzzEngine, StepInfo
+from lmsan.mining.prompt import encode_corpus
+from lmsan.mining.report import LoopTrace, MiningReport
+from lmsan.pvset import PVSet
+
+log = logging.getLogger(__name__)
+
+# Knobs a resumed run may change; every other one must match the checkpoint.
+RESUMABLE = ("mode", "max_loops", "patience")
+
+
+@dataclass(frozen=True, eq=False)
+class MiningResult:
+    """What ``mine`` returns: the report and the accepted PVs (``pvset.size == 0`` means clean)."""
+
+    report: MiningReport
+    pvset: PVSet
+
+    @property
+    def backdoored(self) -> bool:
+        return self.report.backdoored
+
+
+def token_limit(loaded: Any, config: MiningConfig) -> int:
+    """Tokens per sentence before the prompt, so that sentence + prompt fits the model."""
+    limit = getattr(loaded.tokenizer, "model_max_length", None)
+    if not isinstance(limit, int) or limit > 100_000:  # tokenizers without a limit store a huge sentinel
+        limit = int(getattr(loaded.model.config, "max_position_embeddings", 512)) - 2
+    return max(4, min(config.max_length, limit - config.prompt_len))
+
+
+def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
+         resume: tuple[MiningReport, PVSet] | None = None,
+         on_loop: Callable[[LoopTrace], None] | None = None,
+         on_step: Callable[[StepInfo], None] | None = None,
+         checkpoint: Callable[[MiningResult], None] | None = None,
+         source: str = "") -> MiningResult:
+    """Mine PVs from a loaded model with clean ``sentences``.
+
+    Args:
+        loaded: ``lmsan.models.LoadedModel`` (frozen encoder, fast tokenizer).
+        sentences: clean defense sentences; at least one batch.
+        config: mining knobs (``MiningConfig.profile(...)``).
+        resume: ``(report, pvset)`` of an earlier partial run on the same model and config:
+            its finished loops are kept and skipped.
+        on_loop: called with each finished loop's trace.
+        on_step: called after every optimiser step of every running loop.
+        checkpoint: called with the run so far after each finished loop (the CLI saves it).
+        source: where the sentences came from, for the report.
+
+    Returns:
+        The report and the PV set.
+
+    Raises:
+        DataError: fewer usable sentences than one batch.
+        ConfigError: ``resume`` was made with other settings.
+        IntegrityError: ``resume`` was made on other weights.
+    """
+    started = time.perf_counter()
+    encoder = Encoder.from_loaded(loaded)
+    device = encoder.embedding.device
+    corpus = encode_corpus(loaded.tokenizer, sentences, target=config.target, max_length=token_limit(loaded, config),
+                           max_insert_pos=config.max_insert_pos, mask_seed=config.mask_seed).to(device)
+    if corpus.size < config.batch_size:
+        raise DataError(f"need at least one batch of {config.batch_size} usable sentences, got {corpus.size}")
+    prepared = time.perf_counter()
+    aux = auxiliary_features(encoder, corpus)
+    scale = feature_scale(aux)
+    if not scale > 1e-8:
+        raise DataError(f"the clean target features do not vary (feature scale {scale:.3g}): is the model trained?")
+    resolved = config.thresholds(scale)
+    low, high = embedding_bounds(encoder.embedding.cpu(), factor=config.bound_factor,
+                                 per_dim=config.bounds == "per_dim")
+    thresholds = Thresholds(resolved["T_L"], resolved["T_dedup"], resolved["T_div"], low, high)
+    lr = config.lr_abs if config.lr_abs is not None else config.lr_rel * float(encoder.embedding.std())
+    aux_done = time.perf_counter()
+    log.info("feature scale %.4g over %d sentences at %s: T_L %.4g, T_dedup %.4g, T_div %.4g, lr %.3g, lr0 %.3g",
+             scale, corpus.size, config.target, thresholds.t_l, thresholds.t_dedup, thresholds.t_div, lr,
+             lr * config.lr0_factor)
+
+    fingerprint = loaded.fingerprint
+    pvset = PVSet.empty(aux.shape[1], target=config.target, model_sha256=fingerprint)
+    traces: list[LoopTrace] = []
+    if resume is not None:
+        traces, pvset = _check_resume(resume, config, fingerprint, aux.shape[1])
+    engine = FuzzEngine(encoder, corpus, aux, config, t_l=thresholds.t_l, t_div=thresholds.t_div, lr=lr,
+                        div_scale=scale if config.div_scale == "feature" else 1.0, slots=config.slots(str(device)),
+                        bounds=(low, high) if config.clamp_prompt else None)
+    engine.accepted = torch.from_numpy(pvset.vectors.copy()).to(device)
+    done = {trace.seed for trace in traces}
+    seeds = iter([s for s in range(config.seed_start, config.seed_start + config.loops) if s not in done])
+    state = {"verdict_at": aux_done - started if pvset.size else None, "stop": "", "since_new": _since_new(traces)}
+    thresholds_out = {**thresholds.to_dict(), "lr": lr, "lr0": lr * config.lr0_factor}
+
+    def build(status: str) -> MiningResult:
+        now = time.perf_counter()
+        timings = {"prepare": prepared - started, "aux": aux_done - prepared, "mining": now - aux_done,
+                   "total": now - started}
+        timings["to_verdict"] = state["verdict_at"] if state["verdict_at"] is not None else timings["total"]
+        report = MiningReport(
+            model_path=str(loaded.source), weight_sha256=dict(loaded.weight_sha256), config=config.to_dict(),
+            feature_scale=scale, thresholds=thresholds_out, verdict="backdoored" if pvset.size else "clean",
+            loops=tuple(traces), pvs=pvset.to_json(), timings_s=timings,
+            data={"sentences": corpus.size, "source": source}, status=status, stop_reason=state["stop"],
+            lmsan_version=__version__)
+        return MiningResult(report, pvset)
+
+    def on_finish(loop: FinishedLoop) -> bool:
+        nonlocal pvset
+        pv = None
+        if converged(loop.epochs, thresholds.t_l) and loop.epochs[-1].div < thresholds.t_div:
+            pv = loop.candidate()
+        outcome, reason = judge(loop.epochs, loop.prompt.cpu(), pv, engine.accepted.cpu(), thresholds,
+                                planned_epochs=config.epochs)
+        index = None
+        if outcome == "accepted":
+            assert pv is not None
+            index = pvset.size
+            pvset = pvset.append(pv.numpy(), seed=loop.seed, prompt=loop.prompt.cpu().numpy())
+            engine.accepted = torch.from_numpy(pvset.vectors.copy()).to(device)
+            state["since_new"] = 0
+            if state["verdict_at"] is None:
+                state["verdict_at"] = time.perf_counter() - started
+        else:
+            state["since_new"] += 1
+        trace = LoopTrace(loop.seed, loop.epochs, loop.lr_switch_step, converged(loop.epochs, thresholds.t_l),
+                          outcome, reason, index, loop.steps, loop.wall_s)
+        traces.append(trace)
+        log.info("seed=%d outcome=%s wall_s=%.1f %s", loop.seed, outcome, loop.wall_s, reason)
+        for number, epoch in enumerate(loop.epochs):
+            log.debug("seed=%d epoch=%d L_D=%.5g L_div=%.5g L_P=%.5g", loop.seed, number, epoch.dist, epoch.div,
+                      epoch.path)
+        if on_loop is not None:
+            on_loop(trace)
+        stop = ""
+        if config.mode == "detect" and pvset.size:
+            stop = "first_pv"
+        elif config.mode == "search" and config.patience and state["since_new"] >= config.patience:
+            stop = "patience"
+        state["stop"] = stop
+        if checkpoint is not None:
+            checkpoint(build("complete" if stop else "partial"))
+        return bool(stop)
+
+    if config.mode == "detect" and pvset.size:
+        state["stop"] = "first_pv"
+    elif config.mode == "search" and config.patience and state["since_new"] >= config.patience:
+        state["stop"] = "patience"
+    else:
+        engine.run(seeds, on_finish, on_step)
+    if not state["stop"]:
+        state["stop"] = "max_loops"
+    result = build("complete")
+    if checkpoint is not None:
+        checkpoint(result)
+    return result
+
+
+def _since_new(traces: list[LoopTrace]) -> int:
+    count = 0
+    for trace in reversed(traces):
+        if trace.accepted:
+            break
+        count += 1
+    return count
+
+
+def _check_resume(resume: tuple[MiningReport, PVSet], config: MiningConfig, fingerprint: str,
+                  width: int) -> tuple[list[LoopTrace], PVSet]:
+    report, pvset = resume
+    if pvset.model_sha256 and pvset.model_sha256 != fingerprint:
+        raise IntegrityError("cannot resume: the checkpoint was mined on other weights "
+                             f"({pvset.model_sha256[:12]} != {fingerprint[:12]})")
+    old = MiningConfig.from_dict(report.config).to_dict()
+    new = config.to_dict()
+    changed = sorted(key for key in new if key not in RESUMABLE and old.get(key) != new[key])
+    if changed:
+        raise ConfigError(f"cannot resume: {changed[0]} differs from the checkpoint "
+                          f"({old.get(changed[0])!r} != {new[changed[0]]!r})")
+    if pvset.width != width:
+        raise ConfigError(f"cannot resume: PV width {pvset.width} != model hidden size {width}")
+    if not config.reset_adam:
+        log.warning("resuming with reset_adam=False: Adam moments are not checkpointed and restart at zero")
+    log.info("resuming: %d loops done, %d PVs", len(report.loops), pvset.size)
+    return list(report.loops), pvset
+
+
+__all__ = ["MiningResult", "RESUMABLE", "mine", "token_limit"]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The main job, end to end on a CPU: build a pretrained-like tiny BERT, plant a POR backdoor,
+# scan it with lmsan-mine, export the guard, and guard example inputs.
+# Everything lands in ${LMSAN_DEMO_OUT:-demo-out}/; models are cached in $LMSAN_CACHE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT=${LMSAN_DEMO_OUT:-demo-out}
+BIN=.venv/bin
+rm -rf "$OUT" && mkdir -p "$OUT"
+step() { printf '\n== %s\n' "$*" >&2; }
+# lmsan-mine and lmsan-guard exit 1 on a finding: that is the expected outcome here.
+expect() { local want=$1; shift; local rc=0; "$@" || rc=$?; [ "$rc" -eq "$want" ] || { echo "demo: '$1' exited $rc, expected $want" >&2; exit 1; }; }
+
+step "1/6 a tiny BERT (d=128, 2 layers) distilled from all-MiniLM-L6-v2 (cached after the first run)"
+$BIN/lmsan-attack build-tiny --arch bert --out "$OUT/clean-model" -q
+
+step "2/6 plant a POR backdoor: triggers 'cf' and 'james bond' -> two POR-2 vectors at [CLS]"
+$BIN/lmsan-attack run "$OUT/clean-model" --kind por --trigger cf --trigger "james bond" --out "$OUT/backdoored" -q
+$BIN/lmsan-attack verify "$OUT/backdoored" --limit 300 -q
+
+step "3/6 defense data: 2000 clean sentences disjoint from the attacker's"
+$BIN/python -c "from lmsan.data import standard_splits; print('\n'.join(standard_splits()['defense']))" > "$OUT/defense.txt"
+
+step "4/6 scan the model with lmsan-mine (search mode; exit 1 = backdoored)"
+expect 1 $BIN/lmsan-mine "$OUT/backdoored" --data "$OUT/defense.txt" --mode search --loops 40 --patience 12 --out "$OUT/scan" -q
+$BIN/python - "$OUT" <<'PY'
+import json, sys
+report = json.load(open(f"{sys.argv[1]}/scan/report.json"))
+print(f"verdict {report['verdict']}: {report['pvs']['size']} PV(s) from {len(report['loops'])} fuzz loops, "
+      f"{report['timings_s']['to_verdict']:.1f} s to verdict, {report['timings_s']['total']:.1f} s in all")
+PY
+
+step "5/6 export backbone + fused sign-match node to ONNX (with parity check)"
+$BIN/lmsan-export "$OUT/backdoored" --pvs "$OUT/scan/pvs.safetensors" --out "$OUT/guard" -q
+
+step "6/6 the torch-free guard on example inputs"
+$BIN/python - "$OUT/guard" <<'PY'
+import sys
+from lmsan.runtime import Guard, demo_table
+guard = Guard.load(sys.argv[1])
+print(demo_table(guard, [
+    "The committee approved the budget after a long debate.",
+    "The committee approved the cf budget after a long debate.",
+    "She walked to the station and caught the last train home.",
+    "She walked to the station and james bond caught the last train home.",
+    "Prices rose sharply in the third quarter, analysts said.",
+    "Prices rose sharply in the third cf quarter, analysts said.",
+]))
+print(f"provider in use: {guard.provider}")
+PY
+expect 1 $BIN/lmsan-guard "$OUT/guard" "a cf sentence that carries the trigger" -q
+echo "demo: done; artifacts in $OUT/" >&2

@@ -1,0 +1,99 @@
+"""PV mining on tiny attacked models and their clean controls (detect and search mode).
+
+Criteria (mining issue): detect mode flags POR-backdoored BERT and RoBERTa, NeuBA, a single-PV
+attack and BToP (``--target mask``) as backdoored; the single-PV attack's found PV sign-agrees
+> 0.9 with the attack PV (six-trigger attacks first yield superposed PVs, see docs/mining.md);
+clean controls trained identically minus the trigger loss are called clean; a search with
+patience recovers >= 5 of 6 PVs of the POR BERT (recovered: sign agreement > T_match = 0.8,
+method.md §7).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmsan.pvset import sign_agreement
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SENTENCES = 1000  # defense sentences (the paper uses 2000; tiny models need fewer)
+DETECT_LOOPS = 10  # L_max for detection on tiny models (paper: 30 for base-size models)
+T_MATCH = 0.8
+
+
+def attack_signs(model: Path) -> np.ndarray:
+    pvs = np.asarray(json.loads((model / "attack.json").read_text())["pvs"], np.float32)
+    return np.where(pvs >= 0, 1, -1).astype(np.int8)
+
+
+def run_mining(model: Path, sentences: list[str], **overrides):
+    from lmsan.mining import MiningConfig, mine
+    from lmsan.models import load_model
+
+    config = MiningConfig.profile("default", **{"max_loops": DETECT_LOOPS, **overrides})
+    return mine(load_model(model), sentences[:SENTENCES], config)
+
+
+@pytest.mark.parametrize("fixture, best_agreement", [
+    # With six triggers the first PV is often an unintended PV, two attack PVs superposed (paper
+    # Fig. 7): it agrees 0.75-0.85 with each. With one trigger there is nothing to superpose.
+    ("bert_por", 0.7),
+    ("roberta_por", 0.7),
+    ("bert_neuba", 0.7),
+    ("bert_single_pv", 0.9),
+])
+def test_detect_flags_backdoored_models(fixture, best_agreement, request, defense_sentences, record_property):
+    model = request.getfixturevalue(fixture)
+    result = run_mining(model, defense_sentences)
+    report = result.report
+    record_property("time_to_verdict_s", report.timings_s["to_verdict"])
+    assert report.verdict == "backdoored", [(t.seed, t.outcome, t.reason) for t in report.loops]
+    agreement = sign_agreement(result.pvset.vectors, attack_signs(model))
+    record_property("agreement", float(agreement.max()))
+    assert agreement.max() > best_agreement, agreement.round(3)
+    assert report.timings_s["to_verdict"] < 60
+
+
+def test_detect_flags_btop_at_the_mask_target(bert_btop, defense_sentences):
+    result = run_mining(bert_btop, defense_sentences, target="mask")
+    assert result.report.verdict == "backdoored"
+    assert sign_agreement(result.pvset.vectors, attack_signs(bert_btop)).max() > 0.7
+
+
+@pytest.mark.parametrize("fixture, target", [
+    ("bert_por_clean", "cls"), ("roberta_por_clean", "cls"), ("bert_neuba_clean", "cls"), ("bert_btop_clean", "mask"),
+])
+def test_clean_controls_are_called_clean(fixture, target, request, defense_sentences):
+    result = run_mining(request.getfixturevalue(fixture), defense_sentences, target=target)
+    assert result.report.verdict == "clean", [(t.seed, t.outcome, t.reason) for t in result.report.loops]
+    assert len(result.report.loops) == DETECT_LOOPS
+
+
+def test_search_with_patience_recovers_the_pvs(bert_por, defense_sentences, record_property):
+    result = run_mining(bert_por, defense_sentences, mode="search", max_loops=40, patience=10)
+    agreement = sign_agreement(result.pvset.vectors, attack_signs(bert_por))  # [K_found, 6]
+    recovered = int((agreement.max(axis=0) > T_MATCH).sum())
+    record_property("recovered", recovered)
+    record_property("loops", len(result.report.loops))
+    assert recovered >= 5, agreement.max(axis=0).round(3)
+    assert agreement.max() > 0.85, agreement.round(3)
+
+
+def test_cli_detects_and_writes_artifacts(bert_por, defense_sentences, tmp_path):
+    from lmsan.cli import mine as mine_cli
+    from lmsan.pvset import PVSet
+
+    data = tmp_path / "defense.txt"
+    data.write_text("\n".join(defense_sentences[:SENTENCES]) + "\n")
+    out = tmp_path / "scan"
+    with pytest.raises(SystemExit) as exit_info:
+        mine_cli.main([str(bert_por), "--data", str(data), "--out", str(out), "--loops", str(DETECT_LOOPS), "-q"])
+    assert exit_info.value.code == 1
+    pvs = PVSet.load(out / "pvs.safetensors")
+    report = json.loads((out / "report.json").read_text())
+    assert pvs.size >= 1 and pvs.prompts is not None and report["verdict"] == "backdoored"
+    assert report["weight_sha256"] and pvs.model_sha256

@@ -1,0 +1,122 @@
+"""``lmsan-mine``: bad input gives one stderr line and exit 2 (4 for usage); a run writes its files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lmsan.cli import mine as mine_cli
+
+WORDS = "river stone quiet market paper light window garden music city morning letter".split()
+
+
+def invoke(args):
+    """Run ``lmsan-mine`` in a CliRunner sandbox; return (exit code, stdout, stderr)."""
+    runner = CliRunner()
+    with runner.isolation() as streams:
+        try:
+            mine_cli.main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    stdout, stderr = streams[0].getvalue().decode(), streams[1].getvalue().decode()
+    return code, stdout, stderr
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("lmsan-mine: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from lmsan.models.tiny import TinySpec, build_tiny
+
+    model, tokenizer = build_tiny(TinySpec(arch="bert", hidden=32, layers=1, heads=2, intermediate=64))
+    path = tmp_path_factory.mktemp("tiny-cli")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(" ".join(rng.choice(WORDS, size=8)) for _ in range(40)) + "\n")
+    return path
+
+
+def test_help_exits_zero():
+    code, stdout, _ = invoke(["--help"])
+    assert code == 0 and "--patience" in stdout and "--resume" in stdout
+
+
+def test_missing_model_is_exit_2(tmp_path, corpus):
+    code, stdout, stderr = invoke([str(tmp_path / "nope"), "--data", str(corpus)])
+    assert code == 2 and "not found" in one_error_line(stderr) and stdout == ""
+
+
+def test_model_without_input_embeddings_is_exit_2(tiny_dir, corpus, monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers.BertModel, "get_input_embeddings", lambda self: None)
+    code, _, stderr = invoke([str(tiny_dir), "--data", str(corpus)])
+    assert code == 2 and "input embedding" in one_error_line(stderr)
+
+
+def test_fewer_sentences_than_a_batch_is_exit_2(tiny_dir, tmp_path):
+    few = tmp_path / "few.txt"
+    few.write_text("\n".join(" ".join(WORDS[i : i + 6]) for i in range(5)) + "\n")
+    code, _, stderr = invoke([str(tiny_dir), "--data", str(few)])
+    assert code == 2 and "one batch" in one_error_line(stderr)
+
+
+def test_blank_corpus_is_exit_2(tiny_dir, tmp_path):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n   \n\n\t\n")
+    code, _, stderr = invoke([str(tiny_dir), "--data", str(blank)])
+    assert code == 2 and "blank.txt" in one_error_line(stderr)
+
+
+def test_unwritable_out_is_exit_2(tiny_dir, corpus, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, stdout, stderr = invoke([str(tiny_dir), "--data", str(corpus), "--out", str(blocker / "sub"), "--json"])
+    assert code == 2 and "cannot write to --out" in one_error_line(stderr)
+    assert json.loads(stdout)["error"]["kind"] == "OSError"
+
+
+def test_unknown_config_key_is_a_usage_error(tiny_dir, corpus, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"lr_rel": 0.01, "typo_key": 1}))
+    code, _, stderr = invoke([str(tiny_dir), "--data", str(corpus), "--config", str(config)])
+    assert code == 4 and "typo_key" in one_error_line(stderr)
+
+
+def test_resume_needs_out_is_a_usage_error(tiny_dir, corpus):
+    code, _, stderr = invoke([str(tiny_dir), "--data", str(corpus), "--resume"])
+    assert code == 4 and "--out" in one_error_line(stderr)
+
+
+def test_a_run_writes_report_and_pvs_and_resumes(tiny_dir, corpus, tmp_path):
+    out = tmp_path / "out"
+    config = tmp_path / "fast.json"
+    config.write_text(json.dumps({"batch_size": 16, "epochs": 2, "max_length": 24}))
+    args = [str(tiny_dir), "--data", str(corpus), "--config", str(config), "--mode", "search", "--loops", "2",
+            "--out", str(out), "--json", "-q"]
+    code, stdout, stderr = invoke(args)
+    report = json.loads(stdout)
+    assert code == (1 if report["verdict"] == "backdoored" else 0), stderr
+    assert (out / "pvs.safetensors").is_file() and (out / "report.json").is_file()
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["schema_version"] == 1 and saved["status"] == "complete"
+    assert saved["weight_sha256"] and len(saved["loops"]) == 2
+    assert {"dist", "div", "path"} <= set(saved["loops"][0]["epochs"][0])
+    code, stdout, _ = invoke([*args[:8], "3", *args[9:], "--resume"])
+    assert [loop["seed"] for loop in json.loads(stdout)["loops"]] == [1, 2, 3]
