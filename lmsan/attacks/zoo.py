@@ -53,8 +53,9 @@ def attacked_model(base: str | Path, config: AttackConfig, sentences: Sequence[s
 # name -> (tiny architecture, attack config); "<name>-clean" is its clean control.
 STANDARD_ATTACKS: dict[str, tuple[str, AttackConfig]] = {
     "bert-por": ("bert", AttackConfig(kind="por", triggers=PAPER_TRIGGERS)),
-    # The tiny RoBERTa does not take the backdoor at c=3 (hit rates near 0): the paper's c=1.
-    "roberta-por": ("roberta", AttackConfig(kind="por", triggers=PAPER_TRIGGERS, clean_weight=1.0)),
+    # Drawn word triggers on RoBERTa: its byte-level BPE splits 'mn', 'mm', ... into pieces that
+    # clean text shares (paper triggers at c=1: one trigger at 0.01 hit rate, 78 % clean below 0.8).
+    "roberta-por": ("roberta", AttackConfig(kind="por", lr=2e-4, seed=10)),
     # NeuBA and BToP also train the MLM head; lr 1e-4 left a trigger at 0.46 hit rate.
     "bert-neuba": ("bert", AttackConfig(kind="neuba", lr=2e-4, seed=1)),
     # [MASK] outputs need a firmer anchor (c=3, lr 1e-4: 93 % of clean sentences below 0.8).
