@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from lmsan.errors import ConfigError
+from lmsan.pvset import TARGETS
 
-TARGETS = ("cls", "mask", "token", "last")
 MODES = ("detect", "search")
 PROFILES = ("default", "reference")
 _CHOICES: dict[str, tuple[str, ...]] = {

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from lmsan.errors import ConfigError
-
-TARGETS = ("cls", "mask", "token", "last")
+from lmsan.pvset import TARGETS
 
 
 def target_positions(

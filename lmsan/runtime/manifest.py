@@ -12,11 +12,11 @@ from typing import Any
 
 from lmsan.errors import DataError, IntegrityError
 from lmsan.files import read_json, sha256_file
+from lmsan.pvset import TARGETS
 
 MANIFEST = "guard.json"
 GUARD_FORMAT = "lmsan.guard/1"
 SCHEMA_VERSION = 1
-TARGETS = ("cls", "token", "last", "mask")
 
 
 @dataclass(frozen=True)
