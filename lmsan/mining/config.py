@@ -12,7 +12,7 @@ Two named profiles:
 Thresholds that depend on the model's feature scale come in two forms (style.md): ``*_rel``,
 multiples of ``feature_scale`` (the mean per-dimension variance of the clean target features,
 measured on the defense data), and optional ``*_abs`` overrides in the model's output units.
-See docs/mining.md for how the defaults were calibrated. Imports stdlib and lmsan.errors only.
+See docs/mining.md for how the defaults were calibrated. Imports stdlib, lmsan.errors and lmsan.pvset only.
 """
 
 from __future__ import annotations
