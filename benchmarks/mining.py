@@ -9,7 +9,7 @@ cached (``lmsan.attacks.attacked_model``), so a second run only mines.
     .venv/bin/python benchmarks/mining.py --build-only    # build the zoo, no mining
     .venv/bin/python benchmarks/mining.py --loops 10 --sentences 1000 --profiles default
 
-Writes ``benchmarks/results/mining.json`` and ``benchmarks/results/mining.md``. Only benchmarks
+Writes ``benchmarks/results/NAME.json`` and ``NAME.md`` (``--name``, default ``mining``). Only benchmarks
 and tests may import ``lmsan.attacks``; the miner never does.
 """
 
@@ -58,10 +58,15 @@ ZOO: dict[str, tuple[str, dict]] = {
 }
 # entries built without a clean control (the first twelve controls are enough)
 NO_CONTROL = {"bert-rand-2-s113", "bert-neuba-1-s114", "roberta-rand-2-s115", "bert-por2-2-s116"}
+# the un-attacked distilled tiny models themselves: clean, and never fine-tuned after distillation
+BASES = ("bert", "roberta")
 
 
-def build_zoo(names: list[str], log: logging.Logger) -> list[dict]:
-    """Build (or find cached) every attacked model and its clean control; verify each attack."""
+def build_zoo(names: list[str], log: logging.Logger, *, with_bases: bool = True) -> list[dict]:
+    """Build (or find cached) every attacked model and its clean control; verify each attack.
+
+    With ``with_bases`` the un-attacked distilled tiny BERT and RoBERTa join as clean models.
+    """
     from lmsan.attacks import AttackConfig, attacked_model, verify_attack
     from lmsan.data import standard_splits
     from lmsan.models.zoo import default_tiny
@@ -89,6 +94,9 @@ def build_zoo(names: list[str], log: logging.Logger) -> list[dict]:
                 entry["attack_ok"] = bool(entry["working_pvs"])
             log.info("zoo %s ready (%.0fs)", entry["name"], time.perf_counter() - started)
             entries.append(entry)
+    for arch in BASES if with_bases else ():
+        entries.append({"name": f"tiny-{arch}-base", "path": str(default_tiny(arch).path), "arch": arch,
+                        "kind": "none", "backdoored": False, "n_pvs": 0, "triggers": [], "target": "cls"})
     return entries
 
 
@@ -135,7 +143,22 @@ def mine_one(entry: dict, profile: str, sentences: list[str], loops: int, device
         agreement = sign_agreement(result.pvset.vectors, np.where(pvs >= 0, 1, -1).astype(np.int8))  # [K_found, K]
         row["best_agreement"] = round(float(agreement.max()), 3)
         row["pvs_found"] = int((agreement.max(axis=0)[entry["working_pvs"]] > T_MATCH).sum())
+    found = [loop.trigger for loop in report.loops if loop.trigger is not None]
+    row["trigger_tokens"] = [check["trigger"] for check in found if check["confirmed"]]
+    row["unconfirmed_tokens"] = [f"{check['trigger']} ({check['hit_rate']:.2f})" for check in found
+                                 if not check["confirmed"]]
+    if entry["backdoored"] and row["trigger_tokens"]:
+        row["trigger_recovered"] = trigger_recovered(row["trigger_tokens"], entry["triggers"])
     return row
+
+
+def trigger_recovered(found: list[str], triggers: list[str]) -> bool:
+    """True when a confirmed trigger contains a word of one of the attack's triggers."""
+    words = {word.lower() for trigger in triggers for word in trigger.split()}
+    return any(word in words for text in found for word in text.lower().split())
+
+
+OUTCOMES = ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate", "unconfirmed")
 
 
 def _counts(report) -> dict[str, int]:
@@ -163,8 +186,8 @@ def summarise(rows: list[dict], entries: list[dict], profile: str) -> dict:
         "median_time_to_verdict_backdoored_s": _median([r["time_to_verdict_s"] for r in backdoored]),
         "median_time_to_verdict_clean_s": _median([r["time_to_verdict_s"] for r in clean]),
         "median_time_to_verdict_correct_s": _median([r["time_to_verdict_s"] for r in correct]),
-        "loop_outcomes": {name: sum(r["outcomes"].get(name, 0) for r in mine_rows)
-                          for name in ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate")},
+        "loop_outcomes": {name: sum(r["outcomes"].get(name, 0) for r in mine_rows) for name in OUTCOMES},
+        "trigger_recovered": sum(bool(r.get("trigger_recovered")) for r in backdoored),
     }
 
 
@@ -177,7 +200,8 @@ def write_markdown(payload: dict, path: Path) -> None:
     lines = [
         "## Mining (detect mode) on the tiny-model zoo",
         "",
-        f"{payload['zoo']['backdoored']} backdoored + {payload['zoo']['clean']} clean-control tiny models "
+        f"{payload['zoo']['backdoored']} backdoored + {payload['zoo']['clean']} clean tiny models (controls and "
+        "the un-attacked distilled bases) "
         f"(d = 128, 2 layers), {payload['settings']['sentences']} defense sentences, "
         f"L_max = {payload['settings']['loops']}, {payload['settings']['device']}, "
         f"{payload['settings']['threads']} thread(s). `benchmarks/mining.py`.",
@@ -200,13 +224,18 @@ def write_markdown(payload: dict, path: Path) -> None:
     if payload["zoo"]["left_out"]:
         lines += ["", "Left out (no trigger reached a 0.5 hit rate, so not backdoored): "
                   + ", ".join(payload["zoo"]["left_out"]) + "; their clean controls are in."]
+    lines += ["", "Trigger recovered (default profile's trigger confirmation): " + "; ".join(
+        f"{name}: {row.get('trigger_recovered', 0)}/{row['backdoored']} backdoored models" for name, row in s.items()
+        if name == "default") + " whose confirmed trigger contains a word of an attack trigger."]
     lines += ["", "PV recall (detect) = working attack PVs matched (sign agreement > 0.8) by the one PV "
               "detect mode returns, over working attack PVs; search mode recovers more (tests/e2e)."]
-    lines += ["", "Per model:", "", "| model | profile | verdict | correct | loops | time to verdict (s) | best PV agreement |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "Per model:", "", "| model | profile | verdict | correct | loops | time to verdict (s) | "
+              "best PV agreement | confirmed trigger | unconfirmed |", "|---|---|---|---|---|---|---|---|---|"]
     for row in payload["rows"]:
+        tokens = " / ".join(f"`{t}`" for t in row.get("trigger_tokens", []))
         lines.append(f"| {row['model']} | {row['profile']} | {row['verdict']} | {'yes' if row['correct'] else '**no**'} | "
-                     f"{row['loops']} | {row['time_to_verdict_s']} | {row.get('best_agreement', '')} |")
+                     f"{row['loops']} | {row['time_to_verdict_s']} | {row.get('best_agreement', '')} | {tokens} | "
+                     f"{len(row.get('unconfirmed_tokens', []))} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -252,14 +281,14 @@ def gpu_check(device: str, out_dir: Path, *, loops: int = 16, slot_counts: tuple
     return payload
 
 
-def rewrite_markdown() -> None:
-    """Re-render ``mining.md`` (and the summaries) from ``mining.json`` without mining again."""
-    payload = json.loads((RESULTS / "mining.json").read_text(encoding="utf-8"))
+def rewrite_markdown(name: str = "mining") -> None:
+    """Re-render ``NAME.md`` (and the summaries) from ``NAME.json`` without mining again."""
+    payload = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
     entries = payload["zoo"]["models"]
     usable = [e for e in entries if e.get("attack_ok", True)]
     payload["summary"] = [summarise(payload["rows"], usable, row["profile"]) for row in payload["summary"]]
-    (RESULTS / "mining.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    write_markdown(payload, RESULTS / "mining.md")
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_markdown(payload, RESULTS / f"{name}.md")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,10 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--gpu-check", metavar="OUT_DIR", default=None,
                         help="only time side-by-side seeds on --device (random tiny model) and write OUT_DIR/mining_gpu_check.json")
-    parser.add_argument("--render", action="store_true", help="only re-render results/mining.md from mining.json")
+    parser.add_argument("--render", action="store_true", help="only re-render results/NAME.md from NAME.json")
+    parser.add_argument("--name", default="mining", help="results file stem under benchmarks/results/")
+    parser.add_argument("--no-bases", action="store_true", help="leave out the un-attacked distilled tiny models")
     args = parser.parse_args(argv)
     if args.render:
-        rewrite_markdown()
+        rewrite_markdown(args.name)
         return 0
     if args.gpu_check:
         print(json.dumps(gpu_check(args.device, Path(args.gpu_check)), indent=2))
@@ -288,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    entries = build_zoo(args.models, log)
+    entries = build_zoo(args.models, log, with_bases=not args.no_bases)
     if args.build_only:
         return 0
     from lmsan.data import standard_splits
@@ -315,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "mining.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    write_markdown(payload, RESULTS / "mining.md")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_markdown(payload, RESULTS / f"{args.name}.md")
     for row in payload["summary"]:
         log.info("%s", row)
     return 0

@@ -30,6 +30,10 @@ import json, sys
 report = json.load(open(f"{sys.argv[1]}/scan/report.json"))
 print(f"verdict {report['verdict']}: {report['pvs']['size']} PV(s) from {len(report['loops'])} fuzz loops, "
       f"{report['timings_s']['to_verdict']:.1f} s to verdict, {report['timings_s']['total']:.1f} s in all")
+for loop in report["loops"]:
+    if loop["outcome"] == "accepted":
+        print(f"  PV #{loop['pv_index']}: suspected trigger {loop['trigger']['trigger']!r} "
+              f"(inserted once, hits {loop['trigger']['hit_rate']:.0%} of sentences)")
 PY
 
 step "5/6 export backbone + fused sign-match node to ONNX (with parity check)"

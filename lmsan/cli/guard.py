@@ -30,7 +30,7 @@ CHUNK = 256  # inputs per scan_batch call
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="T_match; default: the one in guard.json.")
 @click.option("--provider", "providers", multiple=True, help="onnxruntime provider: cpu, cuda or tensorrt (repeatable).")
-@click.option("--search", type=click.Choice(["bisect", "group", "batched", "sequential"]), default="bisect",
+@click.option("--search", type=click.Choice(["bisect", "code", "group", "batched", "sequential"]), default="bisect",
               show_default=True,
               help="Trigger-removal search.")
 @click.option("--no-sanitize", is_flag=True, help="Only detect; do not search for the trigger.")

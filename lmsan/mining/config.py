@@ -99,6 +99,22 @@ class MiningConfig:
             CPU (compute-bound: no gain measured) and 16 on CUDA (13x more loops/s on an H200).
         batching: ``bucketed`` shuffles, then groups sentences of similar length into batches
             (less padding); ``random`` cuts the shuffled order directly (reference).
+        confirm: accept a candidate only when a word or short phrase read back from its prompt,
+            inserted once, drives the output to one sign pattern (``lmsan.mining.confirm``: a
+            backdoor answers to text; a soft prompt on a small clean model can collapse the
+            output without any such text). The PV is then that text's mean output. ``False``:
+            the reference (the PV is the prompt's).
+        confirm_hit_rate: confirmed when the best span's single-insertion hit rate (share of
+            sentences sign-agreeing >= 0.9 with its mean output) reaches this; 0.9 is the
+            attacks' own success criterion (method.md §5).
+        confirm_span: longest span of the token search's sequence, in tokens, tried as the
+            trigger (implanted 2–3 word phrases fire on their 2-token pieces; a clean tiny
+            RoBERTa has a natural 3-token phrase that hits 91 %, docs/mining.md).
+        confirm_margin: the token search stops once its sequence's ``δ = L_div + log B`` is below this.
+        confirm_steps: coordinate-search steps at most.
+        confirm_candidates: single-slot swaps tried per step; confirm_top_k: tokens per slot
+            they are drawn from (by the one-hot gradient).
+        confirm_rows: corpus rows each sequence's ``δ`` is measured on.
         max_length: token limit per sentence *before* the prompt is inserted.
         mask_seed: seeds where the ``[MASK]`` word goes for ``target = mask``.
     """
@@ -142,6 +158,14 @@ class MiningConfig:
     aux: Literal["cached", "recompute"] = "cached"
     parallel_seeds: int = 0
     batching: Literal["bucketed", "random"] = "bucketed"
+    confirm: bool = True
+    confirm_hit_rate: float = 0.9
+    confirm_span: int = 2
+    confirm_margin: float = 0.02
+    confirm_steps: int = 10
+    confirm_candidates: int = 16
+    confirm_top_k: int = 16
+    confirm_rows: int = 512
     max_length: int = 64
     mask_seed: int = 0
 
@@ -150,21 +174,24 @@ class MiningConfig:
             value = getattr(self, name)
             if value not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-        for name in ("prompt_len", "max_insert_pos", "epochs", "batch_size", "max_length"):
+        for name in ("prompt_len", "max_insert_pos", "epochs", "batch_size", "max_length", "confirm_candidates",
+                     "confirm_top_k", "confirm_rows", "confirm_span"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
         if self.batch_size < 2:
             raise ConfigError("batch_size must be >= 2 (the diversity loss is a softmax over the batch)")
-        for name in ("max_loops", "patience", "abort_after_epoch", "seed_start", "mask_seed", "parallel_seeds"):
+        for name in ("max_loops", "patience", "abort_after_epoch", "confirm_steps", "seed_start", "mask_seed", "parallel_seeds"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be an int >= 0; got {getattr(self, name)!r}")
-        for name in ("lr_rel", "lr0_factor", "converge_rel", "dedup_rel", "bound_factor"):
+        for name in ("lr_rel", "lr0_factor", "converge_rel", "dedup_rel", "bound_factor", "confirm_margin"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0; got {getattr(self, name)!r}")
         for name in ("lr_abs", "converge_abs"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0 or unset; got {value!r}")
+        if not 0 < self.confirm_hit_rate <= 1:
+            raise ConfigError(f"confirm_hit_rate must be in (0, 1]; got {self.confirm_hit_rate!r}")
         if self.abort_div_margin < 0:
             raise ConfigError(f"abort_div_margin must be >= 0; got {self.abort_div_margin!r}")
         if not 0 <= self.early_abort_frac < 1:
@@ -228,6 +255,7 @@ class MiningConfig:
                 "abort_div_margin": 0.0,
                 "early_accept": False,
                 "clamp_prompt": False,
+                "confirm": False,
             }
         return cls.from_dict({**base, **overrides})
 

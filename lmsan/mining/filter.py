@@ -44,6 +44,22 @@ def converged(epochs: list[EpochStats] | tuple[EpochStats, ...], t_l: float) -> 
     return bool(epochs) and epochs[-1].dist < t_l
 
 
+def dedup(pv: torch.Tensor, accepted: torch.Tensor, t_dedup: float) -> tuple[str, str]:
+    """Compare ``pv`` [d] with the accepted PVs [K, d].
+
+    Returns:
+        ``(duplicate_reason, "")`` when some accepted PV is within ``MSE < t_dedup``, else
+        ``("", note)`` naming the nearest one (``note`` is empty when ``K = 0``).
+    """
+    if not accepted.shape[0]:
+        return "", ""
+    mse = (accepted - pv).pow(2).mean(dim=1)  # [K]
+    nearest = int(mse.argmin())
+    if float(mse[nearest]) < t_dedup:
+        return f"MSE {float(mse[nearest]):.4g} to PV #{nearest} < T_dedup {t_dedup:.4g}", ""
+    return "", f", nearest PV #{nearest} at MSE {float(mse[nearest]):.4g}"
+
+
 def judge(epochs: list[EpochStats] | tuple[EpochStats, ...], prompt: torch.Tensor | None, pv: torch.Tensor | None,
           accepted: torch.Tensor, thresholds: Thresholds, *, planned_epochs: int) -> tuple[str, str]:
     """Return ``(outcome, reason)`` for one candidate.
@@ -81,16 +97,11 @@ def judge(epochs: list[EpochStats] | tuple[EpochStats, ...], prompt: torch.Tenso
         share = float((excess > 0).float().mean())
         return "out_of_bounds", (f"prompt value {value:.4g} outside [{low:.4g}, {high:.4g}] "
                                  f"({share:.1%} of values out)")
-    if accepted.shape[0]:
-        mse = (accepted - pv).pow(2).mean(dim=1)  # [K]
-        nearest = int(mse.argmin())
-        if float(mse[nearest]) < thresholds.t_dedup:
-            return "duplicate", f"MSE {float(mse[nearest]):.4g} to PV #{nearest} < T_dedup {thresholds.t_dedup:.4g}"
-        unique = f", nearest PV #{nearest} at MSE {float(mse[nearest]):.4g}"
-    else:
-        unique = ""
+    duplicate, unique = dedup(pv, accepted, thresholds.t_dedup)
+    if duplicate:
+        return "duplicate", duplicate
     return "accepted", f"L_D {last.dist:.4g} < T_L {thresholds.t_l:.4g}, L_div {last.div:.4g} < T_div " \
                        f"{thresholds.t_div:.4g}{unique}"
 
 
-__all__ = ["Thresholds", "converged", "judge"]
+__all__ = ["Thresholds", "converged", "dedup", "judge"]

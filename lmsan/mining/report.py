@@ -20,7 +20,7 @@ from lmsan.pvset import PVSet
 REPORT_SCHEMA = 1
 REPORT_FILE = "report.json"
 PVS_FILE = "pvs.safetensors"
-OUTCOMES = ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate")
+OUTCOMES = ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate", "unconfirmed")
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,15 @@ class LoopTrace:
             ``lr0`` to ``lr``; ``None`` if it never did.
         converged: the last epoch's mean ``L_D < T_L``.
         outcome: ``accepted``, ``not_converged``, ``diverse`` (``L_div >= T_div``),
-            ``out_of_bounds`` (prompt outside the embedding range) or ``duplicate``.
+            ``out_of_bounds`` (prompt outside the embedding range), ``duplicate`` or
+            ``unconfirmed`` (no word or short phrase reproduces it; ``confirm``).
         reason: one line with the numbers behind the outcome.
         pv_index: row of the PV set for an accepted loop, else ``None``.
         steps: optimiser steps taken.
         wall_s: seconds from the loop's start to its end (loops trained side by side overlap).
+        trigger: trigger confirmation's result for a candidate that reached it
+            (``TriggerCheck.to_dict()``: trigger, hit_rate, confirmed, search_text, delta,
+            steps), else ``None``.
     """
 
     seed: int
@@ -59,6 +63,7 @@ class LoopTrace:
     pv_index: int | None = None
     steps: int = 0
     wall_s: float = 0.0
+    trigger: dict[str, Any] | None = None
 
     @property
     def accepted(self) -> bool:
@@ -175,6 +180,10 @@ def summary_lines(report: MiningReport) -> list[str]:
         f"T_div {t['T_div']:.4g}",
         f"time to verdict {report.timings_s.get('to_verdict', 0):.1f}s, total {report.timings_s.get('total', 0):.1f}s",
     ]
+    for loop in report.loops:
+        if loop.accepted and loop.trigger is not None:
+            lines.append(f"PV #{loop.pv_index} (seed {loop.seed}): suspected trigger {loop.trigger['trigger']!r} "
+                         f"(inserted once, hits {loop.trigger['hit_rate']:.0%} of sentences)")
     return lines
 
 

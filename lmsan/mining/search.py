@@ -18,8 +18,9 @@ import torch
 from lmsan import __version__
 from lmsan.errors import ConfigError, DataError, IntegrityError
 from lmsan.mining.config import MiningConfig
+from lmsan.mining.confirm import TriggerCheck, TriggerSearch, special_token_ids
 from lmsan.mining.features import Encoder, auxiliary_features, embedding_bounds, feature_scale
-from lmsan.mining.filter import Thresholds, converged, judge
+from lmsan.mining.filter import Thresholds, converged, dedup, judge
 from lmsan.mining.loop import FinishedLoop, FuzzEngine, StepInfo
 from lmsan.mining.prompt import encode_corpus
 from lmsan.mining.report import LoopTrace, MiningReport
@@ -109,6 +110,10 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
                         div_scale=scale if config.div_scale == "feature" else 1.0, slots=config.slots(str(device)),
                         bounds=(low, high) if config.clamp_prompt else None)
     engine.accepted = torch.from_numpy(pvset.vectors.copy()).to(device)
+    trigger_search = None
+    if config.confirm:
+        trigger_search = TriggerSearch(encoder, corpus, scale, special_token_ids(loaded.tokenizer),
+                                       batch_size=config.batch_size, eval_rows=config.confirm_rows)
     done = {trace.seed for trace in traces}
     seeds = iter([s for s in range(config.seed_start, config.seed_start + config.loops) if s not in done])
     state = {"verdict_at": aux_done - started if pvset.size else None, "stop": "", "since_new": _since_new(traces)}
@@ -134,6 +139,18 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             pv = loop.candidate()
         outcome, reason = judge(loop.epochs, loop.prompt.cpu(), pv, engine.accepted.cpu(), thresholds,
                                 planned_epochs=config.epochs)
+        check = None
+        if outcome == "accepted" and trigger_search is not None:
+            check = trigger_search.run(loop.prompt, loaded.tokenizer, margin=config.confirm_margin,
+                                       steps=config.confirm_steps, candidates=config.confirm_candidates,
+                                       top_k=config.confirm_top_k, min_hit_rate=config.confirm_hit_rate,
+                                       longest_span=config.confirm_span, seed=loop.seed)
+            outcome, reason = confirm_outcome(check, reason, config.confirm_hit_rate)
+            if check.features_mean is not None:  # the PV real text produces (one trigger's, not a mix)
+                pv = check.features_mean
+                duplicate, _ = dedup(pv, engine.accepted.cpu(), thresholds.t_dedup)
+                if duplicate:
+                    outcome, reason = "duplicate", f"trigger {check.trigger!r}: {duplicate}"
         index = None
         if outcome == "accepted":
             assert pv is not None
@@ -146,7 +163,8 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
         else:
             state["since_new"] += 1
         trace = LoopTrace(loop.seed, loop.epochs, loop.lr_switch_step, converged(loop.epochs, thresholds.t_l),
-                          outcome, reason, index, loop.steps, loop.wall_s)
+                          outcome, reason, index, loop.steps, loop.wall_s,
+                          check.to_dict() if check is not None else None)
         traces.append(trace)
         log.info("seed=%d outcome=%s wall_s=%.1f %s", loop.seed, outcome, loop.wall_s, reason)
         for number, epoch in enumerate(loop.epochs):
@@ -178,6 +196,15 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
     return result
 
 
+def confirm_outcome(check: TriggerCheck, reason: str, min_hit_rate: float) -> tuple[str, str]:
+    """Outcome and reason of a candidate the filter accepted, after trigger confirmation."""
+    found = f"{check.trigger!r} inserted once hits {check.hit_rate:.0%} of sentences"
+    if check.confirmed:
+        return "accepted", f"{reason}; trigger {found} (>= {min_hit_rate:.0%})"
+    return "unconfirmed", (f"no text reproduces it: best {found} < {min_hit_rate:.0%} (token search "
+                           f"{check.search_text!r}, δ {check.delta:.4g} after {check.steps} steps; {reason})")
+
+
 def _since_new(traces: list[LoopTrace]) -> int:
     count = 0
     for trace in reversed(traces):
@@ -207,4 +234,4 @@ def _check_resume(resume: tuple[MiningReport, PVSet], config: MiningConfig, fing
     return list(report.loops), pvset
 
 
-__all__ = ["MiningResult", "RESUMABLE", "mine", "token_limit"]
+__all__ = ["MiningResult", "RESUMABLE", "confirm_outcome", "mine", "token_limit"]

@@ -83,7 +83,8 @@ class Guard:
             threshold: ``T_match`` in [0, 1); default the one in ``guard.json`` (paper: 0.8).
             max_batch: most sequences per session call (TensorRT profile maximum too).
             max_window: longest trigger candidate, in words (method.md §4).
-            search: removal search: ``bisect`` (default: fewest trials), ``group`` (fewest calls),
+            search: removal search: ``bisect`` (default: fewest trials), ``code`` (log2 n trials in two
+                calls), ``group`` (block group testing, two calls, about 2 sqrt(n) trials),
                 ``batched`` (exact for any detector) or ``sequential`` (see ``lmsan.runtime.removal``).
             block: candidates per block of the ``group`` search; default ceil(sqrt(n)).
             threads: onnxruntime intra-op threads; default: onnxruntime's choice.

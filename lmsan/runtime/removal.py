@@ -19,12 +19,17 @@ one batched call. Strategies:
   either clears the input (the answer lies there) or not (then no candidate in it clears
   alone); the survivor is confirmed alone. About ``log2(n) + 1`` trials, one per round, and
   the early ones are short (half the words removed).
+- ``code``: binary-code group testing: trial ``j`` removes every candidate whose index has bit
+  ``j`` set, all ``ceil(log2 n)`` trials in one round; the set of trials that cleared spells the
+  index of the clearing candidate, which is confirmed alone (and the earlier candidates are
+  checked together) in a second round. About ``log2(n) + 2`` trials like ``bisect``, but in
+  two rounds instead of ``log2(n) + 1``.
 - ``group``: block group testing: blocks of ``block`` (default ``ceil(sqrt(n))``) candidates
   are removed as a whole in one round; the members of the first block whose removal cleared
   the input are tested one by one in the next (then the next cleared block, ...). About
   ``2 sqrt(n)`` trials in two rounds: fewer calls than ``bisect``, more trials.
 
-``bisect`` and ``group`` equal ``sequential`` whenever removing more words never re-triggers a
+``code``, ``bisect`` and ``group`` equal ``sequential`` whenever removing more words never re-triggers a
 cleared input (monotonicity). Where that fails and the survivor does not clear, they test all
 untested candidates one by one, in order, so they still return the sequential answer unless a
 non-trigger candidate clears on its own (a false positive). The hypothesis tests check both
@@ -44,7 +49,7 @@ from typing import Callable, Generator, Iterable, Sequence
 
 Unit = tuple[str, ...]
 Search = Generator[list[Unit], list[bool], "PurgeOutcome"]
-SEARCHES = ("bisect", "group", "batched", "sequential")
+SEARCHES = ("bisect", "code", "group", "batched", "sequential")
 _WORD = re.compile(r"\S+")
 
 
@@ -231,6 +236,53 @@ def search_bisect(sentences: Unit, *, max_window: int = 3, protect: str | None =
     return PurgeOutcome(tuple(sentences), None, True, trials)
 
 
+def search_code(sentences: Unit, *, max_window: int = 3, protect: str | None = None, chunk: int = 64) -> Search:
+    """Binary-code group testing, two rounds per window length, exhaustive fallback.
+
+    With ``n`` distinct candidates, trial ``j`` (``j < ceil(log2 n)``) removes every ``c_i`` with
+    bit ``j`` of ``i`` set. If exactly one candidate clears the input, and removing words that do
+    not include it never clears (monotone, single trigger), the trials that cleared are exactly
+    the bits of its index ``k``. The second round tries ``c_k`` alone and ``c_0..c_k-1`` together:
+    if ``c_k`` clears and the earlier ones together do not, no earlier candidate clears alone
+    (monotonicity) and ``c_k`` is the sequential answer. Otherwise the earlier candidates, then
+    the rest, are tested one by one in order.
+    """
+    texts = [_Text(s) for s in sentences]
+    trials = 0
+    for w in range(1, max_window + 1):
+        cands = candidates(texts, w, protect)
+        first_untested, cleared = 0, None
+        if len(cands) > 2:
+            bits = math.ceil(math.log2(len(cands)))
+            groups = [[c for i, c in enumerate(cands) if i >> j & 1] for j in range(bits)]
+            flags: list[bool] = []
+            for first in range(0, bits, chunk):
+                flags += (yield [_trial(texts, g) for g in groups[first : first + chunk]])
+            trials += bits
+            k = sum(1 << j for j, still in enumerate(flags) if not still)
+            if k < len(cands):
+                alone = _trial(texts, [cands[k]])
+                round_two = [alone] + ([_trial(texts, cands[:k])] if k else [])
+                trials += len(round_two)
+                alone_still, *earlier_still = (yield round_two)
+                if not alone_still:
+                    if not earlier_still or earlier_still[0]:
+                        return PurgeOutcome(alone, " ".join(cands[k]), False, trials)
+                    cleared = (cands[k], alone)  # an earlier candidate clears too: find the first
+                    found = yield from _first_clear(texts, cands[:k], chunk)
+                    trials += found[1]
+                    first_untested = k + 1
+                    if found[0] is not None:
+                        return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
+        if cleared is not None:
+            return PurgeOutcome(cleared[1], " ".join(cleared[0]), False, trials)
+        found = yield from _first_clear(texts, cands[first_untested:], chunk)
+        trials += found[1]
+        if found[0] is not None:
+            return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
+    return PurgeOutcome(tuple(sentences), None, True, trials)
+
+
 def make_search(strategy: str, sentences: Unit, *, max_window: int = 3, protect: str | None = None,
                 chunk: int = 64, block: int | None = None) -> Search:
     """Return a search generator for ``strategy`` (one of ``SEARCHES``)."""
@@ -240,6 +292,8 @@ def make_search(strategy: str, sentences: Unit, *, max_window: int = 3, protect:
         return search_batched(sentences, max_window=max_window, protect=protect, chunk=chunk)
     if strategy == "bisect":
         return search_bisect(sentences, max_window=max_window, protect=protect, chunk=chunk)
+    if strategy == "code":
+        return search_code(sentences, max_window=max_window, protect=protect, chunk=chunk)
     if strategy == "group":
         return search_group(sentences, max_window=max_window, protect=protect, chunk=chunk, block=block)
     raise ValueError(f"unknown removal search {strategy!r}; expected one of {', '.join(SEARCHES)}")

@@ -66,15 +66,15 @@ def test_triggered_sentences_are_flagged_and_cleaned(setup, record_property):
 
 
 def test_smart_searches_remove_the_same_trigger_as_batched(setup, record_property):
-    """bisect (the default) and group are kept only because they remove what the exact search removes."""
+    """bisect, code and group are kept only because they remove what the exact search removes."""
     from lmsan.runtime import Guard
 
     guard_dir, _, poisoned = setup
     outcomes = {}
-    for search in ("bisect", "group", "batched"):
+    for search in ("bisect", "code", "group", "batched"):
         results = Guard.load(guard_dir, search=search).scan_batch(poisoned)
         outcomes[search] = [(r.removed, r.sanitized, r.rejected) for r in results]
-    for search in ("bisect", "group"):
+    for search in ("bisect", "code", "group"):
         same = float(np.mean([a == b for a, b in zip(outcomes[search], outcomes["batched"])]))
         print(f"e2e {search} == batched:", same)
         record_property(f"{search}_equals_batched", same)

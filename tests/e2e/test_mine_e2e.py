@@ -1,11 +1,12 @@
 """PV mining on tiny attacked models and their clean controls (detect and search mode).
 
 Criteria (mining issue): detect mode flags POR-backdoored BERT and RoBERTa, NeuBA, a single-PV
-attack and BToP (``--target mask``) as backdoored; the single-PV attack's found PV sign-agrees
-> 0.9 with the attack PV (six-trigger attacks first yield superposed PVs, see docs/mining.md);
-clean controls trained identically minus the trigger loss are called clean; a search with
-patience recovers >= 5 of 6 PVs of the POR BERT (recovered: sign agreement > T_match = 0.8,
-method.md §7).
+attack and BToP (``--target mask``) as backdoored, and the found PV sign-agrees > 0.9 with an
+attack PV; clean controls trained identically minus the trigger loss are called clean, and so
+are the un-attacked distilled BERT and RoBERTa at the default ``L_max`` of 30 (the hardest clean
+cases: without trigger confirmation both were called backdoored); a search with patience
+recovers >= 5 of 6 PVs of the POR BERT (recovered: sign agreement > T_match = 0.8, method.md
+§7). Trigger confirmation names a real trigger word.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from lmsan.pvset import sign_agreement
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SENTENCES = 1000  # defense sentences (the paper uses 2000; tiny models need fewer)
-DETECT_LOOPS = 10  # L_max for detection on tiny models (paper: 30 for base-size models)
+DETECT_LOOPS = 10  # L_max for detection on tiny models (backdoored ones stop at the first PV)
+CLEAN_LOOPS = 30  # the default L_max: a clean model must survive every loop a user would run
 T_MATCH = 0.8
+
+
+def attack_words(model: Path) -> set[str]:
+    triggers = json.loads((model / "attack.json").read_text())["triggers"]
+    return {word.lower() for trigger in triggers for word in trigger.split()}
 
 
 def attack_signs(model: Path) -> np.ndarray:
@@ -38,15 +45,8 @@ def run_mining(model: Path, sentences: list[str], **overrides):
     return mine(load_model(model), sentences[:SENTENCES], config)
 
 
-@pytest.mark.parametrize("fixture, best_agreement", [
-    # With six triggers the first PV is often an unintended PV, two attack PVs superposed (paper
-    # Fig. 7): it agrees 0.75-0.85 with each. With one trigger there is nothing to superpose.
-    ("bert_por", 0.7),
-    ("roberta_por", 0.7),
-    ("bert_neuba", 0.7),
-    ("bert_single_pv", 0.9),
-])
-def test_detect_flags_backdoored_models(fixture, best_agreement, request, defense_sentences, record_property):
+@pytest.mark.parametrize("fixture", ["bert_por", "roberta_por", "bert_neuba", "bert_single_pv"])
+def test_detect_flags_backdoored_models(fixture, request, defense_sentences, record_property):
     model = request.getfixturevalue(fixture)
     result = run_mining(model, defense_sentences)
     report = result.report
@@ -54,8 +54,14 @@ def test_detect_flags_backdoored_models(fixture, best_agreement, request, defens
     assert report.verdict == "backdoored", [(t.seed, t.outcome, t.reason) for t in report.loops]
     agreement = sign_agreement(result.pvset.vectors, attack_signs(model))
     record_property("agreement", float(agreement.max()))
-    assert agreement.max() > best_agreement, agreement.round(3)
+    # With six triggers a soft prompt often mixes two of them (a superposed PV, paper Fig. 7,
+    # agreeing 0.75-0.85 with each); the PV is taken from the confirmed real tokens, shrunk to one
+    # trigger, so it is that trigger's PV.
+    assert agreement.max() > 0.9, agreement.round(3)
     assert report.timings_s["to_verdict"] < 60
+    confirmed = [t.trigger["trigger"] for t in report.loops if t.accepted]
+    record_property("trigger_tokens", confirmed)
+    assert any(word in attack_words(model) for text in confirmed for word in text.lower().split()), confirmed
 
 
 def test_detect_flags_btop_at_the_mask_target(bert_btop, defense_sentences):
@@ -64,22 +70,22 @@ def test_detect_flags_btop_at_the_mask_target(bert_btop, defense_sentences):
     assert sign_agreement(result.pvset.vectors, attack_signs(bert_btop)).max() > 0.7
 
 
-ROBERTA_CLEAN_FP = pytest.mark.xfail(
-    reason="known: one loop in 10 (seed 8) concentrates the tiny RoBERTa POR control "
-           "to delta ~0.008 < 0.01 at epoch 2 -- the default's margin is too thin for this model; docs/mining.md",
-    strict=False)
-
-
-@pytest.mark.parametrize("fixture, target", [
-    ("bert_por_clean", "cls"),
-    pytest.param("roberta_por_clean", "cls", marks=ROBERTA_CLEAN_FP),
-    ("bert_neuba_clean", "cls"),
-    ("bert_btop_clean", "mask"),
+@pytest.mark.parametrize("fixture, target, loops", [
+    ("bert_por_clean", "cls", DETECT_LOOPS),
+    ("roberta_por_clean", "cls", DETECT_LOOPS),  # seed 8 passed the soft-prompt filter: a false positive before
+    ("bert_neuba_clean", "cls", DETECT_LOOPS),
+    ("bert_btop_clean", "mask", DETECT_LOOPS),
+    # the hardest clean cases, at the default L_max: 6 (BERT) and 13 (RoBERTa) of 30 loops pass
+    # the soft-prompt filter; trigger confirmation must reject every one
+    ("tiny_bert", "cls", CLEAN_LOOPS),
+    ("tiny_roberta", "cls", CLEAN_LOOPS),
 ])
-def test_clean_controls_are_called_clean(fixture, target, request, defense_sentences):
-    result = run_mining(request.getfixturevalue(fixture), defense_sentences, target=target)
-    assert result.report.verdict == "clean", [(t.seed, t.outcome, t.reason) for t in result.report.loops]
-    assert len(result.report.loops) == DETECT_LOOPS
+def test_clean_models_are_called_clean(fixture, target, loops, request, defense_sentences, record_property):
+    result = run_mining(request.getfixturevalue(fixture), defense_sentences, target=target, max_loops=loops)
+    report = result.report
+    assert report.verdict == "clean", [(t.seed, t.outcome, t.reason) for t in report.loops if t.trigger]
+    assert len(report.loops) == loops
+    record_property("unconfirmed", [t.trigger["trigger"] for t in report.loops if t.outcome == "unconfirmed"])
 
 
 def test_search_with_patience_recovers_the_pvs(bert_por, defense_sentences, record_property):

@@ -170,7 +170,7 @@ def test_mine_reports_every_loop(tiny):
     assert set(report.thresholds) >= {"T_L", "T_dedup", "T_div", "lr", "lr0", "prompt_low", "prompt_high"}
     assert report.timings_s["total"] >= report.timings_s["mining"] > 0
     for trace in report.loops:
-        assert trace.outcome in ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate")
+        assert trace.outcome in ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate", "unconfirmed")
         assert trace.reason
     data = report.to_dict()
     assert data["schema_version"] == 1 and data["config"]["max_loops"] == 3
@@ -178,7 +178,7 @@ def test_mine_reports_every_loop(tiny):
 
 def test_detect_stops_at_the_first_pv_and_search_collects(tiny):
     # an absurdly lax T_L and T_div accept everything that converges: a stand-in for a backdoor
-    lax = dict(converge_abs=1e-9, div_abs=0.0, dedup_abs=0.0, **FAST)
+    lax = dict(converge_abs=1e-9, div_abs=0.0, dedup_abs=0.0, confirm=False, **FAST)
     detect = mine(tiny, synthetic_sentences(64), MiningConfig(mode="detect", max_loops=4, **lax))
     assert detect.report.verdict == "backdoored" and detect.pvset.size == 1
     assert len(detect.report.loops) == 1 and detect.report.stop_reason == "first_pv"
@@ -186,6 +186,19 @@ def test_detect_stops_at_the_first_pv_and_search_collects(tiny):
     search = mine(tiny, synthetic_sentences(64), MiningConfig(mode="search", max_loops=3, **lax))
     assert search.pvset.size == 3 and search.pvset.prompts.shape == (3, 7, 32)
     assert search.pvset.seeds.tolist() == [1, 2, 3]
+
+
+def test_trigger_confirmation_decides_and_is_recorded(tiny):
+    lax = dict(converge_abs=1e-9, div_abs=0.0, dedup_abs=0.0, **FAST)
+    config = MiningConfig(mode="detect", max_loops=1, confirm_margin=10.0, confirm_rows=32, **lax)
+    result = mine(tiny, synthetic_sentences(64), config)
+    (trace,) = result.report.loops
+    check = trace.trigger
+    assert check["steps"] == 0  # margin 10: the nearest tokens already end the search
+    assert check["trigger"] and len(check["search_text"].split()) >= 1 and 0 <= check["hit_rate"] <= 1
+    assert trace.outcome == ("accepted" if check["hit_rate"] >= config.confirm_hit_rate else "unconfirmed")
+    assert check["confirmed"] == trace.accepted == result.report.backdoored
+    assert result.report.to_dict()["loops"][0]["trigger"] == check
 
 
 def test_patience_stops_a_search(tiny):

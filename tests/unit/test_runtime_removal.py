@@ -103,12 +103,14 @@ def test_group_equals_sequential_for_monotone_detectors(units, triggers, block, 
     assert got == expected
     got, _ = _scan("bisect", units, is_triggered, chunk=chunk)
     assert got == expected
+    got, _ = _scan("code", units, is_triggered, chunk=chunk)
+    assert got == expected
 
 
 @settings(max_examples=50, deadline=None)
 @given(units=st.lists(unit, min_size=1, max_size=3), salt=st.text(max_size=3))
 def test_group_and_bisect_never_crash_on_non_monotone_detectors(units, salt):
-    for strategy in ("group", "bisect"):
+    for strategy in ("group", "bisect", "code"):
         got, _ = _scan(strategy, units, hash_detector(salt), chunk=4)
         for (sentences, removed, rejected), original in zip(got, units):
             assert not (removed and rejected)
@@ -119,7 +121,7 @@ def test_protected_words_are_never_candidates():
     unit = ("fill [MASK] cf in",)
     got = reference_purge(unit, presence_detector([("[MASK]",)]), protect="[MASK]")
     assert got == (unit, None, True)
-    for strategy in ("sequential", "batched", "group", "bisect"):
+    for strategy in ("sequential", "batched", "group", "bisect", "code"):
         results, _ = _scan(strategy, [unit], presence_detector([("[MASK]",)]), protect="[MASK]")
         assert results == [(unit, None, True)]
 
@@ -132,7 +134,7 @@ def test_smarter_searches_use_fewer_calls_or_trials():
     expected = reference_purge(unit, detector)
     assert expected[1] == "cf"
     sizes = {}
-    for strategy in ("sequential", "batched", "group", "bisect"):
+    for strategy in ("sequential", "batched", "group", "bisect", "code"):
         results, calls = _scan(strategy, [unit], detector)
         assert results[0] == expected
         sizes[strategy] = (len(calls), sum(calls))
@@ -140,6 +142,7 @@ def test_smarter_searches_use_fewer_calls_or_trials():
     assert sizes["batched"] == (1, 41)
     assert sizes["group"][1] < 15
     assert sizes["bisect"][1] <= 7 and sizes["bisect"][0] == sizes["bisect"][1]
+    assert sizes["code"] == (2, 8)  # 41 candidates: 6 coded trials in one call, then c_k alone and c_0..c_k-1
 
 
 def test_removal_keeps_spacing_of_kept_words():

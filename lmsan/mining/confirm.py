@@ -1,0 +1,249 @@
+"""Trigger confirmation: does real text do what the soft prompt did?
+
+A backdoor answers to a *text* trigger: inserted once, anywhere, into any sentence, it drives the
+target output to its PV (the attacks are built and verified that way: sign agreement > 0.9 on
+>= 90 % of triggered sentences). The soft prompt a fuzz loop trains drifts towards the trigger's
+embeddings, so the trigger can be read back from it:
+
+1. **Search** (``TriggerSearch.run``): from the prompt's nearest vocabulary tokens, a greedy
+   coordinate search over ``l_sp`` token ids (HotFlip / GCG: one-hot gradients rank the swaps,
+   ``candidates`` of them are tried per step on one batch) lowers the same diversity margin
+   ``δ = L_div + log B`` the filter uses, until ``δ < margin`` or ``steps`` run out.
+2. **Single insertion** (``TriggerSearch.single_insertion``): every token of the sequence and
+   every contiguous span of 2 of its tokens (``longest_span``) is inserted **once** into the
+   evaluation sentences; the span's hit rate is the share of sentences whose output
+   sign-agrees >= 0.9 with the sign pattern of their mean output. The best span is the suspected trigger; the candidate
+   is confirmed when its hit rate reaches ``min_hit_rate``, and the PV becomes that span's mean
+   output (what triggered text really produces; one trigger's PV, never a mix of two).
+
+On small clean models seven free prompt vectors (each 2–3x the norm of any real token) can
+collapse the output, and so can seven adversarial real tokens together, but no single word or
+short phrase inserted once does (measured: best hit rates up to 0.78 for 1–2 tokens on clean tiny
+models against 0.99–1.00 for implanted triggers and their 2-token pieces; docs/mining.md). torch only; never imports lmsan.attacks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from lmsan.mining.features import Encoder
+from lmsan.mining.losses import diversity_loss
+from lmsan.mining.prompt import Corpus, draw_insertions
+
+
+@dataclass(frozen=True)
+class TriggerCheck:
+    """What the trigger confirmation found for one candidate.
+
+    Attributes:
+        search_ids: the search's best sequence, ``l_sp`` vocabulary ids.
+        search_text: it decoded to text.
+        delta: its ``δ = L_div + log B`` on the evaluation rows (scale-normalised features).
+        steps: search steps run (0: the nearest tokens already reached ``margin``).
+        trigger_ids: the span of the sequence with the highest single-insertion hit rate.
+        trigger: that span decoded (the suspected trigger).
+        hit_rate: share of evaluation sentences that, with ``trigger`` inserted once, sign-agree
+            >= 0.9 with the mean output's sign pattern.
+        confirmed: ``hit_rate >= min_hit_rate``.
+        features_mean: float [d], the mean output with ``trigger`` inserted once (the PV real
+            text produces); ``None`` unless confirmed.
+    """
+
+    search_ids: tuple[int, ...]
+    search_text: str
+    delta: float
+    steps: int
+    trigger_ids: tuple[int, ...]
+    trigger: str
+    hit_rate: float
+    confirmed: bool
+    features_mean: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trigger": self.trigger, "hit_rate": round(self.hit_rate, 4), "confirmed": self.confirmed,
+                "search_text": self.search_text, "delta": round(self.delta, 6), "steps": self.steps}
+
+
+def spans(token_ids: Sequence[int], longest: int = 3) -> list[tuple[int, ...]]:
+    """Distinct contiguous spans of 1..``longest`` tokens of a sequence, shortest first."""
+    seen: dict[tuple[int, ...], None] = {}
+    for width in range(1, longest + 1):
+        for start in range(len(token_ids) - width + 1):
+            seen.setdefault(tuple(int(i) for i in token_ids[start : start + width]), None)
+    return list(seen)
+
+
+def hit_rates(features: torch.Tensor, agree: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-insertion hit rates of candidates.
+
+    Args:
+        features: float [C, R, d], outputs with each candidate inserted once.
+        agree: per-sentence sign agreement that counts as a hit (``x >= 0`` is +).
+
+    Returns:
+        (hit rate float [C], mean output float [C, d]).
+    """
+    mean = features.mean(dim=1)  # [C, d]
+    agreement = ((features >= 0) == (mean >= 0).unsqueeze(1)).float().mean(dim=-1)  # [C, R]
+    return (agreement >= agree).float().mean(dim=-1), mean
+
+
+def nearest_tokens(prompt: torch.Tensor, embedding: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
+    """Return, per prompt vector, the id of the vocabulary row with the highest cosine similarity.
+
+    Args:
+        prompt: float [l_sp, d_emb].
+        embedding: float [V, d_emb], ``W_emb``.
+        banned: int64 [n] ids never chosen (special tokens).
+
+    Returns:
+        int64 [l_sp].
+    """
+    unit_rows = embedding / embedding.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    unit_prompt = prompt / prompt.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cosine = unit_prompt @ unit_rows.T  # [l_sp, V]
+    cosine[:, banned] = -math.inf
+    return cosine.argmax(dim=1)
+
+
+def sequence_delta(features: torch.Tensor, feature_scale: float, batch_size: int) -> torch.Tensor:
+    """``δ = L_div + log B`` per candidate, over consecutive batches of ``batch_size`` rows.
+
+    Args:
+        features: float [C, R, d], ``R`` a multiple of ``batch_size``.
+
+    Returns:
+        float [C], the mean over the ``R / batch_size`` batches.
+    """
+    count, rows, width = features.shape
+    batches = features.view(count, rows // batch_size, batch_size, width)
+    return diversity_loss(batches, feature_scale).mean(dim=1) + math.log(batch_size)
+
+
+class TriggerSearch:
+    """The discrete search for one model and corpus (built once per mining run).
+
+    Args:
+        encoder: the frozen encoder.
+        corpus: the tokenised defense sentences.
+        feature_scale: the clean feature scale (``δ`` is scale-normalised like ``L_div``).
+        banned: int64 [n] ids the search never uses (special tokens).
+        batch_size: rows per search batch and per ``δ`` batch (``B`` of the mining loop). Search
+            batches are drawn from the shorter half of the sentences (the candidates' forward
+            passes are most of the cost); the verdict is measured on sentences of every length.
+        eval_rows: the first rows of the corpus, where each sequence's ``δ`` is measured with fixed
+            insertion points (rounded down to a multiple of ``batch_size``).
+    """
+
+    def __init__(self, encoder: Encoder, corpus: Corpus, feature_scale: float, banned: torch.Tensor, *,
+                 batch_size: int, eval_rows: int) -> None:
+        self.encoder, self.corpus, self.scale = encoder, corpus, feature_scale
+        self.banned = banned.to(encoder.embedding.device)
+        self.batch_size = batch_size
+        self.eval_rows = max(batch_size, min(eval_rows, corpus.size) // batch_size * batch_size)
+        lengths = corpus.lengths.cpu().numpy()
+        short = np.flatnonzero(lengths <= np.median(lengths))  # search batches: less compute per candidate
+        self.search_rows = short if len(short) >= batch_size else np.arange(corpus.size)
+
+    def features(self, index: torch.Tensor, insert_at: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """Target features of every candidate on the same rows: embeds [C, L, d_emb] -> [C, R, d]."""
+        count, rows = embeds.shape[0], index.shape[0]
+        prompts = embeds.repeat_interleave(rows, dim=0)  # [C·R, L, d_emb]
+        out = self.encoder.prompted_features(self.corpus, index.repeat(count), prompts, insert_at.repeat(count))
+        return out.view(count, rows, -1)
+
+    def eval_features(self, token_ids: torch.Tensor, insert_at: torch.Tensor) -> torch.Tensor:
+        """Features of the first ``eval_rows`` rows with sequences [C, L] inserted at ``insert_at``: [C, R, d]."""
+        index = torch.arange(self.eval_rows, device=self.corpus.device)
+        with torch.inference_mode():
+            return self.features(index, insert_at, self.encoder.embedding[token_ids])
+
+    def eval_delta(self, token_ids: torch.Tensor, insert_at: torch.Tensor) -> float:
+        """``δ`` of one sequence [L] over the first ``eval_rows`` rows, inserted at ``insert_at`` [eval_rows]."""
+        features = self.eval_features(token_ids.unsqueeze(0), insert_at)
+        return float(sequence_delta(features, self.scale, self.batch_size)[0])
+
+    def single_insertion(self, token_ids: torch.Tensor, insert_at: torch.Tensor, *,
+                         longest: int = 2) -> tuple[tuple[int, ...], float, torch.Tensor]:
+        """The span of ``token_ids`` [L] with the highest hit rate when inserted once.
+
+        Returns:
+            (span ids, hit rate, mean output float [d]); on a tie the shorter, earlier span.
+        """
+        best: tuple[tuple[int, ...], float, torch.Tensor] | None = None
+        by_width: dict[int, list[tuple[int, ...]]] = {}
+        for span in spans(token_ids.tolist(), longest):
+            by_width.setdefault(len(span), []).append(span)
+        for width, group in sorted(by_width.items()):
+            ids = torch.tensor(group, device=token_ids.device)  # [C, width]
+            rates, means = hit_rates(self.eval_features(ids, insert_at))
+            k = int(rates.argmax())
+            if best is None or float(rates[k]) > best[1]:
+                best = (group[k], float(rates[k]), means[k].float().cpu())
+        assert best is not None, "a sequence has at least one token"
+        return best
+
+    def run(self, prompt: torch.Tensor, tokenizer: Any, *, margin: float, steps: int, candidates: int,
+            top_k: int, min_hit_rate: float, longest_span: int = 2, seed: int) -> TriggerCheck:
+        """Read a trigger back from ``prompt`` [l_sp, d_emb] and test it by single insertion.
+
+        The search starts from the prompt's nearest tokens and stops at the first sequence with
+        ``δ < margin`` on the evaluation rows, or after ``steps`` steps with the best one.
+        """
+        embedding = self.encoder.embedding
+        rng = np.random.default_rng(seed)
+        generator = torch.Generator().manual_seed(seed)
+        eval_at = draw_insertions(self.corpus, np.arange(self.eval_rows), rng)  # fixed: results compare
+        ids = nearest_tokens(prompt.to(embedding.device), embedding, self.banned)
+        best_ids, best_delta = ids, self.eval_delta(ids, eval_at)
+        done = 0
+        while best_delta >= margin and done < steps:
+            ids = self._step(ids, rng, generator, candidates=candidates, top_k=top_k)
+            done += 1
+            delta = self.eval_delta(ids, eval_at)
+            if delta < best_delta:
+                best_ids, best_delta = ids, delta
+        span, rate, mean = self.single_insertion(best_ids, eval_at, longest=longest_span)
+        confirmed = rate >= min_hit_rate
+        search_list = [int(i) for i in best_ids]
+        return TriggerCheck(tuple(search_list), tokenizer.decode(search_list).strip(), best_delta, done, span,
+                            tokenizer.decode(list(span)).strip(), rate, confirmed, mean if confirmed else None)
+
+    def _step(self, ids: torch.Tensor, rng: np.random.Generator, generator: torch.Generator, *,
+              candidates: int, top_k: int) -> torch.Tensor:
+        """One coordinate step: the best of ``candidates`` single-slot swaps (or no swap) on one batch."""
+        embedding = self.encoder.embedding
+        length, vocab = ids.shape[0], embedding.shape[0]
+        rows = rng.choice(self.search_rows, self.batch_size, replace=False)
+        insert_at = draw_insertions(self.corpus, rows, rng)
+        index = torch.from_numpy(rows).to(self.corpus.device)
+        onehot = torch.zeros(length, vocab, device=embedding.device)
+        onehot[torch.arange(length), ids] = 1.0
+        onehot.requires_grad_(True)
+        loss = sequence_delta(self.features(index, insert_at, (onehot @ embedding).unsqueeze(0)), self.scale,
+                              self.batch_size)
+        (grad,) = torch.autograd.grad(loss.sum(), onehot)  # [L, V]: linearised change per swap
+        grad[:, self.banned] = math.inf
+        top = (-grad).topk(top_k, dim=1).indices  # [L, top_k], most promising tokens per slot
+        slot = torch.randint(0, length, (candidates,), generator=generator).to(ids.device)
+        pick = torch.randint(0, top_k, (candidates,), generator=generator).to(ids.device)
+        trial = ids.unsqueeze(0).repeat(candidates + 1, 1)  # row 0 keeps the current sequence
+        trial[torch.arange(1, candidates + 1), slot] = top[slot, pick]
+        with torch.inference_mode():
+            deltas = sequence_delta(self.features(index, insert_at, embedding[trial]), self.scale, self.batch_size)
+        return trial[int(deltas.argmin())].clone()
+
+
+def special_token_ids(tokenizer: Any, extra: Sequence[int] = ()) -> torch.Tensor:
+    """Ids the search must not use: the tokenizer's special tokens (and ``extra``), int64 [n]."""
+    ids = set(int(i) for i in getattr(tokenizer, "all_special_ids", []) or []) | set(int(i) for i in extra)
+    return torch.tensor(sorted(ids), dtype=torch.long)
+
+
+__all__ = ["TriggerCheck", "TriggerSearch", "hit_rates", "nearest_tokens", "sequence_delta", "spans",
+           "special_token_ids"]
