@@ -192,8 +192,9 @@ class TriggerSearch:
             top_k: int, min_hit_rate: float, longest_span: int = 2, seed: int) -> TriggerCheck:
         """Read a trigger back from ``prompt`` [l_sp, d_emb] and test it by single insertion.
 
-        The search starts from the prompt's nearest tokens and stops at the first sequence with
-        ``δ < margin`` on the evaluation rows, or after ``steps`` steps with the best one.
+        When a span of the prompt's nearest tokens already passes, there is no search. Otherwise
+        the search starts from them and stops at the first sequence with ``δ < margin`` on the
+        evaluation rows, or after ``steps`` steps, and the spans of its best sequence are tested.
         """
         embedding = self.encoder.embedding
         rng = np.random.default_rng(seed)
@@ -201,14 +202,18 @@ class TriggerSearch:
         eval_at = draw_insertions(self.corpus, np.arange(self.eval_rows), rng)  # fixed: results compare
         ids = nearest_tokens(prompt.to(embedding.device), embedding, self.banned)
         best_ids, best_delta = ids, self.eval_delta(ids, eval_at)
-        done = 0
-        while best_delta >= margin and done < steps:
+        span, rate, mean = self.single_insertion(ids, eval_at, longest=longest_span)
+        done = 0  # no search when the nearest tokens already name the trigger
+        while rate < min_hit_rate and best_delta >= margin and done < steps:
             ids = self._step(ids, rng, generator, candidates=candidates, top_k=top_k)
             done += 1
             delta = self.eval_delta(ids, eval_at)
             if delta < best_delta:
                 best_ids, best_delta = ids, delta
-        span, rate, mean = self.single_insertion(best_ids, eval_at, longest=longest_span)
+        if done:
+            searched = self.single_insertion(best_ids, eval_at, longest=longest_span)
+            if searched[1] > rate:
+                span, rate, mean = searched
         confirmed = rate >= min_hit_rate
         search_list = [int(i) for i in best_ids]
         return TriggerCheck(tuple(search_list), tokenizer.decode(search_list).strip(), best_delta, done, span,

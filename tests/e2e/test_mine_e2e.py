@@ -3,8 +3,8 @@
 Criteria (mining issue): detect mode flags POR-backdoored BERT and RoBERTa, NeuBA, a single-PV
 attack and BToP (``--target mask``) as backdoored, and the found PV sign-agrees > 0.9 with an
 attack PV; clean controls trained identically minus the trigger loss are called clean, and so
-are the un-attacked distilled BERT and RoBERTa at the default ``L_max`` of 30 (the hardest clean
-cases: without trigger confirmation both were called backdoored); a search with patience
+are the un-attacked distilled BERT and RoBERTa (the hardest clean cases: without trigger
+confirmation both were called backdoored within 10 loops); a search with patience
 recovers >= 5 of 6 PVs of the POR BERT (recovered: sign agreement > T_match = 0.8, method.md
 §7). Trigger confirmation names a real trigger word.
 """
@@ -23,7 +23,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SENTENCES = 1000  # defense sentences (the paper uses 2000; tiny models need fewer)
 DETECT_LOOPS = 10  # L_max for detection on tiny models (backdoored ones stop at the first PV)
-CLEAN_LOOPS = 30  # the default L_max: a clean model must survive every loop a user would run
 T_MATCH = 0.8
 
 
@@ -75,17 +74,19 @@ def test_detect_flags_btop_at_the_mask_target(bert_btop, defense_sentences):
     ("roberta_por_clean", "cls", DETECT_LOOPS),  # seed 8 passed the soft-prompt filter: a false positive before
     ("bert_neuba_clean", "cls", DETECT_LOOPS),
     ("bert_btop_clean", "mask", DETECT_LOOPS),
-    # the hardest clean cases, at the default L_max: 6 (BERT) and 13 (RoBERTa) of 30 loops pass
-    # the soft-prompt filter; trigger confirmation must reject every one
-    ("tiny_bert", "cls", CLEAN_LOOPS),
-    ("tiny_roberta", "cls", CLEAN_LOOPS),
+    # the hardest clean cases: 6 (BERT) and 13 (RoBERTa) of 30 loops pass the soft-prompt filter,
+    # 1 and 5 of the first 10; trigger confirmation must reject every one (all 30 loops:
+    # benchmarks/mining.py --loops 30, 0 false positives on 14 clean models)
+    ("tiny_bert", "cls", DETECT_LOOPS),
+    ("tiny_roberta", "cls", DETECT_LOOPS),
 ])
 def test_clean_models_are_called_clean(fixture, target, loops, request, defense_sentences, record_property):
     result = run_mining(request.getfixturevalue(fixture), defense_sentences, target=target, max_loops=loops)
     report = result.report
     assert report.verdict == "clean", [(t.seed, t.outcome, t.reason) for t in report.loops if t.trigger]
     assert len(report.loops) == loops
-    record_property("unconfirmed", [t.trigger["trigger"] for t in report.loops if t.outcome == "unconfirmed"])
+    record_property("unconfirmed", [(t.trigger["trigger"], t.trigger["hit_rate"]) for t in report.loops
+                                    if t.outcome == "unconfirmed"])
 
 
 def test_search_with_patience_recovers_the_pvs(bert_por, defense_sentences, record_property):
