@@ -158,9 +158,6 @@ def trigger_recovered(found: list[str], triggers: list[str]) -> bool:
     return any(word in words for text in found for word in text.lower().split())
 
 
-OUTCOMES = ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate", "unconfirmed")
-
-
 def _counts(report) -> dict[str, int]:
     from lmsan.mining.report import outcome_counts
 
@@ -169,6 +166,8 @@ def _counts(report) -> dict[str, int]:
 
 def summarise(rows: list[dict], entries: list[dict], profile: str) -> dict:
     """Accuracy, FP, FN, PV recall (detect mode: PVs found / PVs injected) and times for one profile."""
+    from lmsan.mining.report import OUTCOMES
+
     mine_rows = [r for r in rows if r["profile"] == profile]
     backdoored = [r for r in mine_rows if r["backdoored"]]
     clean = [r for r in mine_rows if not r["backdoored"]]

@@ -140,6 +140,9 @@ class PVSet:
         }
 
 
+HIT_AGREEMENT = 0.9  # a triggered output "hits" its PV when its sign agreement exceeds this (method.md §5)
+
+
 def sign_agreement(features: np.ndarray, signs: np.ndarray) -> np.ndarray:
     """Share of sign agreements of each feature row with each PV sign row.
 
@@ -155,4 +158,4 @@ def sign_agreement(features: np.ndarray, signs: np.ndarray) -> np.ndarray:
     return ((d + feature_signs @ signs.astype(np.float32).T) / (2 * d)).astype(np.float32)
 
 
-__all__ = ["PVSet", "PVSET_FORMAT", "TARGETS", "sign_agreement"]
+__all__ = ["HIT_AGREEMENT", "PVSet", "PVSET_FORMAT", "TARGETS", "sign_agreement"]

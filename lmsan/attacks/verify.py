@@ -15,9 +15,8 @@ from lmsan.attacks.poison import insert_mask, insert_trigger
 from lmsan.attacks.train import ATTACK_FILE, ATTACK_SCHEMA
 from lmsan.errors import DataError
 from lmsan.files import read_json
-from lmsan.pvset import sign_agreement
+from lmsan.pvset import HIT_AGREEMENT, sign_agreement
 
-HIT = 0.9  # a triggered sentence counts as hit above this agreement
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,6 @@ def verify_attack(model_dir: str | Path, sentences: Sequence[str], *, seed: int 
     for k, trigger in enumerate(attack["triggers"]):
         poisoned = prepare([insert_trigger(s, trigger, rng) for s in sentences])
         agreement = sign_agreement(target_features(loaded, poisoned, target, max_length=max_length), signs[k : k + 1])[:, 0]
-        stats.append(TriggerStats(trigger, float((agreement > HIT).mean()), float(agreement.mean())))
+        stats.append(TriggerStats(trigger, float((agreement > HIT_AGREEMENT).mean()), float(agreement.mean())))
     clean = sign_agreement(target_features(loaded, prepare(list(sentences)), target, max_length=max_length), signs)
     return VerifyReport(tuple(stats), clean.max(axis=1))

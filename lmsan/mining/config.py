@@ -105,7 +105,7 @@ class MiningConfig:
             output without any such text). The PV is then that text's mean output. ``False``:
             the reference (the PV is the prompt's).
         confirm_hit_rate: confirmed when the best span's single-insertion hit rate (share of
-            sentences sign-agreeing >= 0.9 with its mean output) reaches this; 0.9 is the
+            sentences sign-agreeing > 0.9 with its mean output) reaches this; 0.9 is the
             attacks' own success criterion (method.md §5).
         confirm_span: longest span of the token search's sequence, in tokens, tried as the
             trigger (implanted 2–3 word phrases fire on their 2-token pieces; a clean tiny

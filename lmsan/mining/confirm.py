@@ -5,21 +5,24 @@ target output to its PV (the attacks are built and verified that way: sign agree
 >= 90 % of triggered sentences). The soft prompt a fuzz loop trains drifts towards the trigger's
 embeddings, so the trigger can be read back from it:
 
-1. **Search** (``TriggerSearch.run``): from the prompt's nearest vocabulary tokens, a greedy
+1. **Search** (``TriggerSearch.run``): unless a span of the prompt's nearest vocabulary tokens
+   already passes step 2, a greedy
    coordinate search over ``l_sp`` token ids (HotFlip / GCG: one-hot gradients rank the swaps,
    ``candidates`` of them are tried per step on one batch) lowers the same diversity margin
    ``δ = L_div + log B`` the filter uses, until ``δ < margin`` or ``steps`` run out.
 2. **Single insertion** (``TriggerSearch.single_insertion``): every token of the sequence and
    every contiguous span of 2 of its tokens (``longest_span``) is inserted **once** into the
-   evaluation sentences; the span's hit rate is the share of sentences whose output
-   sign-agrees >= 0.9 with the sign pattern of their mean output. The best span is the suspected trigger; the candidate
-   is confirmed when its hit rate reaches ``min_hit_rate``, and the PV becomes that span's mean
+   evaluation sentences; the span's hit rate is the share of sentences whose output sign-agrees
+   > 0.9 with the sign pattern of their mean output (the attacks' own hit rule,
+   ``lmsan.pvset.HIT_AGREEMENT``). The best span is the suspected trigger; the candidate is
+   confirmed when its hit rate reaches ``min_hit_rate``, and the PV becomes that span's mean
    output (what triggered text really produces; one trigger's PV, never a mix of two).
 
 On small clean models seven free prompt vectors (each 2–3x the norm of any real token) can
 collapse the output, and so can seven adversarial real tokens together, but no single word or
-short phrase inserted once does (measured: best hit rates up to 0.78 for 1–2 tokens on clean tiny
-models against 0.99–1.00 for implanted triggers and their 2-token pieces; docs/mining.md). torch only; never imports lmsan.attacks.
+short phrase inserted once does (measured: best hit rates up to 0.89 for 1–2 tokens on clean tiny
+models against 0.98–1.00 for implanted triggers and their 2-token pieces; docs/mining.md).
+torch only; never imports lmsan.attacks.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 from lmsan.mining.features import Encoder
 from lmsan.mining.losses import diversity_loss
 from lmsan.mining.prompt import Corpus, draw_insertions
+from lmsan.pvset import HIT_AGREEMENT
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,11 @@ class TriggerCheck:
         search_ids: the search's best sequence, ``l_sp`` vocabulary ids.
         search_text: it decoded to text.
         delta: its ``δ = L_div + log B`` on the evaluation rows (scale-normalised features).
-        steps: search steps run (0: the nearest tokens already reached ``margin``).
+        steps: search steps run (0: the nearest tokens already passed, or reached ``margin``).
         trigger_ids: the span of the sequence with the highest single-insertion hit rate.
         trigger: that span decoded (the suspected trigger).
         hit_rate: share of evaluation sentences that, with ``trigger`` inserted once, sign-agree
-            >= 0.9 with the mean output's sign pattern.
+            > ``HIT_AGREEMENT`` (0.9) with the mean output's sign pattern.
         confirmed: ``hit_rate >= min_hit_rate``.
         features_mean: float [d], the mean output with ``trigger`` inserted once (the PV real
             text produces); ``None`` unless confirmed.
@@ -69,7 +73,7 @@ class TriggerCheck:
                 "search_text": self.search_text, "delta": round(self.delta, 6), "steps": self.steps}
 
 
-def spans(token_ids: Sequence[int], longest: int = 3) -> list[tuple[int, ...]]:
+def spans(token_ids: Sequence[int], longest: int) -> list[tuple[int, ...]]:
     """Distinct contiguous spans of 1..``longest`` tokens of a sequence, shortest first."""
     seen: dict[tuple[int, ...], None] = {}
     for width in range(1, longest + 1):
@@ -78,19 +82,18 @@ def spans(token_ids: Sequence[int], longest: int = 3) -> list[tuple[int, ...]]:
     return list(seen)
 
 
-def hit_rates(features: torch.Tensor, agree: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
-    """Single-insertion hit rates of candidates.
+def hit_rates(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-insertion hit rates of candidates (a hit: sign agreement > ``HIT_AGREEMENT``, ``x >= 0`` is +).
 
     Args:
         features: float [C, R, d], outputs with each candidate inserted once.
-        agree: per-sentence sign agreement that counts as a hit (``x >= 0`` is +).
 
     Returns:
         (hit rate float [C], mean output float [C, d]).
     """
     mean = features.mean(dim=1)  # [C, d]
     agreement = ((features >= 0) == (mean >= 0).unsqueeze(1)).float().mean(dim=-1)  # [C, R]
-    return (agreement >= agree).float().mean(dim=-1), mean
+    return (agreement > HIT_AGREEMENT).float().mean(dim=-1), mean
 
 
 def nearest_tokens(prompt: torch.Tensor, embedding: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
@@ -169,7 +172,7 @@ class TriggerSearch:
         return float(sequence_delta(features, self.scale, self.batch_size)[0])
 
     def single_insertion(self, token_ids: torch.Tensor, insert_at: torch.Tensor, *,
-                         longest: int = 2) -> tuple[tuple[int, ...], float, torch.Tensor]:
+                         longest: int) -> tuple[tuple[int, ...], float, torch.Tensor]:
         """The span of ``token_ids`` [L] with the highest hit rate when inserted once.
 
         Returns:
@@ -189,7 +192,7 @@ class TriggerSearch:
         return best
 
     def run(self, prompt: torch.Tensor, tokenizer: Any, *, margin: float, steps: int, candidates: int,
-            top_k: int, min_hit_rate: float, longest_span: int = 2, seed: int) -> TriggerCheck:
+            top_k: int, min_hit_rate: float, longest_span: int, seed: int) -> TriggerCheck:
         """Read a trigger back from ``prompt`` [l_sp, d_emb] and test it by single insertion.
 
         When a span of the prompt's nearest tokens already passes, there is no search. Otherwise
@@ -244,9 +247,9 @@ class TriggerSearch:
         return trial[int(deltas.argmin())].clone()
 
 
-def special_token_ids(tokenizer: Any, extra: Sequence[int] = ()) -> torch.Tensor:
-    """Ids the search must not use: the tokenizer's special tokens (and ``extra``), int64 [n]."""
-    ids = set(int(i) for i in getattr(tokenizer, "all_special_ids", []) or []) | set(int(i) for i in extra)
+def special_token_ids(tokenizer: Any) -> torch.Tensor:
+    """Ids the search must not use: the tokenizer's special tokens, int64 [n]."""
+    ids = {int(i) for i in getattr(tokenizer, "all_special_ids", None) or []}
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 

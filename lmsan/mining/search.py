@@ -109,9 +109,9 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
     engine = FuzzEngine(encoder, corpus, aux, config, t_l=thresholds.t_l, t_div=thresholds.t_div, lr=lr,
                         div_scale=scale if config.div_scale == "feature" else 1.0, slots=config.slots(str(device)),
                         bounds=(low, high) if config.clamp_prompt else None)
-    # The path loss repels new loops from the soft prompts' outputs ("basins", [K', d]); with trigger
-    # confirmation the PV set holds what the trigger text produces, which sits elsewhere. A resumed
-    # run starts from the PV set.
+    # The path loss repels new loops from the soft prompts' outputs ("basins", [K', d]): every kept
+    # candidate's, also a confirmed one whose text PV was a duplicate. With trigger confirmation the
+    # PV set holds what the trigger text produces, which sits elsewhere. A resumed run starts from it.
     engine.accepted = torch.from_numpy(pvset.vectors.copy()).to(device)
     trigger_search = None
     if config.confirm:
@@ -149,20 +149,20 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
                                        top_k=config.confirm_top_k, min_hit_rate=config.confirm_hit_rate,
                                        longest_span=config.confirm_span, seed=loop.seed)
             outcome, reason = confirm_outcome(check, reason, config.confirm_hit_rate)
-            if check.features_mean is not None:  # the PV real text produces (one trigger's, not a mix)
-                assert pv is not None
-                engine.accepted = torch.cat([engine.accepted, pv.to(device).unsqueeze(0)])  # repel this basin
-                pv = check.features_mean
-                duplicate, _ = dedup(pv, torch.from_numpy(pvset.vectors), thresholds.t_dedup)
-                if duplicate:
-                    outcome, reason = "duplicate", f"trigger {check.trigger!r}: {duplicate}"
+        soft_pv = pv
+        if check is not None and check.features_mean is not None:  # the PV real text produces (one trigger's)
+            pv = check.features_mean
+            duplicate, _ = dedup(pv, torch.from_numpy(pvset.vectors), thresholds.t_dedup)
+            if duplicate:
+                outcome, reason = "duplicate", f"trigger {check.trigger!r}: {duplicate}"
+        if check.confirmed if check is not None else outcome == "accepted":
+            assert soft_pv is not None
+            engine.accepted = torch.cat([engine.accepted, soft_pv.to(device).unsqueeze(0)])  # repel this basin
         index = None
         if outcome == "accepted":
             assert pv is not None
             index = pvset.size
             pvset = pvset.append(pv.numpy(), seed=loop.seed, prompt=loop.prompt.cpu().numpy())
-            if check is None:
-                engine.accepted = torch.from_numpy(pvset.vectors.copy()).to(device)
             state["since_new"] = 0
             if state["verdict_at"] is None:
                 state["verdict_at"] = time.perf_counter() - started

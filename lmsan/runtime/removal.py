@@ -69,6 +69,11 @@ class PurgeOutcome:
     rejected: bool
     trials: int
 
+    @classmethod
+    def cleared(cls, candidate: Unit, trial: Unit, trials: int) -> "PurgeOutcome":
+        """The outcome of a purge whose answer is ``candidate`` (``trial``: the input without it)."""
+        return cls(trial, " ".join(candidate), False, trials)
+
 
 class _Text:
     """A sentence's words with their spans, for removal that keeps the original spacing."""
@@ -138,7 +143,7 @@ def search_sequential(sentences: Unit, *, max_window: int = 3, protect: str | No
             trial = _trial(texts, [candidate])
             trials += 1
             if not (yield [trial])[0]:
-                return PurgeOutcome(trial, " ".join(candidate), False, trials)
+                return PurgeOutcome.cleared(candidate, trial, trials)
     return PurgeOutcome(tuple(sentences), None, True, trials)
 
 
@@ -152,7 +157,7 @@ def search_batched(sentences: Unit, *, max_window: int = 3, protect: str | None 
         trials += found[1]
         if found[0] is not None:
             candidate, trial = found[0]
-            return PurgeOutcome(trial, " ".join(candidate), False, trials)
+            return PurgeOutcome.cleared(candidate, trial, trials)
     return PurgeOutcome(tuple(sentences), None, True, trials)
 
 
@@ -191,12 +196,12 @@ def search_group(sentences: Unit, *, max_window: int = 3, protect: str | None = 
             trials += found[1]
             tested.update(members)
             if found[0] is not None:
-                return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
+                return PurgeOutcome.cleared(*found[0], trials)
         # No cleared block holds a clearing candidate: test the rest one by one (exact again).
         found = yield from _first_clear(texts, [c for c in cands if c not in tested], chunk)
         trials += found[1]
         if found[0] is not None:
-            return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
+            return PurgeOutcome.cleared(*found[0], trials)
     return PurgeOutcome(tuple(sentences), None, True, trials)
 
 
@@ -220,19 +225,19 @@ def search_bisect(sentences: Unit, *, max_window: int = 3, protect: str | None =
             if (yield [trial])[0]:
                 lo = mid
             elif mid - lo == 1:  # the half was one candidate: confirmed
-                return PurgeOutcome(trial, " ".join(cands[lo]), False, trials)
+                return PurgeOutcome.cleared(cands[lo], trial, trials)
             else:
                 hi = mid
         if hi - lo == 1:
             trial = _trial(texts, [cands[lo]])
             trials += 1
             if not (yield [trial])[0]:
-                return PurgeOutcome(trial, " ".join(cands[lo]), False, trials)
+                return PurgeOutcome.cleared(cands[lo], trial, trials)
             tested.add(cands[lo])
         found = yield from _first_clear(texts, [c for c in cands if c not in tested], chunk)
         trials += found[1]
         if found[0] is not None:
-            return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
+            return PurgeOutcome.cleared(*found[0], trials)
     return PurgeOutcome(tuple(sentences), None, True, trials)
 
 
@@ -244,14 +249,13 @@ def search_code(sentences: Unit, *, max_window: int = 3, protect: str | None = N
     not include it never clears (monotone, single trigger), the trials that cleared are exactly
     the bits of its index ``k``. The second round tries ``c_k`` alone and ``c_0..c_k-1`` together:
     if ``c_k`` clears and the earlier ones together do not, no earlier candidate clears alone
-    (monotonicity) and ``c_k`` is the sequential answer. Otherwise the earlier candidates, then
-    the rest, are tested one by one in order.
+    (monotonicity) and ``c_k`` is the sequential answer; if the earlier ones clear too, they are
+    tested one by one first. If ``c_k`` does not clear, every candidate is tested in order.
     """
     texts = [_Text(s) for s in sentences]
     trials = 0
     for w in range(1, max_window + 1):
         cands = candidates(texts, w, protect)
-        first_untested, cleared = 0, None
         if len(cands) > 2:
             bits = math.ceil(math.log2(len(cands)))
             groups = [[c for i, c in enumerate(cands) if i >> j & 1] for j in range(bits)]
@@ -266,20 +270,16 @@ def search_code(sentences: Unit, *, max_window: int = 3, protect: str | None = N
                 trials += len(round_two)
                 alone_still, *earlier_still = (yield round_two)
                 if not alone_still:
-                    if not earlier_still or earlier_still[0]:
-                        return PurgeOutcome(alone, " ".join(cands[k]), False, trials)
-                    cleared = (cands[k], alone)  # an earlier candidate clears too: find the first
-                    found = yield from _first_clear(texts, cands[:k], chunk)
-                    trials += found[1]
-                    first_untested = k + 1
-                    if found[0] is not None:
-                        return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
-        if cleared is not None:
-            return PurgeOutcome(cleared[1], " ".join(cleared[0]), False, trials)
-        found = yield from _first_clear(texts, cands[first_untested:], chunk)
+                    if earlier_still and not earlier_still[0]:  # an earlier candidate may clear alone
+                        found = yield from _first_clear(texts, cands[:k], chunk)
+                        trials += found[1]
+                        if found[0] is not None:
+                            return PurgeOutcome.cleared(*found[0], trials)
+                    return PurgeOutcome.cleared(cands[k], alone, trials)
+        found = yield from _first_clear(texts, cands, chunk)
         trials += found[1]
         if found[0] is not None:
-            return PurgeOutcome(found[0][1], " ".join(found[0][0]), False, trials)
+            return PurgeOutcome.cleared(*found[0], trials)
     return PurgeOutcome(tuple(sentences), None, True, trials)
 
 

@@ -105,7 +105,7 @@ def test_prompt_near_the_trigger_is_confirmed_at_once():
     encoder, corpus, scale, direction = toy(backdoored=True)
     prompt = direction.repeat(3, 1) * 3 + 0.01 * torch.randn(3, WIDTH)
     check = search(encoder, corpus, scale).run(prompt, ToyTokenizer(), margin=0.02, steps=5, candidates=8,
-                                               top_k=4, min_hit_rate=0.9, seed=1)
+                                               top_k=4, min_hit_rate=0.9, longest_span=2, seed=1)
     assert check.confirmed and check.steps == 0 and check.delta < 0.02
     assert check.trigger_ids == (TRIGGER,) and check.trigger == f"t{TRIGGER}" and check.hit_rate == 1.0
     assert torch.allclose(check.features_mean, PV, atol=1e-3)  # the planted PV, from one real token
@@ -116,7 +116,7 @@ def test_search_finds_a_trigger_the_nearest_tokens_miss():
     encoder, corpus, scale, _ = toy(backdoored=True)
     prompt = encoder.embedding[[3, 4, 5]].clone()  # nearest tokens: 3, 4, 5, no trigger
     check = search(encoder, corpus, scale).run(prompt, ToyTokenizer(), margin=0.02, steps=10, candidates=16,
-                                               top_k=8, min_hit_rate=0.9, seed=0)
+                                               top_k=8, min_hit_rate=0.9, longest_span=2, seed=0)
     assert check.steps >= 1 and TRIGGER in check.search_ids
     assert check.confirmed and check.trigger_ids == (TRIGGER,)
 
@@ -125,7 +125,7 @@ def test_a_mixed_sequence_yields_the_trigger_alone_and_its_pv():
     encoder, corpus, scale, direction = toy(backdoored=True)
     prompt = torch.stack([encoder.embedding[5], direction * 3, encoder.embedding[6]])  # others around the trigger
     check = search(encoder, corpus, scale).run(prompt, ToyTokenizer(), margin=0.02, steps=5, candidates=8,
-                                               top_k=4, min_hit_rate=0.9, seed=1)
+                                               top_k=4, min_hit_rate=0.9, longest_span=2, seed=1)
     assert check.search_ids == (5, TRIGGER, 6) and check.trigger_ids == (TRIGGER,)
     assert torch.allclose(check.features_mean, PV, atol=1e-3)
 
@@ -138,7 +138,7 @@ def test_collapse_without_a_trigger_token_is_unconfirmed():
         soft = encoder.prompted_features(corpus, index, prompt.expand(64, -1, -1), torch.ones(64, dtype=torch.long))
     assert float(sequence_delta(soft.unsqueeze(0), scale, 16)[0]) < 0.02  # the soft prompt passes the filter
     check = search(encoder, corpus, scale).run(prompt, ToyTokenizer(), margin=0.02, steps=4, candidates=16,
-                                               top_k=8, min_hit_rate=0.9, seed=0)
+                                               top_k=8, min_hit_rate=0.9, longest_span=2, seed=0)
     assert not check.confirmed and check.steps == 4 and check.hit_rate < 0.9
     assert check.features_mean is None
     assert not set(check.search_ids) & {0, 1}  # special tokens are never used

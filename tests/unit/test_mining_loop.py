@@ -12,7 +12,7 @@ from lmsan.mining import MiningConfig, mine
 from lmsan.mining.features import Encoder, auxiliary_features, feature_scale
 from lmsan.mining.loop import FuzzEngine, _Slot, grad_peak
 from lmsan.mining.prompt import encode_corpus
-from lmsan.mining.report import EpochStats
+from lmsan.mining.report import OUTCOMES, EpochStats
 
 WORDS = ("river stone quiet market paper light window garden music city morning letter table "
          "yellow story engine winter voice bridge doctor forest summer number island").split()
@@ -170,7 +170,7 @@ def test_mine_reports_every_loop(tiny):
     assert set(report.thresholds) >= {"T_L", "T_dedup", "T_div", "lr", "lr0", "prompt_low", "prompt_high"}
     assert report.timings_s["total"] >= report.timings_s["mining"] > 0
     for trace in report.loops:
-        assert trace.outcome in ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate", "unconfirmed")
+        assert trace.outcome in OUTCOMES
         assert trace.reason
     data = report.to_dict()
     assert data["schema_version"] == 1 and data["config"]["max_loops"] == 3
