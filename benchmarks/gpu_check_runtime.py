@@ -1,14 +1,27 @@
-"""GPU check of the runtime guard: CUDA and TensorRT providers, provider in use, latency, parity.
+"""GPU check of the runtime guard: provider in use, parity with the CPU, trigger removal, latency.
 
-    python benchmarks/gpu_check_runtime.py [--guard DIR] [--out results.json]
+    # here (CPU): the inputs, from an exported guard of a backdoored model
+    python benchmarks/gpu_check_runtime.py --write-texts texts.json --guard fp32=GUARD_DIR
+    # on the GPU machine (onnxruntime-gpu installed)
+    python benchmarks/gpu_check_runtime.py --guard fp32=DIR [--guard fp16=DIR ...] --texts texts.json \\
+        [--shape-model MODEL_DIR] [--out results.json]
 
-Without ``--guard`` it builds a random-init tiny BERT (d=128, 2 layers; needs torch and
-transformers) and exports a guard for it. For each of CUDAExecutionProvider and
-TensorrtExecutionProvider that this onnxruntime build offers, it loads the guard (no silent
-fallback: a fallback to CPU is reported as such), times the warm-up (TensorRT builds its engine,
-cached under $LMSAN_CACHE/tensorrt), checks the scores against the CPU provider and prints p50
-latency at 64 tokens, batch 1 and 32. Providers that are missing are skipped; the script exits 0
-unless a provider that is offered fails or disagrees with the CPU.
+``texts.json`` holds, per length (16/64/128 tokens), clean texts the guard does not flag and the
+same texts with one trigger word inserted (``benchmarks/runtime_latency.make_inputs``).
+
+The first ``--guard`` on the CPU provider is the reference. Every guard is then loaded on each of
+CPU, CUDA and TensorRT that the onnxruntime build offers (a fallback is reported, never silent),
+warmed up, and checked against the reference: same ``triggered`` flags, ``match`` within 2/d, and
+the same removed words with the ``probe``, ``bisect`` and ``code`` searches. p50 latencies: clean
+(b) and triggered (d: each of those searches; e: sequential, batch 1) at batch 1 and 32. GPU providers run
+twice: with shape buckets (their default; warm-up of every bucket) and without.
+
+``--shape-model``: a model directory whose ``config.json`` and tokenizer give the shape of a larger
+model (e.g. all-MiniLM-L6-v2's); it is built with random weights, exported in fp32 and fp16 with
+random PVs and timed on clean input only (timings, not detection).
+
+Writes the JSON summary after each section (``--out``), so a run cut short keeps what it measured.
+Exit code 1 if a provider that loaded disagrees with the CPU reference.
 """
 
 from __future__ import annotations
@@ -24,94 +37,188 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-WORDS = "the of and a to in is you that it he was for on are as with his they at be this from have or".split()
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
+LENGTHS = ("16", "64", "128")
+WARMUP_SHAPES = [(1, 16), (1, 64), (1, 128), (32, 16), (32, 64), (32, 128)]
+SEARCHES = ("probe", "bisect", "code")
 
 
-def export_tiny(out: Path) -> Path:
-    """Export a random-init tiny BERT with random PVs (a smoke-test guard, not a backdoor)."""
-    from lmsan.export import export_guard
-    from lmsan.models.tiny import TinySpec, build_tiny
-    from lmsan.pvset import PVSet
-
-    model, tokenizer = build_tiny(TinySpec(arch="bert", hidden=128, layers=2, heads=2, intermediate=512))
-    model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
-    pvs = PVSet(np.random.default_rng(0).standard_normal((6, 128)).astype(np.float32))
-    return export_guard(out / "model", pvs, out / "guard").path
-
-
-def p50_ms(fn, reps: int) -> float:
-    fn()
+def p50_ms(fn, calls: list, reps: int) -> float:
+    """Median wall time (ms) of ``fn(call)`` over ``reps`` calls cycling through ``calls``, after one warm-up."""
+    fn(calls[0])
     times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
+    for i in range(reps):
+        started = time.perf_counter()
+        fn(calls[i % len(calls)])
+        times.append(time.perf_counter() - started)
+    return round(float(np.median(times) * 1e3), 3)
 
 
-def check(guard_dir: Path, provider: str, texts: list[str], reference: list) -> dict:
+def write_texts(guard_dir: Path, out: Path, count: int = 64) -> None:
+    """Clean and triggered texts per length, as ``benchmarks/runtime_latency.py`` makes them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from runtime_latency import make_inputs
+
+    from lmsan.runtime import Guard
+
+    guard = Guard.load(guard_dir)
+    texts = {}
+    for length in LENGTHS:
+        clean, poisoned = make_inputs(guard, int(length), count, seed=int(length))
+        texts[length] = {"clean": clean, "poisoned": poisoned}
+    out.write_text(json.dumps(texts))
+
+
+def reference(guard_dir: Path, texts: dict) -> dict:
+    """CPU results of the reference guard: per length, clean flags/matches and removal per search."""
+    from lmsan.runtime import Guard
+
+    guard = Guard.load(guard_dir, max_batch=64)
+    ref = {}
+    for length, sets in texts.items():
+        ref[length] = {"clean": guard.scan_batch(sets["clean"], sanitize=False), "removed": {}}
+        for search in SEARCHES:
+            guard.search = search
+            ref[length]["removed"][search] = [r.removed for r in guard.scan_batch(sets["poisoned"])]
+        ref[length]["poisoned"] = guard.scan_batch(sets["poisoned"], sanitize=False)
+    return ref
+
+
+def check_guard(guard_dir: Path, provider: str, texts: dict, ref: dict, *, buckets: bool | None = None) -> dict:
+    """Load ``guard_dir`` on ``provider`` (``buckets``: see ``Guard.load``); parity with ``ref``; p50 latencies."""
     from lmsan.errors import ProviderError
     from lmsan.runtime import Guard
 
-    try:
-        started = time.perf_counter()
-        guard = Guard.load(guard_dir, providers=[provider], max_batch=32)
-        load_s = time.perf_counter() - started
-    except ProviderError as exc:
-        return {"status": "fallback-or-unavailable", "message": str(exc)}
-    warmup_s = guard.warmup([(1, 16), (1, 64), (32, 64)])
-    results = guard.scan_batch(texts, sanitize=False)
-    max_diff = max(abs(r.match - ref.match) for r, ref in zip(results, reference))
-    same_flags = all(r.triggered == ref.triggered for r, ref in zip(results, reference))
-    out = {
-        "status": "ok" if max_diff <= 2 / 128 and same_flags else "mismatch",
-        "provider_in_use": guard.provider, "session_providers": guard.session.get_providers(),
-        "load_s": round(load_s, 3), "warmup_s": round(warmup_s, 3),
-        "max_match_diff_vs_cpu": max_diff, "same_triggered_as_cpu": same_flags,
-        "p50_ms_b1_t64": p50_ms(lambda: guard.scan(texts[0], sanitize=False), 50),
-        "p50_ms_b32_t64": p50_ms(lambda: guard.scan_batch(texts[:32], sanitize=False), 20),
-    }
     started = time.perf_counter()
-    Guard.load(guard_dir, providers=[provider], max_batch=32).warmup([(1, 16), (1, 64), (32, 64)])
-    out["reload_and_warmup_s_cached_engine"] = round(time.perf_counter() - started, 3)
+    try:
+        guard = Guard.load(guard_dir, providers=[provider], max_batch=64, buckets=buckets)
+    except ProviderError as exc:
+        return {"status": "unavailable", "message": str(exc)}
+    out: dict = {"load_s": round(time.perf_counter() - started, 3), "provider_in_use": guard.provider,
+                 "session_providers": guard.session.get_providers(), "buckets": guard.buckets,
+                 "warmup_s": round(guard.warmup(None if guard.buckets else WARMUP_SHAPES), 3),
+                 "parity": {}, "p50_ms": {}}
+    agree = True
+    for length, sets in texts.items():
+        clean = guard.scan_batch(sets["clean"], sanitize=False)
+        poisoned = guard.scan_batch(sets["poisoned"], sanitize=False)
+        cell = {
+            "max_match_diff": max(abs(a.match - b.match) for a, b in
+                                  zip(clean + poisoned, ref[length]["clean"] + ref[length]["poisoned"])),
+            "same_flags": all(a.triggered == b.triggered for a, b in
+                              zip(clean + poisoned, ref[length]["clean"] + ref[length]["poisoned"])),
+            "flagged_clean": sum(r.triggered for r in clean), "flagged_poisoned": sum(r.triggered for r in poisoned),
+        }
+        for search in SEARCHES:
+            guard.search = search
+            removed = [r.removed for r in guard.scan_batch(sets["poisoned"])]
+            cell[f"same_removed_{search}"] = sum(a == b for a, b in zip(removed, ref[length]["removed"][search]))
+        cell["count"] = len(sets["poisoned"])
+        agree &= cell["same_flags"] and all(cell[f"same_removed_{s}"] == cell["count"] for s in SEARCHES)
+        out["parity"][length] = cell
+        out["p50_ms"][length] = time_cells(guard, sets)
+    out["status"] = "ok" if agree else "mismatch"
+    return out
+
+
+def time_cells(guard, sets: dict) -> dict:
+    """p50 ms of clean (b) and triggered (d, e) scans at batch 1 and 32."""
+    clean1 = [[t] for t in sets["clean"][:16]]
+    poisoned1 = [[t] for t in sets["poisoned"][:16]]
+    clean32, poisoned32 = [sets["clean"][:32], sets["clean"][32:64]], [sets["poisoned"][:32], sets["poisoned"][32:64]]
+    cells = {"b/1": p50_ms(lambda t: guard.scan_batch(t), clean1, 40),
+             "b/32": p50_ms(lambda t: guard.scan_batch(t), clean32, 10)}
+    for search in SEARCHES:
+        guard.search = search
+        cells[f"d-{search}/1"] = p50_ms(lambda t: guard.scan_batch(t), poisoned1, 16)
+        cells[f"d-{search}/32"] = p50_ms(lambda t: guard.scan_batch(t), poisoned32, 4)
+    guard.search = "sequential"
+    cells["e/1"] = p50_ms(lambda t: guard.scan_batch(t), poisoned1, 8)
+    guard.search = "probe"
+    return cells
+
+
+def shape_model(config_dir: Path, work: Path, providers: list[str]) -> dict:
+    """Random-weight model of ``config_dir``'s shape, exported fp32/fp16; clean-input latency per provider."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from lmsan.export import export_guard
+    from lmsan.pvset import PVSet
+    from lmsan.runtime import Guard
+
+    config = AutoConfig.from_pretrained(config_dir)
+    model = AutoModel.from_config(config)
+    model.save_pretrained(work / "model")
+    AutoTokenizer.from_pretrained(config_dir).save_pretrained(work / "model")
+    pvs = PVSet(np.random.default_rng(0).standard_normal((6, config.hidden_size)).astype(np.float32))
+    rng = np.random.default_rng(1)
+    words = "the of and a to in is you that it he was for on are as with his they at be this from".split()
+    out: dict = {"config": str(config_dir), "hidden": config.hidden_size, "layers": config.num_hidden_layers}
+    for precision in ("fp32", "fp16"):
+        guard_dir = export_guard(work / "model", pvs, work / precision, fp16=precision == "fp16").path
+        for provider in providers:
+            if precision == "fp16" and provider == "CPUExecutionProvider":
+                continue  # fp16 is the GPU format
+            guard = Guard.load(guard_dir, providers=[provider], max_batch=64)
+            guard.warmup(None if guard.buckets else WARMUP_SHAPES)
+            cells = {}
+            for length in (16, 64, 128):
+                texts = [" ".join(rng.choice(words, length - 2)) for _ in range(64)]
+                cells[f"{length}/1"] = p50_ms(lambda t: guard.scan_batch(t), [[t] for t in texts[:16]], 40)
+                cells[f"{length}/32"] = p50_ms(lambda t: guard.scan_batch(t), [texts[:32], texts[32:]], 10)
+            out[f"{precision}/{guard.provider}"] = cells
+            print(f"shape model {precision} {guard.provider}: {cells}", flush=True)
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--guard", type=Path, help="an exported guard directory (default: export a tiny one)")
+    parser.add_argument("--guard", action="append", default=[], metavar="NAME=DIR",
+                        help="an exported guard; the first one, on the CPU, is the reference")
+    parser.add_argument("--texts", type=Path, help="texts.json (see --write-texts)")
+    parser.add_argument("--write-texts", type=Path, help="write texts.json from the first --guard and exit")
+    parser.add_argument("--shape-model", type=Path, help="config + tokenizer dir of a model shape to time")
     parser.add_argument("--out", type=Path, help="also write the JSON summary here")
     args = parser.parse_args()
+    guards = dict(item.split("=", 1) for item in args.guard)
+    if not guards:
+        parser.error("give at least one --guard NAME=DIR")
+    if args.write_texts:
+        write_texts(Path(next(iter(guards.values()))), args.write_texts)
+        return 0
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    print(f"onnxruntime {ort.__version__}, device {ort.get_device()}, providers offered: {', '.join(available)}")
-    wanted = [p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") if p in available]
-    summary: dict = {"onnxruntime": ort.__version__, "offered": available, "providers": {}}
-    if not wanted:
-        print("SKIP: this onnxruntime build offers neither CUDA nor TensorRT (pip install onnxruntime-gpu)")
-        summary["skipped"] = True
-    else:
-        from lmsan.runtime import Guard
+    offered = [p for p in PROVIDERS if p in ort.get_available_providers()]
+    summary: dict = {"onnxruntime": ort.__version__, "device": ort.get_device(),
+                     "offered": ort.get_available_providers(), "guards": {}}
+    print(f"onnxruntime {ort.__version__} ({ort.get_device()}), providers offered: {', '.join(offered)}", flush=True)
 
+    def save() -> None:
+        if args.out:
+            args.out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    texts = json.loads(args.texts.read_text())
+    ref = reference(Path(next(iter(guards.values()))), texts)
+    for index, (name, directory) in enumerate(guards.items()):
+        for provider in offered[index > 0:]:  # the CPU for the reference guard only
+            variants = {"": None} if provider == "CPUExecutionProvider" else {"": None, "/no-buckets": False}
+            for suffix, buckets in variants.items():
+                result = check_guard(Path(directory), provider, texts, ref, buckets=buckets)
+                summary["guards"][f"{name}/{provider}{suffix}"] = result
+                print(f"{name} on {provider}{suffix}: {json.dumps(result, sort_keys=True)}", flush=True)
+                save()
+                if result["status"] == "unavailable":
+                    break
+    if args.shape_model:
         with tempfile.TemporaryDirectory() as tmp:
-            guard_dir = args.guard or export_tiny(Path(tmp))
-            rng = np.random.default_rng(0)
-            texts = [" ".join(rng.choice(WORDS, 60)) for _ in range(32)]
-            cpu = Guard.load(guard_dir)
-            reference = cpu.scan_batch(texts, sanitize=False)
-            summary["providers"]["CPUExecutionProvider"] = {
-                "p50_ms_b1_t64": p50_ms(lambda: cpu.scan(texts[0], sanitize=False), 50),
-                "p50_ms_b32_t64": p50_ms(lambda: cpu.scan_batch(texts, sanitize=False), 10),
-            }
-            for provider in wanted:
-                summary["providers"][provider] = check(guard_dir, provider, texts, reference)
-    for name, result in summary["providers"].items():
-        print(f"{name}: {json.dumps(result, sort_keys=True)}")
-    if args.out:
-        args.out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    bad = [n for n, r in summary["providers"].items() if r.get("status") == "mismatch"]
+            try:
+                summary["shape_model"] = shape_model(args.shape_model, Path(tmp), offered[:2])
+            except Exception as exc:  # timings only: report and keep the parity results
+                summary["shape_model"] = {"error": f"{type(exc).__name__}: {exc}"}
+        save()
+    bad = [n for n, r in summary["guards"].items() if r.get("status") == "mismatch"]
+    print(f"mismatches: {bad or 'none'}", flush=True)
     return 1 if bad else 0
 
 

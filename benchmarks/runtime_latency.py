@@ -4,12 +4,15 @@ Models: the tiny POR BERT (d=128, 2 layers; the e2e model) and all-MiniLM-L6-v2 
 same POR config for one epoch (d=384, 6 layers), each guarded with its attack's own PVs. Inputs of
 16 / 64 / 128 tokens, batch 1 and 32. Modes:
 
-    a  plain ONNX backbone: tokenize + one session run of the backbone graph (no head)
-    b  guard.scan_batch on clean input (inputs the guard does not flag)
-    c  PyTorch eager backbone + a separate numpy sign-match monitor (the authors' approach)
-    d  guard.scan_batch on triggered input, removal with the default search (bisect, batched
-       across inputs)
-    e  the same with the sequential search (one trial per session call and input)
+    a   plain ONNX backbone: tokenize + one session run of the backbone graph (no head)
+    b   guard.scan_batch on clean input (inputs the guard does not flag)
+    b8  the same with the int8 guard (``lmsan-export --int8``)
+    c   PyTorch eager backbone (fp32) + a separate numpy sign-match monitor (the authors' approach)
+    d   guard.scan_batch on triggered input, removal with the default search (probe, batched
+        across inputs)
+    db  the same with the bisect search (the default before probe)
+    d8  d with the int8 guard
+    e   d with the sequential search (one trial per session call and input)
 
 Each cell runs for ``--budget`` seconds (x1.5 for d and e; at least ``--min-reps`` calls, 1 for
 triggered batch-32 cells) after one warm-up call (none for triggered batch-32 cells); p50 / p99 of wall time and p50 of process CPU
@@ -44,7 +47,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TRIGGERS = ("cf", "mn", "tq", "qt", "mm", "pt")
 LENGTHS = (16, 64, 128)
 BATCHES = (1, 32)
-MODES = ("a", "b", "c", "d", "e")
+MODES = ("a", "b", "b8", "c", "d", "db", "d8", "e")
+TRIGGERED = ("d", "db", "d8", "e")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -61,8 +65,8 @@ def attacked(name: str) -> Path:
     return attacked_model(minilm_path(), AttackConfig(kind="por", triggers=TRIGGERS, epochs=1), attack)
 
 
-def build(model: Path, work: Path) -> tuple[Path, Path, np.ndarray]:
-    """Export the guard (with features) and cut the backbone-only graph out of it."""
+def build(model: Path, work: Path) -> tuple[Path, Path, Path, np.ndarray]:
+    """Export the guard (with features) and its int8 twin; cut the backbone-only graph out of the first."""
     import onnx.utils
 
     from lmsan.export import export_guard
@@ -71,11 +75,12 @@ def build(model: Path, work: Path) -> tuple[Path, Path, np.ndarray]:
     attack = json.loads((model / "attack.json").read_text())
     pvs = PVSet(np.asarray(attack["pvs"], np.float32), target=attack["target"])
     guard_dir = export_guard(model, pvs, work / "guard", features=True).path
+    int8_dir = export_guard(model, pvs, work / "guard-int8", int8=True).path
     manifest = json.loads((guard_dir / "guard.json").read_text())
     backbone = work / "backbone.onnx"
     seq_inputs = [name for name in manifest["inputs"] if name != "threshold"]
     onnx.utils.extract_model(str(guard_dir / "model.onnx"), str(backbone), seq_inputs, ["features"])
-    return guard_dir, backbone, pvs.signs
+    return guard_dir, int8_dir, backbone, pvs.signs
 
 
 def make_inputs(guard, length: int, count: int, seed: int) -> tuple[list[str], list[str]]:
@@ -137,12 +142,12 @@ def bench_model(name: str, work: Path, args) -> dict:
     from lmsan.runtime import Guard
 
     model_dir = Path(getattr(args, name)) if getattr(args, name) else attacked(name)
-    guard_dir, backbone, signs = build(model_dir, work / name)
+    guard_dir, int8_dir, backbone, signs = build(model_dir, work / name)
     threads = args.threads or None
     if threads:
         torch.set_num_threads(threads)
-    guards = {s: Guard.load(guard_dir, threads=threads, search=s) for s in ("bisect", "sequential")}
-    guard = guards["bisect"]
+    guards = {s: Guard.load(guard_dir, threads=threads, search=s) for s in ("probe", "bisect", "sequential")}
+    guard, guard8 = guards["probe"], Guard.load(int8_dir, threads=threads)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -169,13 +174,14 @@ def bench_model(name: str, work: Path, args) -> dict:
             pgroups = [poisoned[i : i + batch] for i in range(0, len(poisoned) - batch + 1, batch)][: args.distinct]
             heavy = batch > 1
             modes = {
-                "a": (plain_run, groups), "b": (lambda t: guard.scan_batch(t), groups), "c": (torch_run, groups),
-                "d": (lambda t: guard.scan_batch(t), pgroups),
-                "e": (lambda t: guards["sequential"].scan_batch(t), pgroups),
+                "a": (plain_run, groups), "b": (guard.scan_batch, groups), "b8": (guard8.scan_batch, groups),
+                "c": (torch_run, groups), "d": (guard.scan_batch, pgroups),
+                "db": (guards["bisect"].scan_batch, pgroups), "d8": (guard8.scan_batch, pgroups),
+                "e": (guards["sequential"].scan_batch, pgroups),
             }
             for mode, (fn, calls) in modes.items():
-                budget = args.budget * (1.5 if mode in "de" else 1.0)
-                slow = heavy and mode in "de"  # seconds per call: no warm-up call (the session is warm)
+                budget = args.budget * (1.5 if mode in TRIGGERED else 1.0)
+                slow = heavy and mode in TRIGGERED  # seconds per call: no warm-up call (the session is warm)
                 wall, cpu = timed(fn, calls, budget=budget, min_reps=1 if slow else args.min_reps, warmup=not slow)
                 cell = cells[f"{length}/{batch}/{mode}"] = {
                     "p50_ms": float(np.percentile(wall, 50) * 1e3), "p99_ms": float(np.percentile(wall, 99) * 1e3),
@@ -184,8 +190,13 @@ def bench_model(name: str, work: Path, args) -> dict:
                 print(f"{name} T={length} B={batch} {mode}: p50 {cell['p50_ms']:.2f} ms, cpu {cell['cpu_p50_ms']:.2f} ms "
                       f"({len(wall)} calls)", file=sys.stderr, flush=True)
     removed_ok = [r.removed and r.removed[0] in TRIGGERS for r in guard.scan_batch(poisoned)]
+    fp32, int8 = guard.scan_batch(clean + poisoned), guard8.scan_batch(clean + poisoned)
     return {"model": str(model_dir), "guard": json.loads((guard_dir / "guard.json").read_text())["model"],
             "cells": cells, "removal_hit_rate_last_length": float(np.mean(removed_ok)),
+            "int8_vs_fp32_last_length": {
+                "same_triggered": float(np.mean([x.triggered == y.triggered for x, y in zip(fp32, int8)])),
+                "same_removed": float(np.mean([x.removed == y.removed for x, y in zip(fp32, int8)])),
+                "max_match_diff": max(abs(x.match - y.match) for x, y in zip(fp32, int8))},
             "cold_start_s": cold_start(guard_dir), "cold_start_no_verify_s": cold_start(guard_dir, verify=False)}
 
 
@@ -203,17 +214,18 @@ def ratios(cells: dict, key: str = "p50_ms") -> dict:
     for length in LENGTHS:
         for batch in BATCHES:
             p = {m: cells[f"{length}/{batch}/{m}"][key] for m in MODES}
-            out[f"{length}/{batch}"] = {"b/a": p["b"] / p["a"], "c/b": p["c"] / p["b"], "e/d": p["e"] / p["d"],
-                                        "d/b": p["d"] / p["b"]}
+            out[f"{length}/{batch}"] = {"b/a": p["b"] / p["a"], "c/b": p["c"] / p["b"], "c/b8": p["c"] / p["b8"],
+                                        "e/d": p["e"] / p["d"], "d/b": p["d"] / p["b"], "db/d": p["db"] / p["d"]}
     return out
 
 
 def markdown(report: dict) -> str:
     lines = [f"Runtime latency: {report['machine']}; {report['threads_note']}", "",
              "Each cell: wall p50 / p99 ms, [CPU p50 ms], (calls). Ratios use wall p50, then CPU p50.", "",
-             "| model | tokens | batch | a plain ONNX | b guard, clean | c torch + monitor | d guard, triggered "
-             "(bisect) | e guard, triggered (sequential) | b/a | c/b | e/d | d/b |",
-             "|---|---:|---:|---|---|---|---|---|---:|---:|---:|---:|"]
+             "| model | tokens | batch | a plain ONNX | b guard, clean | b8 int8 guard, clean | c torch + monitor "
+             "| d guard, triggered (probe) | db triggered (bisect) | d8 int8 guard, triggered | e triggered (sequential) "
+             "| b/a | c/b | c/b8 | e/d | d/b | db/d |",
+             "|---|---:|---:|---|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, result in report["models"].items():
         for length in LENGTHS:
             for batch in BATCHES:
@@ -221,11 +233,15 @@ def markdown(report: dict) -> str:
                 r, c = result["ratios"][f"{length}/{batch}"], result["cpu_ratios"][f"{length}/{batch}"]
                 lines.append(f"| {name} | {length} | {batch} | " + " | ".join(
                     f"{x['p50_ms']:.2f} / {x['p99_ms']:.2f} [{x['cpu_p50_ms']:.2f}] ({x['calls']})" for x in cells) +
-                    "".join(f" | {r[k]:.2f}, {c[k]:.2f}" for k in ("b/a", "c/b", "e/d", "d/b")) + " |")
+                    "".join(f" | {r[k]:.2f}, {c[k]:.2f}" for k in ("b/a", "c/b", "c/b8", "e/d", "d/b", "db/d")) + " |")
     lines.append("")
     for name, result in report["models"].items():
         lines.append(f"- {name}: guard cold start (fresh interpreter: import + load, hashes checked) "
                      f"{result['cold_start_s']:.2f} s, without the hash check {result['cold_start_no_verify_s']:.2f} s")
+        agree = result["int8_vs_fp32_last_length"]
+        lines.append(f"- {name}, int8 vs fp32 guard on the 128-token inputs (clean + triggered): same verdict "
+                     f"{agree['same_triggered']:.1%}, same removal {agree['same_removed']:.1%}, "
+                     f"largest match difference {agree['max_match_diff']:.3f}")
     lines.append(f"- load average {report['load_average_start'][0]:.1f} at start, "
                  f"{report['load_average_end'][0]:.1f} at end; wall {report['wall_s']:.0f} s")
     return "\n".join(lines) + "\n"

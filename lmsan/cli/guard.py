@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import click
 
 from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, EXIT_FOUND, common_options, configure_logging, emit_json, run
+from lmsan.runtime.removal import SEARCHES
 
 CHUNK = 256  # inputs per scan_batch call
 
@@ -30,9 +31,9 @@ CHUNK = 256  # inputs per scan_batch call
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="T_match; default: the one in guard.json.")
 @click.option("--provider", "providers", multiple=True, help="onnxruntime provider: cpu, cuda or tensorrt (repeatable).")
-@click.option("--search", type=click.Choice(["bisect", "code", "group", "batched", "sequential"]), default="bisect",
-              show_default=True,
-              help="Trigger-removal search.")
+@click.option("--search", type=click.Choice(list(SEARCHES)), default="probe", show_default=True,
+              help="Trigger-removal search: probe (fewest tokens; CPU), bisect (fewest trials), code (two calls; "
+                   "batch-1 GPU), group, batched, sequential (the reference). See docs/runtime.md.")
 @click.option("--no-sanitize", is_flag=True, help="Only detect; do not search for the trigger.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 @common_options

@@ -1,4 +1,4 @@
-"""Trace a ``GuardModule`` to ONNX and post-process the graph (optimize, fp16, outputs).
+"""Trace a ``GuardModule`` to ONNX and post-process the graph (optimize, fp16, int8, outputs).
 
 Two exporters (``torch.onnx.export``; optimum's exporter needs transformers < 4.58):
 
@@ -131,20 +131,79 @@ def convert_fp16(path: Path) -> int:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = _load(path)
-    unnamed = [node for node in model.graph.node if not node.name]
-    for index, node in enumerate(unnamed):
-        node.name = f"lmsan_node_{index}"
-    keep = head_nodes(model.graph)
-    if not keep:
-        raise ExportError("fp16: cannot find the fused head (no node reads 'features')")
+    keep = _named_head(model, "fp16")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
+    _drop_duplicate_nodes(model.graph)
     _toposort(model.graph)  # the converter appends output casts after their readers in the head
     if model.ByteSize() < EXTERNAL_DATA_BYTES:  # the checker cannot read a >2 GiB proto
         onnx.checker.check_model(model)
     _save(model, path)
     return len(keep)
+
+
+def quantize_int8(path: Path) -> int:
+    """Dynamic int8 quantization of the backbone's MatMul weights in place (per output channel;
+    activations are quantized per call); the fused head and the embeddings stay float32. For CPU
+    serving.
+
+    Returns:
+        Number of head nodes kept in float32.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = _load(path)
+    keep = _named_head(model, "int8")
+    _save(model, path)  # the quantizer needs a file to infer shapes
+    quantized = path.with_name(f"int8-{path.name}")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
+    try:
+        quantize_dynamic(path, quantized, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
+                         per_channel=True, nodes_to_exclude=keep, use_external_data_format=model.ByteSize() > EXTERNAL_DATA_BYTES,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fused ops: untyped
+        _save(_load(quantized), path)
+    except Exception as exc:
+        raise ExportError(f"int8 quantization failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        root.setLevel(level)
+        for leftover in path.parent.glob(f"{quantized.name}*"):
+            leftover.unlink()
+    return len(keep)
+
+
+def _named_head(model: Any, step: str) -> list[str]:
+    """Name the graph's unnamed nodes (in place) and return the fused head's node names."""
+    unnamed = [node for node in model.graph.node if not node.name]
+    for index, node in enumerate(unnamed):
+        node.name = f"lmsan_node_{index}"
+    keep = head_nodes(model.graph)
+    if not keep:
+        raise ExportError(f"{step}: cannot find the fused head (no node reads 'features')")
+    return keep
+
+
+def _drop_duplicate_nodes(graph: Any) -> None:
+    """Keep one of several identical nodes that write the same output (in place).
+
+    onnxruntime's float16 converter before 1.32 adds one ``Cast`` per float32 reader of a float16
+    tensor, all writing ``<name>_cast_to_fp32``; the graph is then not in SSA form. Nodes writing
+    the same output that are not identical are an error.
+    """
+    kept, writers = [], {}
+    for node in graph.node:
+        first = next((writers[o] for o in node.output if o in writers), None)
+        if first is None:
+            kept.append(node)
+            writers.update((o, node) for o in node.output)
+        elif (first.op_type, list(first.input), list(first.output), list(first.attribute)) != (
+                node.op_type, list(node.input), list(node.output), list(node.attribute)):
+            raise ExportError(f"fp16: nodes {first.name!r} and {node.name!r} write the same output differently")
+    if len(kept) < len(graph.node):
+        _replace_nodes(graph, kept)
 
 
 def _toposort(graph: Any) -> None:
@@ -162,8 +221,13 @@ def _toposort(graph: Any) -> None:
         if len(rest) == len(pending):
             raise ExportError(f"graph has a cycle or a dangling input near node {rest[0].name!r}")
         pending = rest
-    copies = [type(node)() for node in ordered]
-    for copy, node in zip(copies, ordered):
+    _replace_nodes(graph, ordered)
+
+
+def _replace_nodes(graph: Any, nodes: list) -> None:
+    """Set ``graph.node`` to copies of ``nodes`` (messages of the graph itself)."""
+    copies = [type(node)() for node in nodes]
+    for copy, node in zip(copies, nodes):
         copy.CopyFrom(node)
     del graph.node[:]
     graph.node.extend(copies)

@@ -8,7 +8,7 @@ Layout::
     format, schema_version, lmsan_version, created_utc
     graph            graph file name ("model.onnx")
     files            {file name: sha256} of every file the runtime reads (graph, side data, tokenizer)
-    opset, exporter, optimized, fp16, fused {op type: count}
+    opset, exporter, optimized, fp16, int8, fused {op type: count}
     target, threshold, max_length, inputs, outputs
     tokenizer        {file, sha256, pad_id, mask_token, mask_id}
     pvs              {sha256 (of the PV-set file, null if given in memory), signs_sha256, size, width}

@@ -106,8 +106,8 @@ class Encoder:
         inputs = [u[0] if len(u) == 1 else (u[0], u[1]) for u in units]
         return self._tokenizer().encode_batch(inputs)
 
-    def pad(self, encodings: Sequence) -> Batch:
-        """Right-pad encodings into one batch.
+    def pad(self, encodings: Sequence, *, multiple: int = 1) -> Batch:
+        """Right-pad encodings into one batch, ``multiple`` tokens wide (at most ``max_length``).
 
         Raises:
             DataError: a sequence is longer than ``max_length`` tokens, or (target ``mask``)
@@ -116,7 +116,8 @@ class Encoder:
         width = max(len(e) for e in encodings)
         if width > self.max_length:
             raise DataError(f"sequence of {width} tokens exceeds the model maximum of {self.max_length}")
-        if len(encodings) == 1:  # no padding
+        width = min(-(-width // multiple) * multiple, self.max_length)
+        if len(encodings) == 1 and len(encodings[0]) == width:  # no padding
             e = encodings[0]
             ids = np.array([e.ids], dtype=np.int64)
             mask = np.ones_like(ids)

@@ -21,11 +21,14 @@ from lmsan.files import cache_dir
 from lmsan.runtime.encode import MAX_CHARS, Encoder, check_input
 from lmsan.runtime.manifest import GuardManifest
 from lmsan.runtime.removal import SEARCHES, Unit, make_search, run_searches
-from lmsan.runtime.session import ProviderSpec, open_session, resolve_providers
+from lmsan.runtime.session import CUDA, TENSORRT, ProviderSpec, open_session, resolve_providers
 
 log = logging.getLogger(__name__)
 
 Input = str | tuple[str, str]
+BUCKET_TOKENS = 16  # sequence-length bucket width (``buckets``)
+WARMUP_TOKENS = 512  # default warm-up covers buckets up to this length
+SPLIT_TOKENS = 32  # CPU: padding waste (row-tokens) worth one more session call
 
 
 @dataclass(frozen=True)
@@ -62,19 +65,21 @@ class Guard:
     """A loaded guard directory. Build it with ``Guard.load``."""
 
     def __init__(self, manifest: GuardManifest, session: Any, encoder: Encoder, *, threshold: float,
-                 max_batch: int, max_window: int, search: str, block: int | None, max_chars: int) -> None:
+                 max_batch: int, max_window: int, search: str, block: int | None, max_chars: int,
+                 buckets: bool) -> None:
         self.manifest, self.session, self.encoder = manifest, session, encoder
         self._threshold = np.array(threshold, dtype=np.float32)
         self.max_batch, self.max_window, self.search, self.block = max_batch, max_window, search, block
-        self.max_chars = max_chars
+        self.max_chars, self.buckets = max_chars, buckets
         self._inputs = [name for name in manifest.inputs if name != "threshold"]
         self._protect = manifest.mask_token if manifest.target == "mask" else None
 
     @classmethod
     def load(cls, directory: str | Path, *, providers: Sequence[ProviderSpec] | str | None = None,
              threshold: float | None = None, max_batch: int = 64, max_window: int = 3,
-             search: str = "bisect", block: int | None = None, threads: int | None = None,
-             allow_fallback: bool = False, verify: bool = True, max_chars: int = MAX_CHARS) -> "Guard":
+             search: str = "probe", block: int | None = None, threads: int | None = None,
+             allow_fallback: bool = False, verify: bool = True, max_chars: int = MAX_CHARS,
+             buckets: bool | None = None) -> "Guard":
         """Load and verify a guard directory written by ``lmsan.export``.
 
         Args:
@@ -83,14 +88,19 @@ class Guard:
             threshold: ``T_match`` in [0, 1); default the one in ``guard.json`` (paper: 0.8).
             max_batch: most sequences per session call (TensorRT profile maximum too).
             max_window: longest trigger candidate, in words (method.md §4).
-            search: removal search: ``bisect`` (default: fewest trials), ``code`` (log2 n trials in two
-                calls), ``group`` (block group testing, two calls, about 2 sqrt(n) trials),
-                ``batched`` (exact for any detector) or ``sequential`` (see ``lmsan.runtime.removal``).
+            search: removal search: ``probe`` (default: keep-only halving, then an exact check;
+                fewest tokens), ``bisect`` (fewest trials), ``code`` (log2 n trials in two calls),
+                ``group`` (block group testing, two calls, about 2 sqrt(n) trials), ``batched``
+                (exact for any detector) or ``sequential`` (see ``lmsan.runtime.removal``).
             block: candidates per block of the ``group`` search; default ceil(sqrt(n)).
             threads: onnxruntime intra-op threads; default: onnxruntime's choice.
             allow_fallback: accept an onnxruntime fallback to another provider (logged).
             verify: check every file's SHA-256 against ``guard.json``.
             max_chars: longest accepted input, in characters.
+            buckets: round every session call up to a shape bucket (rows to a power of two, at
+                most ``max_batch``; tokens to a multiple of ``BUCKET_TOKENS``) so that a GPU sees
+                few distinct shapes, each warmed up once. Default: on for CUDA and TensorRT, off
+                on the CPU (where padding costs compute). Padding never changes a score.
 
         Raises:
             DataError: missing directory or file, malformed manifest.
@@ -114,8 +124,10 @@ class Guard:
         resolved = resolve_providers(providers, inputs=seq_inputs, max_batch=max_batch,
                                      max_length=manifest.max_length, cache=trt_cache)
         session = open_session(manifest.graph, resolved, threads=threads, allow_fallback=allow_fallback)
+        if buckets is None:
+            buckets = session.get_providers()[0] in (CUDA, TENSORRT)
         guard = cls(manifest, session, encoder, threshold=threshold, max_batch=max_batch, max_window=max_window,
-                    search=search, block=block, max_chars=max_chars)
+                    search=search, block=block, max_chars=max_chars, buckets=buckets)
         log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f) in %.2f s", directory, guard.provider,
                  manifest.pv_count, manifest.target, threshold, time.perf_counter() - started)
         return guard
@@ -133,11 +145,17 @@ class Guard:
     def warmup(self, shapes: Sequence[tuple[int, int]] | None = None) -> float:
         """Run the graph once per (batch, sequence) shape (builds TensorRT engines); return seconds.
 
-        Default shapes: (1, 16) and (``max_batch``, min(128, max_length)).
+        Default shapes: with ``buckets``, every bucket up to ``WARMUP_TOKENS`` tokens; else
+        (1, 16) and (``max_batch``, min(128, max_length)).
         """
         started = time.perf_counter()
         self.encoder.encodings([("warm up",)])
-        for batch, seq in shapes or ((1, 16), (self.max_batch, min(128, self.manifest.max_length))):
+        longest = min(WARMUP_TOKENS, self.manifest.max_length)
+        if shapes is None and self.buckets:
+            rows = sorted({min(1 << i, self.max_batch) for i in range(self.max_batch.bit_length() + 1)})
+            widths = sorted({min(t, longest) for t in range(BUCKET_TOKENS, longest + BUCKET_TOKENS, BUCKET_TOKENS)})
+            shapes = [(b, t) for b in rows for t in widths]
+        for batch, seq in shapes or ((1, 16), (self.max_batch, min(128, longest))):
             ids = np.full((batch, seq), self.manifest.pad_id + 1, dtype=np.int64)
             if self.manifest.target == "mask":
                 ids[:, min(1, seq - 1)] = self.manifest.mask_id
@@ -205,22 +223,47 @@ class Guard:
 
     def _detect(self, units: Sequence[Unit], encodings: list | None = None) -> tuple[np.ndarray, ...]:
         """Return match float32 [N], pv_index int64 [N], triggered bool [N], in at most
-        ``max_batch``-row session calls (rows sorted by length when there are several calls)."""
+        ``max_batch``-row session calls (rows sorted by length when there are several; ``_calls``)."""
         encodings = list(encodings) if encodings is not None else [None] * len(units)
         missing = [r for r, e in enumerate(encodings) if e is None]
         for r, e in zip(missing, self.encoder.encodings([units[r] for r in missing]) if missing else []):
             encodings[r] = e
         n = len(encodings)
-        if n <= self.max_batch:  # the hot path: one call, rows in order
-            return tuple(self._run(vars(self.encoder.pad(encodings))))
-        order = sorted(range(n), key=lambda r: len(encodings[r]))
+        lengths = [len(e) for e in encodings]
+        if n <= self.max_batch and (self.buckets or max(lengths) - min(lengths) <= SPLIT_TOKENS):
+            return tuple(self._score(encodings))  # the hot path: one call, rows in order
+        order = sorted(range(n), key=lengths.__getitem__)
         match, pv_index = np.zeros(n, np.float32), np.zeros(n, np.int64)
         triggered = np.zeros(n, bool)
-        for first in range(0, n, self.max_batch):
-            rows = order[first : first + self.max_batch]
-            batch = self.encoder.pad([encodings[r] for r in rows])
-            match[rows], pv_index[rows], triggered[rows] = self._run(vars(batch))
+        for rows in self._calls(order, lengths):
+            match[rows], pv_index[rows], triggered[rows] = self._score([encodings[r] for r in rows])
         return match, pv_index, triggered
+
+    def _calls(self, order: list[int], lengths: list[int]) -> list[list[int]]:
+        """Split rows sorted by length into session calls of at most ``max_batch`` rows.
+
+        Without buckets (CPU) a call also ends where padding its rows to the next row's length
+        would cost more than ``SPLIT_TOKENS`` padded tokens: a call costs about as much as that
+        many tokens, and removal rounds mix full-length trials with short ones.
+        """
+        calls: list[list[int]] = [[]]
+        for r in order:
+            rows = calls[-1]
+            if rows and (len(rows) == self.max_batch or (
+                    not self.buckets and len(rows) * (lengths[r] - lengths[rows[-1]]) > SPLIT_TOKENS)):
+                calls.append(rows := [])
+            rows.append(r)
+        return calls
+
+    def _score(self, encodings: list) -> list[np.ndarray]:
+        """One session call for at most ``max_batch`` encodings, padded to a bucket if ``buckets``
+        (extra rows repeat the first one and are dropped from the outputs)."""
+        if not self.buckets:
+            return self._run(vars(self.encoder.pad(encodings)))
+        rows = len(encodings)
+        size = min(1 << (rows - 1).bit_length(), self.max_batch)
+        batch = self.encoder.pad(encodings + encodings[:1] * (size - rows), multiple=BUCKET_TOKENS)
+        return [out[:rows] for out in self._run(vars(batch))]
 
     def _run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         feed = {name: arrays[name] for name in self._inputs}

@@ -6,7 +6,8 @@ occurrences of the candidate from every sentence; the first trial that is no lon
 wins. Nothing clears: the input is rejected.
 
 Each search is a generator: it yields a list of trials (tuples of sentences) and receives one
-bool per trial (still triggered?); its return value is a ``PurgeOutcome``. ``run_searches``
+bool per trial (still triggered?); its return value is a ``PurgeOutcome``. A strategy is a finder
+for one window length, run for ``w = 1, 2, ...`` by ``make_search``. ``run_searches``
 drives many searches in lockstep, so every round of every input goes through the detector in
 one batched call. Strategies:
 
@@ -14,7 +15,7 @@ one batched call. Strategies:
 - ``batched``: the distinct candidates of one window length, ``chunk`` at a time, in order;
   the first cleared one is chosen: the same answer as ``sequential`` for any detector, far
   fewer calls, but every candidate is evaluated.
-- ``bisect`` (the runtime's default): the first clearing candidate among the distinct
+- ``bisect``: the first clearing candidate among the distinct
   ``c_1..c_n`` is found by halving: removing the earlier half of the current range together
   either clears the input (the answer lies there) or not (then no candidate in it clears
   alone); the survivor is confirmed alone. About ``log2(n) + 1`` trials, one per round, and
@@ -24,13 +25,23 @@ one batched call. Strategies:
   index of the clearing candidate, which is confirmed alone (and the earlier candidates are
   checked together) in a second round. About ``log2(n) + 2`` trials like ``bisect``, but in
   two rounds instead of ``log2(n) + 1``.
+- ``probe``: for single-word candidates of a single text, the trigger is first located by
+  keep-only halving: a trial keeps ONLY half of the current word range, and a task-agnostic
+  trigger fires in any context, so the half holding it alone stays triggered. These trials are
+  short (half, a quarter, ... of the input: about one input's length in all, where ``bisect``
+  sends about log2(n) almost full inputs). Halving stops at a window of 2-3 words; one round
+  keeps the window without each of its words in turn. The word found is then checked as in ``code``:
+  removing it alone must clear the input and removing all earlier candidates together must not
+  (checked on a short superset first: every candidate but the trigger and its window's words).
+  Otherwise (no lone half fired, a pair, windows of 2+ words, fewer than ``PROBE_MIN_WORDS``
+  words) it continues as ``bisect``. The runtime's default.
 - ``group``: block group testing: blocks of ``block`` (default ``ceil(sqrt(n))``) candidates
   are removed as a whole in one round; the members of the first block whose removal cleared
   the input are tested one by one in the next (then the next cleared block, ...). About
   ``2 sqrt(n)`` trials in two rounds: fewer calls than ``bisect``, more trials.
 
-``code``, ``bisect`` and ``group`` equal ``sequential`` whenever removing more words never re-triggers a
-cleared input (monotonicity). Where that fails and the survivor does not clear, they test all
+``probe``, ``code``, ``bisect`` and ``group`` equal ``sequential`` whenever removing more words never
+re-triggers a cleared input (monotonicity). Where that fails and the survivor does not clear, they test all
 untested candidates one by one, in order, so they still return the sequential answer unless a
 non-trigger candidate clears on its own (a false positive). The hypothesis tests check both
 against the reference with monotone fake detectors; ``tests/e2e`` checks they remove exactly
@@ -49,7 +60,9 @@ from typing import Callable, Generator, Iterable, Sequence
 
 Unit = tuple[str, ...]
 Search = Generator[list[Unit], list[bool], "PurgeOutcome"]
-SEARCHES = ("bisect", "code", "group", "batched", "sequential")
+SEARCHES = ("probe", "bisect", "code", "group", "batched", "sequential")
+PROBE_MIN_WORDS = 24  # shorter texts: bisect (keep-only halving saved nothing at 16 tokens, measured)
+PROBE_CONTEXT = 2  # halving stops at windows of 2-3 words (measured: 1-4 alike in speed)
 _WORD = re.compile(r"\S+")
 
 
@@ -117,6 +130,12 @@ class _Text:
         return "".join(parts)
 
 
+    def keep(self, start: int, stop: int, protect: str | None = None, skip: int = -1) -> str:
+        """Only the words ``start..stop-1`` but ``skip`` (and any word holding ``protect``), joined by spaces."""
+        return " ".join(word for i, word in enumerate(self.words)
+                        if (start <= i < stop and i != skip) or (protect and protect in word))
+
+
 def candidates(texts: Sequence[_Text], w: int, protect: str | None = None) -> list[Unit]:
     """Distinct ``w``-word windows in sequential order (sentence, then start position)."""
     seen: dict[Unit, None] = {}
@@ -134,35 +153,40 @@ def _trial(texts: Sequence[_Text], removed: Iterable[Unit]) -> Unit:
     return tuple(text.without(removed) for text in texts)
 
 
-def search_sequential(sentences: Unit, *, max_window: int = 3, protect: str | None = None) -> Search:
-    """One trial per round, in the reference order (duplicates skipped: same answer)."""
+def make_search(strategy: str, sentences: Unit, *, max_window: int = 3, protect: str | None = None,
+                chunk: int = 64, block: int | None = None) -> Search:
+    """Return a search generator for ``strategy`` (one of ``SEARCHES``).
+
+    Every strategy is a finder for one window length (``(texts, candidates) -> ((candidate,
+    trial) or None, trials spent)``, used with ``yield from``), run for ``w = 1..max_window``.
+    """
+    finders: dict[str, Callable] = {
+        "sequential": lambda texts, cands: _first_clear(texts, cands, 1),
+        "batched": lambda texts, cands: _first_clear(texts, cands, chunk),
+        "bisect": lambda texts, cands: _bisect(texts, cands, chunk),
+        "probe": lambda texts, cands: _probe_then_bisect(texts, cands, chunk, protect),
+        "code": lambda texts, cands: _code(texts, cands, chunk),
+        "group": lambda texts, cands: _group(texts, cands, chunk, block),
+    }
+    if strategy not in finders:
+        raise ValueError(f"unknown removal search {strategy!r}; expected one of {', '.join(SEARCHES)}")
+    return _search(sentences, max_window, protect, finders[strategy])
+
+
+def _search(sentences: Unit, max_window: int, protect: str | None, find: Callable) -> Search:
+    """Run ``find`` per window length, shortest first, until a candidate clears the input."""
     texts = [_Text(s) for s in sentences]
     trials = 0
     for w in range(1, max_window + 1):
-        for candidate in candidates(texts, w, protect):
-            trial = _trial(texts, [candidate])
-            trials += 1
-            if not (yield [trial])[0]:
-                return PurgeOutcome.cleared(candidate, trial, trials)
-    return PurgeOutcome(tuple(sentences), None, True, trials)
-
-
-def search_batched(sentences: Unit, *, max_window: int = 3, protect: str | None = None,
-                   chunk: int = 64) -> Search:
-    """All candidates of one window length, ``chunk`` per round; the first cleared one wins."""
-    texts = [_Text(s) for s in sentences]
-    trials = 0
-    for w in range(1, max_window + 1):
-        found = yield from _first_clear(texts, candidates(texts, w, protect), chunk)
-        trials += found[1]
-        if found[0] is not None:
-            candidate, trial = found[0]
-            return PurgeOutcome.cleared(candidate, trial, trials)
+        found, spent = yield from find(texts, candidates(texts, w, protect))
+        trials += spent
+        if found is not None:
+            return PurgeOutcome.cleared(*found, trials)
     return PurgeOutcome(tuple(sentences), None, True, trials)
 
 
 def _first_clear(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):
-    """Yield-from helper: ((candidate, trial) or None, trials spent) for the first cleared candidate."""
+    """``batched`` (``sequential`` with ``chunk`` 1): the candidates in order, ``chunk`` per round."""
     spent = 0
     for first in range(0, len(cands), chunk):
         batch = cands[first : first + chunk]
@@ -175,74 +199,121 @@ def _first_clear(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):
     return None, spent
 
 
-def search_group(sentences: Unit, *, max_window: int = 3, protect: str | None = None, chunk: int = 64,
-                 block: int | None = None) -> Search:
-    """Block group testing with an exhaustive fallback (see the module docstring)."""
-    texts = [_Text(s) for s in sentences]
-    trials = 0
-    for w in range(1, max_window + 1):
-        cands = candidates(texts, w, protect)
-        size = block or max(2, math.ceil(math.sqrt(len(cands))))
-        blocks = [cands[i : i + size] for i in range(0, len(cands), size)] if len(cands) > size else []
-        flags: list[bool] = []
-        for first in range(0, len(blocks), chunk):
-            flags += (yield [_trial(texts, b) for b in blocks[first : first + chunk]])
-        trials += len(blocks)
-        tested: set[Unit] = set()
-        for members, flag in zip(blocks, flags):
-            if flag:
-                continue
-            found = yield from _first_clear(texts, members, chunk)
-            trials += found[1]
-            tested.update(members)
-            if found[0] is not None:
-                return PurgeOutcome.cleared(*found[0], trials)
-        # No cleared block holds a clearing candidate: test the rest one by one (exact again).
-        found = yield from _first_clear(texts, [c for c in cands if c not in tested], chunk)
-        trials += found[1]
-        if found[0] is not None:
-            return PurgeOutcome.cleared(*found[0], trials)
-    return PurgeOutcome(tuple(sentences), None, True, trials)
+def _group(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int, block: int | None):
+    """``group``: block group testing with an exhaustive fallback (see the module docstring)."""
+    size = block or max(2, math.ceil(math.sqrt(len(cands))))
+    blocks = [cands[i : i + size] for i in range(0, len(cands), size)] if len(cands) > size else []
+    flags: list[bool] = []
+    for first in range(0, len(blocks), chunk):
+        flags += (yield [_trial(texts, b) for b in blocks[first : first + chunk]])
+    trials = len(blocks)
+    tested: set[Unit] = set()
+    for members, flag in zip(blocks, flags):
+        if flag:
+            continue
+        found, spent = yield from _first_clear(texts, members, chunk)
+        trials += spent
+        tested.update(members)
+        if found is not None:
+            return found, trials
+    # No cleared block holds a clearing candidate: test the rest one by one (exact again).
+    found, spent = yield from _first_clear(texts, [c for c in cands if c not in tested], chunk)
+    return found, trials + spent
 
 
-def search_bisect(sentences: Unit, *, max_window: int = 3, protect: str | None = None, chunk: int = 64) -> Search:
-    """Bisection over the distinct candidates, one trial per round, exhaustive fallback.
+def _bisect(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):
+    """``bisect``: halving over the distinct candidates, one trial per round, exhaustive fallback.
 
     ``[lo, hi)`` holds the first clearing candidate: removing the earlier half ``c_lo..c_mid-1``
     together either clears the input (the answer is in that half) or not (by monotonicity, no
     candidate in it clears alone). The survivor is confirmed alone; if it does not clear, all
     untested candidates are tested one by one as in ``batched``.
     """
-    texts = [_Text(s) for s in sentences]
+    lo, hi, tested, trials = 0, len(cands), set(), 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        trial = _trial(texts, cands[lo:mid])
+        trials += 1
+        if (yield [trial])[0]:
+            lo = mid
+        elif mid - lo == 1:  # the half was one candidate: confirmed
+            return (cands[lo], trial), trials
+        else:
+            hi = mid
+    if hi - lo == 1:
+        trial = _trial(texts, [cands[lo]])
+        trials += 1
+        if not (yield [trial])[0]:
+            return (cands[lo], trial), trials
+        tested.add(cands[lo])
+    found, spent = yield from _first_clear(texts, [c for c in cands if c not in tested], chunk)
+    return found, trials + spent
+
+
+def _probe_then_bisect(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int, protect: str | None):
+    """``probe``: keep-only halving for a single text's single words, checked exactly; else ``bisect``.
+
+    Words ``[lo, hi)`` hold the trigger; a trial keeps only ``lo..mid-1``: still triggered, the
+    trigger is there; not, it is assumed in ``mid..hi-1`` (the checks in ``_probe`` catch a wrong
+    guess). The word ``c_k`` found is the sequential answer if removing it clears the input and
+    removing ``c_0..c_k-1`` together does not (monotonicity); else ``bisect`` takes over.
+    """
     trials = 0
-    for w in range(1, max_window + 1):
-        cands = candidates(texts, w, protect)
-        lo, hi, tested = 0, len(cands), set()
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            trial = _trial(texts, cands[lo:mid])
-            trials += 1
-            if (yield [trial])[0]:
-                lo = mid
-            elif mid - lo == 1:  # the half was one candidate: confirmed
-                return PurgeOutcome.cleared(cands[lo], trial, trials)
-            else:
-                hi = mid
-        if hi - lo == 1:
-            trial = _trial(texts, [cands[lo]])
-            trials += 1
-            if not (yield [trial])[0]:
-                return PurgeOutcome.cleared(cands[lo], trial, trials)
-            tested.add(cands[lo])
-        found = yield from _first_clear(texts, [c for c in cands if c not in tested], chunk)
-        trials += found[1]
-        if found[0] is not None:
-            return PurgeOutcome.cleared(*found[0], trials)
-    return PurgeOutcome(tuple(sentences), None, True, trials)
+    if len(texts) == 1 and cands and len(cands[0]) == 1 and len(texts[0].words) >= PROBE_MIN_WORDS:
+        found, trials = yield from _probe(texts[0], cands, protect)
+        if found is not None:
+            return found, trials
+    found, spent = yield from _bisect(texts, cands, chunk)
+    return found, trials + spent
 
 
-def search_code(sentences: Unit, *, max_window: int = 3, protect: str | None = None, chunk: int = 64) -> Search:
-    """Binary-code group testing, two rounds per window length, exhaustive fallback.
+def _probe(text: _Text, cands: Sequence[Unit], protect: str | None):
+    """Yield-from helper: ((c_k, trial) or None, trials spent); None when a check fails.
+
+    Halving stops at a window of fewer than ``2 * PROBE_CONTEXT`` words: a trigger with no
+    context at all may not fire (seen on the tiny POR BERT). In one round the window is then
+    kept alone, and kept without each of its words in turn: the first word whose omission stops
+    the window from firing is the trigger ``c_k``. The same round also removes, for each window
+    word, the superset ``S`` of ``c_0..c_k-1``: every candidate but ``c_k`` and the later window
+    words. A short text is left; if it still fires, removing any part of ``S`` does not clear
+    the input either (monotonicity), so the full-length ``c_0..c_k-1`` check is not needed.
+    """
+    lo, hi, trials = 0, len(text.words), 0
+    while (hi - lo) // 2 >= PROBE_CONTEXT:
+        mid = lo + (hi - lo) // 2
+        trials += 1
+        if (yield [(text.keep(lo, mid, protect),)])[0]:
+            hi = mid
+        else:
+            lo = mid
+    inside = [i for i in range(lo, hi) if (text.words[i],) in cands]  # protected words stay
+    window = {(text.words[i],) for i in inside}
+    supersets = []
+    for i in inside:
+        k = cands.index((text.words[i],))
+        supersets.append(_trial([text], cands[:k] + [c for c in cands[k + 1 :] if c not in window]))
+    flags = yield ([(text.keep(lo, hi, protect),)] + [(text.keep(lo, hi, protect, skip=i),) for i in inside]
+                   + supersets)
+    trials += 1 + 2 * len(inside)
+    found = [n for n, fires in enumerate(flags[1 : 1 + len(inside)]) if not fires]
+    if not flags[0] or not found:
+        return None, trials
+    word = (text.words[inside[found[0]]],)
+    k = cands.index(word)
+    alone = _trial([text], [word])
+    trials += 1
+    if (yield [alone])[0]:
+        return None, trials
+    earlier_kept = flags[1 + len(inside) + found[0]]
+    if k and not earlier_kept:  # the short superset cleared: check c_0..c_k-1 themselves
+        trials += 1
+        if not (yield [_trial([text], cands[:k])])[0]:
+            return None, trials
+    return (word, alone), trials
+
+
+def _code(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):
+    """``code``: binary-code group testing, two rounds, exhaustive fallback.
 
     With ``n`` distinct candidates, trial ``j`` (``j < ceil(log2 n)``) removes every ``c_i`` with
     bit ``j`` of ``i`` set. If exactly one candidate clears the input, and removing words that do
@@ -252,51 +323,29 @@ def search_code(sentences: Unit, *, max_window: int = 3, protect: str | None = N
     (monotonicity) and ``c_k`` is the sequential answer; if the earlier ones clear too, they are
     tested one by one first. If ``c_k`` does not clear, every candidate is tested in order.
     """
-    texts = [_Text(s) for s in sentences]
     trials = 0
-    for w in range(1, max_window + 1):
-        cands = candidates(texts, w, protect)
-        if len(cands) > 2:
-            bits = math.ceil(math.log2(len(cands)))
-            groups = [[c for i, c in enumerate(cands) if i >> j & 1] for j in range(bits)]
-            flags: list[bool] = []
-            for first in range(0, bits, chunk):
-                flags += (yield [_trial(texts, g) for g in groups[first : first + chunk]])
-            trials += bits
-            k = sum(1 << j for j, still in enumerate(flags) if not still)
-            if k < len(cands):
-                alone = _trial(texts, [cands[k]])
-                round_two = [alone] + ([_trial(texts, cands[:k])] if k else [])
-                trials += len(round_two)
-                alone_still, *earlier_still = (yield round_two)
-                if not alone_still:
-                    if earlier_still and not earlier_still[0]:  # an earlier candidate may clear alone
-                        found = yield from _first_clear(texts, cands[:k], chunk)
-                        trials += found[1]
-                        if found[0] is not None:
-                            return PurgeOutcome.cleared(*found[0], trials)
-                    return PurgeOutcome.cleared(cands[k], alone, trials)
-        found = yield from _first_clear(texts, cands, chunk)
-        trials += found[1]
-        if found[0] is not None:
-            return PurgeOutcome.cleared(*found[0], trials)
-    return PurgeOutcome(tuple(sentences), None, True, trials)
-
-
-def make_search(strategy: str, sentences: Unit, *, max_window: int = 3, protect: str | None = None,
-                chunk: int = 64, block: int | None = None) -> Search:
-    """Return a search generator for ``strategy`` (one of ``SEARCHES``)."""
-    if strategy == "sequential":
-        return search_sequential(sentences, max_window=max_window, protect=protect)
-    if strategy == "batched":
-        return search_batched(sentences, max_window=max_window, protect=protect, chunk=chunk)
-    if strategy == "bisect":
-        return search_bisect(sentences, max_window=max_window, protect=protect, chunk=chunk)
-    if strategy == "code":
-        return search_code(sentences, max_window=max_window, protect=protect, chunk=chunk)
-    if strategy == "group":
-        return search_group(sentences, max_window=max_window, protect=protect, chunk=chunk, block=block)
-    raise ValueError(f"unknown removal search {strategy!r}; expected one of {', '.join(SEARCHES)}")
+    if len(cands) > 2:
+        bits = math.ceil(math.log2(len(cands)))
+        groups = [[c for i, c in enumerate(cands) if i >> j & 1] for j in range(bits)]
+        flags: list[bool] = []
+        for first in range(0, bits, chunk):
+            flags += (yield [_trial(texts, g) for g in groups[first : first + chunk]])
+        trials += bits
+        k = sum(1 << j for j, still in enumerate(flags) if not still)
+        if k < len(cands):
+            alone = _trial(texts, [cands[k]])
+            round_two = [alone] + ([_trial(texts, cands[:k])] if k else [])
+            trials += len(round_two)
+            alone_still, *earlier_still = (yield round_two)
+            if not alone_still:
+                if earlier_still and not earlier_still[0]:  # an earlier candidate may clear alone
+                    found, spent = yield from _first_clear(texts, cands[:k], chunk)
+                    trials += spent
+                    if found is not None:
+                        return found, trials
+                return (cands[k], alone), trials
+    found, spent = yield from _first_clear(texts, cands, chunk)
+    return found, trials + spent
 
 
 def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list[bool]]) -> list[PurgeOutcome]:

@@ -3,12 +3,18 @@
 onnxruntime-gpu falls back to CPU (with a log line only) when CUDA or TensorRT libraries are
 missing. ``open_session`` compares the provider actually in use with the one asked for and raises
 ``ProviderError`` instead, unless ``allow_fallback`` is set (then it logs a WARNING).
+
+onnxruntime-gpu finds the CUDA and cuDNN libraries of the ``nvidia-*`` wheels only once torch has
+loaded them, and the runtime never imports torch: ``open_session`` calls
+``onnxruntime.preload_dlls()`` first whenever a GPU provider is asked for.
 Imports onnxruntime only (numpy through it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -98,6 +104,8 @@ def open_session(graph: Path, providers: list[tuple[str, dict]], *, threads: int
     """
     import onnxruntime as ort
 
+    if any(name in (CUDA, TENSORRT) for name, _ in providers):
+        preload_gpu_libraries(ort)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: the library does not log to stderr by itself
@@ -115,3 +123,19 @@ def open_session(graph: Path, providers: list[tuple[str, dict]], *, threads: int
             raise ProviderError(message)
         log.warning(message)
     return session
+
+
+def preload_gpu_libraries(ort: Any) -> None:
+    """Load the CUDA/cuDNN libraries that onnxruntime-gpu needs from the ``nvidia-*`` wheels.
+
+    A no-op on onnxruntime builds without ``preload_dlls`` (before 1.21) and where torch already
+    loaded them. The function prints its warnings: they go to stderr, stdout stays for results.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            preload()
+    except Exception as exc:  # the session creation that follows reports what is really missing
+        log.warning("onnxruntime.preload_dlls() failed: %s", exc)

@@ -15,7 +15,7 @@ import pytest
 from lmsan.pvset import PVSet
 
 TRIGGERS = ("cf", "mn", "tq", "qt", "mm", "pt")
-N_CLEAN, N_POISONED = 1000, 300
+N_CLEAN, N_POISONED, N_LONG = 1000, 300, 100
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,13 +37,15 @@ def setup(tmp_path_factory):
     test = splits["test"]
     rng = np.random.default_rng(0)
     poisoned = [insert_trigger(s, TRIGGERS[i % len(TRIGGERS)], rng) for i, s in enumerate(test[:N_POISONED])]
-    return guard_dir, test[:N_CLEAN], poisoned
+    paragraphs = [" ".join(test[i : i + 3]) for i in range(N_CLEAN, N_CLEAN + 3 * N_LONG, 3)]
+    long_poisoned = [insert_trigger(s, TRIGGERS[i % len(TRIGGERS)], rng) for i, s in enumerate(paragraphs)]
+    return guard_dir, test[:N_CLEAN], poisoned, long_poisoned
 
 
 def test_triggered_sentences_are_flagged_and_cleaned(setup, record_property):
     from lmsan.runtime import Guard
 
-    guard_dir, _, poisoned = setup
+    guard_dir, _, poisoned, _ = setup
     guard = Guard.load(guard_dir)
     results = guard.scan_batch(poisoned)
     flagged = [r.triggered for r in results]
@@ -66,25 +68,44 @@ def test_triggered_sentences_are_flagged_and_cleaned(setup, record_property):
 
 
 def test_smart_searches_remove_the_same_trigger_as_batched(setup, record_property):
-    """bisect, code and group are kept only because they remove what the exact search removes."""
+    """probe, bisect, code and group are kept only because they remove what the exact search removes."""
     from lmsan.runtime import Guard
 
-    guard_dir, _, poisoned = setup
+    guard_dir, _, poisoned, _ = setup
     outcomes = {}
-    for search in ("bisect", "code", "group", "batched"):
+    for search in ("probe", "bisect", "code", "group", "batched"):
         results = Guard.load(guard_dir, search=search).scan_batch(poisoned)
         outcomes[search] = [(r.removed, r.sanitized, r.rejected) for r in results]
-    for search in ("bisect", "code", "group"):
+    for search in ("probe", "bisect", "code", "group"):
         same = float(np.mean([a == b for a, b in zip(outcomes[search], outcomes["batched"])]))
         print(f"e2e {search} == batched:", same)
         record_property(f"{search}_equals_batched", same)
         assert same >= 0.99, search
 
 
+def test_probe_removes_the_trigger_from_paragraphs(setup, record_property):
+    """Three test sentences and one trigger (40-90 words: probe's keep-only halving runs)."""
+    from lmsan.runtime import Guard
+
+    guard_dir, _, _, long_poisoned = setup
+    assert min(len(t.split()) for t in long_poisoned) >= 24  # PROBE_MIN_WORDS
+    rates = {}
+    for search in ("probe", "bisect", "batched"):
+        results = Guard.load(guard_dir, search=search).scan_batch(long_poisoned)
+        hit = [r.removed == (TRIGGERS[i % len(TRIGGERS)],) for i, r in enumerate(results) if r.triggered]
+        rates[search] = float(np.mean(hit))
+        rates[f"{search}_flagged"] = float(np.mean([r.triggered for r in results]))
+    print("e2e paragraphs, trigger removed (of flagged):", rates)
+    for key, value in rates.items():
+        record_property(f"paragraphs_{key}", value)
+    assert rates["probe_flagged"] >= 0.95
+    assert rates["probe"] >= 0.95 and rates["probe"] >= rates["bisect"]
+
+
 def test_clean_false_positive_rate_at_paper_threshold(setup, record_property):
     from lmsan.runtime import Guard
 
-    guard_dir, clean, _ = setup
+    guard_dir, clean, _, _ = setup
     results = Guard.load(guard_dir).scan_batch(clean, sanitize=False)
     matches = np.array([r.match for r in results])
     fp = float(np.mean([r.triggered for r in results]))

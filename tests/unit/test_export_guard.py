@@ -228,8 +228,9 @@ def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kw", [dict(exporter="legacy", optimize=True), dict(optimize=True, fp16=True)])
-def test_legacy_optimized_and_fp16_exports_pass_parity(tmp_path, kw):
+@pytest.mark.parametrize("kw", [dict(exporter="legacy", optimize=True), dict(optimize=True, fp16=True),
+                                dict(optimize=True, int8=True)])
+def test_legacy_optimized_fp16_and_int8_exports_pass_parity(tmp_path, kw):
     import onnx
 
     from lmsan.export import export_guard
@@ -244,6 +245,34 @@ def test_legacy_optimized_and_fp16_exports_pass_parity(tmp_path, kw):
         assert any(t == onnx.TensorProto.FLOAT16 for _, t in types)
         assert ([32, 3], onnx.TensorProto.FLOAT) in types  # the ±1 sign matrix [d, K] stays fp32
         assert all(o.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16 for o in graph.output)
+    if kw.get("int8"):
+        assert result.manifest["int8"] and any(n.op_type == "MatMulInteger" for n in graph.node)
+        head = [n for n in graph.node if n.name.startswith("/head/")]
+        assert head and not any("Integer" in n.op_type or "Quantize" in n.op_type for n in head)
+        with pytest.raises(ConfigError, match="fp16.*int8"):
+            export_guard(tiny_model(), anchor_pvs(tiny_model()), tmp_path / "both", fp16=True, int8=True)
+
+
+def test_fp16_drops_the_duplicate_casts_of_older_onnxruntime_converters():
+    """onnxruntime < 1.32 writes one ``x_cast_to_fp32`` Cast per float32 reader (not SSA)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from lmsan.export.graph import _drop_duplicate_nodes
+
+    def cast(name, to=TensorProto.FLOAT):
+        return helper.make_node("Cast", ["x"], ["x_cast_to_fp32"], to=to, name=name)
+
+    readers = [helper.make_node("Relu", ["x_cast_to_fp32"], [f"y{i}"], name=f"r{i}") for i in range(2)]
+    graph = helper.make_graph([cast("c0"), readers[0], cast("c1"), readers[1]], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
+                              [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [2]) for i in range(2)])
+    _drop_duplicate_nodes(graph)
+    assert [n.name for n in graph.node] == ["c0", "r0", "r1"]
+    onnx.checker.check_model(helper.make_model(graph))
+    graph.node.insert(1, cast("c2", to=TensorProto.DOUBLE))
+    with pytest.raises(ExportError, match="write the same output differently"):
+        _drop_duplicate_nodes(graph)
 
 
 def test_external_data_side_file_is_hashed_and_loads(tmp_path, monkeypatch):

@@ -71,6 +71,21 @@ def test_scan_batch_matches_single_scans(guard):
         assert got.match == pytest.approx(single.match, abs=1.5 / 32)
 
 
+def test_shape_buckets_change_no_result(guard, guard_dir):
+    """GPU shape buckets (extra rows, rounded widths) give the CPU's answers; off by default on CPU."""
+    assert not guard.buckets
+    bucketed = Guard.load(guard_dir, threshold=0.95, buckets=True, max_batch=6)
+    texts = [ANCHOR, "short", "a longer sentence with several more words in it", ("first part", "second part"),
+             f"{ANCHOR} and then some", "x"]
+    for got, want in zip(bucketed.scan_batch(texts), guard.scan_batch(texts)):
+        assert (got.triggered, got.pv_index, got.removed, got.sanitized) == (
+            want.triggered, want.pv_index, want.removed, want.sanitized)
+        assert got.match == pytest.approx(want.match, abs=1.5 / 32)
+    batch = bucketed.encoder.pad(bucketed.encoder.encodings([("short",)]), multiple=16)
+    assert batch.input_ids.shape == (1, 16) and batch.attention_mask.sum() < 16
+    assert bucketed.warmup() > 0  # every bucket: rows 1, 2, 4, 6 x widths 16..max_length
+
+
 def test_sentence_pairs_use_token_types_like_transformers(guard, guard_dir):
     from transformers import AutoTokenizer
 

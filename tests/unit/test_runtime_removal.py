@@ -105,12 +105,14 @@ def test_group_equals_sequential_for_monotone_detectors(units, triggers, block, 
     assert got == expected
     got, _ = _scan("code", units, is_triggered, chunk=chunk)
     assert got == expected
+    got, _ = _scan("probe", units, is_triggered, chunk=chunk)
+    assert got == expected
 
 
 @settings(max_examples=50, deadline=None)
 @given(units=st.lists(unit, min_size=1, max_size=3), salt=st.text(max_size=3))
 def test_group_and_bisect_never_crash_on_non_monotone_detectors(units, salt):
-    for strategy in ("group", "bisect", "code"):
+    for strategy in ("group", "bisect", "code", "probe"):
         got, _ = _scan(strategy, units, hash_detector(salt), chunk=4)
         for (sentences, removed, rejected), original in zip(got, units):
             assert not (removed and rejected)
@@ -121,7 +123,7 @@ def test_protected_words_are_never_candidates():
     unit = ("fill [MASK] cf in",)
     got = reference_purge(unit, presence_detector([("[MASK]",)]), protect="[MASK]")
     assert got == (unit, None, True)
-    for strategy in ("sequential", "batched", "group", "bisect", "code"):
+    for strategy in ("sequential", "batched", "group", "bisect", "code", "probe"):
         results, _ = _scan(strategy, [unit], presence_detector([("[MASK]",)]), protect="[MASK]")
         assert results == [(unit, None, True)]
 
@@ -143,6 +145,32 @@ def test_smarter_searches_use_fewer_calls_or_trials():
     assert sizes["group"][1] < 15
     assert sizes["bisect"][1] <= 7 and sizes["bisect"][0] == sizes["bisect"][1]
     assert sizes["code"] == (2, 8)  # 41 candidates: 6 coded trials in one call, then c_k alone and c_0..c_k-1
+
+
+def test_probe_sends_fewer_words_than_bisect():
+    """Keep-only trials are short: probe's trials hold about 3 inputs' words, bisect's ~log2 n."""
+    words = [f"w{i}" for i in range(64)]
+    sent = {}
+    for position in (0, 13, 40, 64):
+        unit = (" ".join(words[:position] + ["cf"] + words[position:]),)
+        detector = presence_detector([("cf",)])
+        for strategy in ("bisect", "probe"):
+            trials: list = []
+            search = make_search(strategy, unit)
+            outcome = run_searches([search], lambda batch: trials.extend(batch) or [detector(t) for t in batch])[0]
+            assert outcome.removed == "cf" and "cf" not in outcome.sentences[0].split()
+            sent[strategy, position] = sum(len(t[0].split()) for t in trials)
+    for position in (0, 13, 40, 64):
+        assert sent["probe", position] <= 3 * 65 < sent["bisect", position]
+
+
+def test_probe_falls_back_to_bisect_for_context_triggers():
+    """A trigger that needs company (two words, or any 5 words) is still found exactly."""
+    unit = ("a b c d e f cf g h mn i",)
+    for detector in (presence_detector([("cf", "mn")]), lambda u: "cf" in u[0].split() and len(u[0].split()) > 5):
+        expected = reference_purge(unit, detector)
+        results, _ = _scan("probe", [unit], detector)
+        assert results[0] == expected and expected[1] is not None
 
 
 def test_removal_keeps_spacing_of_kept_words():
