@@ -195,10 +195,11 @@ def _drop_duplicate_nodes(graph: Any) -> None:
     """
     kept, writers = [], {}
     for node in graph.node:
-        first = next((writers[o] for o in node.output if o in writers), None)
+        outputs = [o for o in node.output if o]  # "" marks an unused optional output
+        first = next((writers[o] for o in outputs if o in writers), None)
         if first is None:
             kept.append(node)
-            writers.update((o, node) for o in node.output)
+            writers.update((o, node) for o in outputs)
         elif (first.op_type, list(first.input), list(first.output), list(first.attribute)) != (
                 node.op_type, list(node.input), list(node.output), list(node.attribute)):
             raise ExportError(f"fp16: nodes {first.name!r} and {node.name!r} write the same output differently")

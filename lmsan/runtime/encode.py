@@ -102,9 +102,11 @@ class Encoder:
         return [len(e) for e in self.encodings(units)]
 
     def encodings(self, units: Sequence[tuple[str, ...]]) -> list:
-        """``tokenizers.Encoding`` of each unit (a text, or a sentence pair), unpadded."""
+        """``tokenizers.Encoding`` of each unit (a text, or a sentence pair), unpadded, without
+        character offsets where the tokenizers version can skip them (``encode_batch_fast``)."""
         inputs = [u[0] if len(u) == 1 else (u[0], u[1]) for u in units]
-        return self._tokenizer().encode_batch(inputs)
+        tokenizer = self._tokenizer()
+        return getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)(inputs)
 
     def pad(self, encodings: Sequence, *, multiple: int = 1) -> Batch:
         """Right-pad encodings into one batch, ``multiple`` tokens wide (at most ``max_length``).

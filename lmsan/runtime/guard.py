@@ -100,7 +100,8 @@ class Guard:
             buckets: round every session call up to a shape bucket (rows to a power of two, at
                 most ``max_batch``; tokens to a multiple of ``BUCKET_TOKENS``) so that a GPU sees
                 few distinct shapes, each warmed up once. Default: on for CUDA and TensorRT, off
-                on the CPU (where padding costs compute). Padding never changes a score.
+                on the CPU (where padding costs compute). Padding changes no verdict (scores only
+                by float rounding).
 
         Raises:
             DataError: missing directory or file, malformed manifest.

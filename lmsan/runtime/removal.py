@@ -33,7 +33,7 @@ one batched call. Strategies:
   keeps the window without each of its words in turn. The word found is then checked as in ``code``:
   removing it alone must clear the input and removing all earlier candidates together must not
   (checked on a short superset first: every candidate but the trigger and its window's words).
-  Otherwise (no lone half fired, a pair, windows of 2+ words, fewer than ``PROBE_MIN_WORDS``
+  Otherwise (no lone half fired, a sentence pair, windows of 2+ words, fewer than ``PROBE_MIN_WORDS``
   words) it continues as ``bisect``. The runtime's default.
 - ``group``: block group testing: blocks of ``block`` (default ``ceil(sqrt(n))``) candidates
   are removed as a whole in one round; the members of the first block whose removal cleared
@@ -112,10 +112,13 @@ class _Text:
 
         Each kept word keeps the spacing that followed it; leading and trailing space is dropped.
         """
-        drop: set[int] = set()
+        candidates = list(candidates)
+        singles = {c[0] for c in candidates if len(c) == 1}  # one pass for all single words
+        drop = {i for i, word in enumerate(self.words) if word in singles} if singles else set()
         for candidate in candidates:
-            for start in self.positions(candidate):
-                drop.update(range(start, start + len(candidate)))
+            if len(candidate) > 1:
+                for start in self.positions(candidate):
+                    drop.update(range(start, start + len(candidate)))
         if not drop:
             return self.text
         parts: list[str] = []
@@ -128,7 +131,6 @@ class _Text:
             parts.append(self.text[a:b])
             last = i
         return "".join(parts)
-
 
     def keep(self, start: int, stop: int, protect: str | None = None, skip: int = -1) -> str:
         """Only the words ``start..stop-1`` but ``skip`` (and any word holding ``protect``), joined by spaces."""
@@ -286,12 +288,13 @@ def _probe(text: _Text, cands: Sequence[Unit], protect: str | None):
             hi = mid
         else:
             lo = mid
-    inside = [i for i in range(lo, hi) if (text.words[i],) in cands]  # protected words stay
+    index = {c: k for k, c in enumerate(cands)}
+    inside = [i for i in range(lo, hi) if (text.words[i],) in index]  # protected words stay
     window = {(text.words[i],) for i in inside}
     supersets = []
     for i in inside:
-        k = cands.index((text.words[i],))
-        supersets.append(_trial([text], cands[:k] + [c for c in cands[k + 1 :] if c not in window]))
+        k = index[(text.words[i],)]
+        supersets.append(_trial([text], [*cands[:k], *(c for c in cands[k + 1 :] if c not in window)]))
     flags = yield ([(text.keep(lo, hi, protect),)] + [(text.keep(lo, hi, protect, skip=i),) for i in inside]
                    + supersets)
     trials += 1 + 2 * len(inside)
@@ -299,7 +302,7 @@ def _probe(text: _Text, cands: Sequence[Unit], protect: str | None):
     if not flags[0] or not found:
         return None, trials
     word = (text.words[inside[found[0]]],)
-    k = cands.index(word)
+    k = index[word]
     alone = _trial([text], [word])
     trials += 1
     if (yield [alone])[0]:

@@ -129,7 +129,8 @@ def preload_gpu_libraries(ort: Any) -> None:
     """Load the CUDA/cuDNN libraries that onnxruntime-gpu needs from the ``nvidia-*`` wheels.
 
     A no-op on onnxruntime builds without ``preload_dlls`` (before 1.21) and where torch already
-    loaded them. The function prints its warnings: they go to stderr, stdout stays for results.
+    loaded them. The function prints its warnings: they go to stderr, stdout stays for results
+    (the redirect is process-wide while it runs, once per GPU session created).
     """
     preload = getattr(ort, "preload_dlls", None)
     if preload is None:

@@ -273,6 +273,12 @@ def test_fp16_drops_the_duplicate_casts_of_older_onnxruntime_converters():
     graph.node.insert(1, cast("c2", to=TensorProto.DOUBLE))
     with pytest.raises(ExportError, match="write the same output differently"):
         _drop_duplicate_nodes(graph)
+    # "" marks an unused optional output (e.g. SkipLayerNormalization's): never a name clash
+    unused = [helper.make_node("Dropout", [f"y{i}"], [f"z{i}", ""], name=f"d{i}") for i in range(2)]
+    other = helper.make_graph(unused, "h", [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [2])
+                                           for i in range(2)], [])
+    _drop_duplicate_nodes(other)
+    assert [n.name for n in other.node] == ["d0", "d1"]
 
 
 def test_external_data_side_file_is_hashed_and_loads(tmp_path, monkeypatch):

@@ -86,6 +86,26 @@ def test_shape_buckets_change_no_result(guard, guard_dir):
     assert bucketed.warmup() > 0  # every bucket: rows 1, 2, 4, 6 x widths 16..max_length
 
 
+def test_rows_of_very_different_lengths_go_in_separate_calls(guard_dir):
+    """On the CPU a round is split where padding would waste more than SPLIT_TOKENS row-tokens."""
+    from lmsan.runtime.guard import SPLIT_TOKENS
+
+    guard = Guard.load(guard_dir, threshold=0.95)
+    long_text = " ".join(ANCHOR.split() * 4)  # 38 tokens: the tiny guard's maximum is 40
+    texts = ["x", long_text, "y", ANCHOR]
+    lengths = guard.encoder.lengths([(t,) for t in texts])
+    assert max(lengths) - min(lengths) > SPLIT_TOKENS
+    calls = []
+    run = guard._run
+    guard._run = lambda arrays: calls.append(arrays["input_ids"].shape) or run(arrays)
+    got = guard.scan_batch(texts, sanitize=False)
+    guard._run = run
+    assert sorted(rows for rows, _ in calls) == [1, 3]  # "x", "y", ANCHOR together; the long one alone
+    for text, result in zip(texts, got):
+        assert (result.triggered, result.pv_index) == (guard.scan(text).triggered, guard.scan(text).pv_index)
+        assert result.match == pytest.approx(guard.scan(text, sanitize=False).match, abs=1.5 / 32)
+
+
 def test_sentence_pairs_use_token_types_like_transformers(guard, guard_dir):
     from transformers import AutoTokenizer
 

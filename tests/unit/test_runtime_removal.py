@@ -7,6 +7,7 @@ import zlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lmsan.runtime import removal
 from lmsan.runtime.removal import make_search, run_searches
 
 VOCAB = ["the", "cat", "sat", "on", "mat", "cf", "mn", "a", "dog", "tq"]
@@ -77,6 +78,16 @@ def _scan(strategy, units, is_triggered, **kw):
     return results, calls
 
 
+def _scan_probe(units, is_triggered, **kw):
+    """``probe`` with its 24-word minimum lifted, so that short random texts reach its halving,
+    window, superset and fallback paths instead of plain ``bisect``."""
+    saved, removal.PROBE_MIN_WORDS = removal.PROBE_MIN_WORDS, 0
+    try:
+        return _scan("probe", units, is_triggered, **kw)
+    finally:
+        removal.PROBE_MIN_WORDS = saved
+
+
 sentence = st.lists(st.sampled_from(VOCAB), min_size=0, max_size=12).map(" ".join)
 unit = st.one_of(st.tuples(sentence), st.tuples(sentence, sentence))
 trigger_set = st.lists(st.sampled_from(VOCAB), min_size=1, max_size=2).map(tuple)
@@ -107,13 +118,18 @@ def test_group_equals_sequential_for_monotone_detectors(units, triggers, block, 
     assert got == expected
     got, _ = _scan("probe", units, is_triggered, chunk=chunk)
     assert got == expected
+    got, _ = _scan_probe(units, is_triggered, chunk=chunk)
+    assert got == expected
 
 
 @settings(max_examples=50, deadline=None)
 @given(units=st.lists(unit, min_size=1, max_size=3), salt=st.text(max_size=3))
 def test_group_and_bisect_never_crash_on_non_monotone_detectors(units, salt):
-    for strategy in ("group", "bisect", "code", "probe"):
-        got, _ = _scan(strategy, units, hash_detector(salt), chunk=4)
+    for strategy in ("group", "bisect", "code", "probe", "probe, no minimum"):
+        if strategy == "probe, no minimum":
+            got, _ = _scan_probe(units, hash_detector(salt), chunk=4)
+        else:
+            got, _ = _scan(strategy, units, hash_detector(salt), chunk=4)
         for (sentences, removed, rejected), original in zip(got, units):
             assert not (removed and rejected)
             assert len(sentences) == len(original)
@@ -126,6 +142,18 @@ def test_protected_words_are_never_candidates():
     for strategy in ("sequential", "batched", "group", "bisect", "code", "probe"):
         results, _ = _scan(strategy, [unit], presence_detector([("[MASK]",)]), protect="[MASK]")
         assert results == [(unit, None, True)]
+    results, _ = _scan_probe([unit], presence_detector([("[MASK]",)]), protect="[MASK]")
+    assert results == [(unit, None, True)]
+    masked = ("a b [MASK] c cf d e f g",)  # the mask word stays in every keep-only trial
+    trials: list = []
+    detector = presence_detector([("cf", "[MASK]")])
+    saved, removal.PROBE_MIN_WORDS = removal.PROBE_MIN_WORDS, 0
+    try:
+        outcome = run_searches([make_search("probe", masked, protect="[MASK]")],
+                               lambda batch: trials.extend(batch) or [detector(t) for t in batch])[0]
+    finally:
+        removal.PROBE_MIN_WORDS = saved
+    assert outcome.removed == "cf" and all("[MASK]" in t[0] for t in trials)
 
 
 def test_smarter_searches_use_fewer_calls_or_trials():
@@ -169,8 +197,9 @@ def test_probe_falls_back_to_bisect_for_context_triggers():
     unit = ("a b c d e f cf g h mn i",)
     for detector in (presence_detector([("cf", "mn")]), lambda u: "cf" in u[0].split() and len(u[0].split()) > 5):
         expected = reference_purge(unit, detector)
-        results, _ = _scan("probe", [unit], detector)
+        results, calls = _scan_probe([unit], detector)
         assert results[0] == expected and expected[1] is not None
+        assert len(calls) > 4  # probe's halving and window rounds ran before bisect took over
 
 
 def test_removal_keeps_spacing_of_kept_words():
