@@ -230,13 +230,15 @@ class Guard:
         for r, e in zip(missing, self.encoder.encodings([units[r] for r in missing]) if missing else []):
             encodings[r] = e
         n = len(encodings)
+        if n == 1:  # the hot path: one call
+            return tuple(self._score(encodings))
         lengths = [len(e) for e in encodings]
-        if n <= self.max_batch and (self.buckets or max(lengths) - min(lengths) <= SPLIT_TOKENS):
-            return tuple(self._score(encodings))  # the hot path: one call, rows in order
-        order = sorted(range(n), key=lengths.__getitem__)
+        calls = self._calls(sorted(range(n), key=lengths.__getitem__), lengths)
+        if len(calls) == 1:  # one call: rows in their own order
+            return tuple(self._score(encodings))
         match, pv_index = np.zeros(n, np.float32), np.zeros(n, np.int64)
         triggered = np.zeros(n, bool)
-        for rows in self._calls(order, lengths):
+        for rows in calls:
             match[rows], pv_index[rows], triggered[rows] = self._score([encodings[r] for r in rows])
         return match, pv_index, triggered
 
