@@ -63,7 +63,7 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
         optimize: run ``onnxruntime.transformers.optimizer`` (fusions) on the graph.
         fp16: convert the backbone to float16; the head and the graph I/O stay float32 (GPU).
         int8: dynamic int8 quantization of the backbone's MatMuls; the head stays float32 (CPU:
-            2.3-2.9x faster with the same verdicts, measured on MiniLM; parity tolerance 0.1).
+            2.2-2.9x faster with the same verdicts, measured on MiniLM; parity tolerance 0.1).
         features: keep the ``features`` float32 [B, d] graph output.
         exporter: ``auto`` (legacy, else dynamo), ``legacy`` or ``dynamo`` (``lmsan.export.graph``).
         attn_implementation: attention kernel to trace; default ``eager`` for ``auto`` and
