@@ -26,15 +26,16 @@ one batched call. Strategies:
   checked together) in a second round. About ``log2(n) + 2`` trials like ``bisect``, but in
   two rounds instead of ``log2(n) + 1``.
 - ``probe``: for single-word candidates of a single text, the trigger is first located by
-  keep-only halving: a trial keeps ONLY half of the current word range, and a task-agnostic
-  trigger fires in any context, so the half holding it alone stays triggered. These trials are
-  short (half, a quarter, ... of the input: about one input's length in all, where ``bisect``
-  sends about log2(n) almost full inputs). Halving stops at a window of 2-3 words; one round
-  keeps the window without each of its words in turn. The word found is then checked as in ``code``:
-  removing it alone must clear the input and removing all earlier candidates together must not
-  (checked on a short superset first: every candidate but the trigger and its window's words).
-  Otherwise (no lone half fired, a sentence pair, windows of 2+ words, fewer than ``PROBE_MIN_WORDS``
-  words) it continues as ``bisect``. The runtime's default.
+  keep-only splitting: a trial keeps ONLY one part of the current word range, and a
+  task-agnostic trigger fires in any context, so the part holding it alone stays triggered.
+  Each round splits the range into up to ``PROBE_WAYS`` parts, all tried in one call; the
+  trials are short (about one input's length in all, where ``bisect`` sends about log2(n)
+  almost full inputs). Splitting stops at a window of 2-4 words; one round keeps the window
+  without each of its words in turn. The word found is then checked as in ``code``: removing it
+  alone must clear the input and removing all earlier candidates together must not (checked on
+  a short superset first: every candidate but the trigger and the 3 after it). Otherwise (no
+  trial fired, a sentence pair, windows of 2+ words, fewer than ``PROBE_MIN_WORDS`` words) it
+  continues as ``bisect``. The runtime's default.
 - ``group``: block group testing: blocks of ``block`` (default ``ceil(sqrt(n))``) candidates
   are removed as a whole in one round; the members of the first block whose removal cleared
   the input are tested one by one in the next (then the next cleared block, ...). About
@@ -62,7 +63,8 @@ Unit = tuple[str, ...]
 Search = Generator[list[Unit], list[bool], "PurgeOutcome"]
 SEARCHES = ("probe", "bisect", "code", "group", "batched", "sequential")
 PROBE_MIN_WORDS = 24  # shorter texts: bisect (keep-only halving saved nothing at 16 tokens, measured)
-PROBE_CONTEXT = 2  # halving stops at windows of 2-3 words (measured: 1-4 alike in speed)
+PROBE_CONTEXT = 2  # splitting stops at windows of 2-4 words (measured: 1-4 alike in speed)
+PROBE_WAYS = 4  # parts per split round (one session call each; measured: 3-6 alike, 2 is slower)
 _WORD = re.compile(r"\S+")
 
 
@@ -253,12 +255,10 @@ def _bisect(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):
 
 
 def _probe_then_bisect(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int, protect: str | None):
-    """``probe``: keep-only halving for a single text's single words, checked exactly; else ``bisect``.
+    """``probe``: keep-only splitting for a single text's single words, checked exactly; else ``bisect``.
 
-    Words ``[lo, hi)`` hold the trigger; a trial keeps only ``lo..mid-1``: still triggered, the
-    trigger is there; not, it is assumed in ``mid..hi-1`` (the checks in ``_probe`` catch a wrong
-    guess). The word ``c_k`` found is the sequential answer if removing it clears the input and
-    removing ``c_0..c_k-1`` together does not (monotonicity); else ``bisect`` takes over.
+    The word ``c_k`` that ``_probe`` locates is the sequential answer if removing it clears the
+    input and removing ``c_0..c_k-1`` together does not (monotonicity); else ``bisect`` takes over.
     """
     trials = 0
     if len(texts) == 1 and cands and len(cands[0]) == 1 and len(texts[0].words) >= PROBE_MIN_WORDS:
@@ -272,47 +272,57 @@ def _probe_then_bisect(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int
 def _probe(text: _Text, cands: Sequence[Unit], protect: str | None):
     """Yield-from helper: ((c_k, trial) or None, trials spent); None when a check fails.
 
-    Halving stops at a window of fewer than ``2 * PROBE_CONTEXT`` words: a trigger with no
-    context at all may not fire (seen on the tiny POR BERT). In one round the window is then
-    kept alone, and kept without each of its words in turn: the first word whose omission stops
-    the window from firing is the trigger ``c_k``. The same round also removes, for each window
-    word, the superset ``S`` of ``c_0..c_k-1``: every candidate but ``c_k`` and the later window
-    words. A short text is left; if it still fires, removing any part of ``S`` does not clear
-    the input either (monotonicity), so the full-length ``c_0..c_k-1`` check is not needed.
+    Each split round cuts the word range into up to ``PROBE_WAYS`` parts of at least
+    ``PROBE_CONTEXT`` words and keeps each part but the last alone, all in one call: the first
+    part still triggered holds the trigger (none: the last part is assumed; the checks catch a
+    wrong guess). Splitting stops at a window of at most ``2 * PROBE_CONTEXT`` words: a trigger
+    with no context at all may not fire (seen on the tiny POR BERT). One round then keeps the
+    window without each of its words in turn: the first word whose omission stops it firing is
+    the trigger ``c_k``. The last round removes ``c_k`` alone (must clear) and, when ``k > 0``,
+    removes the superset ``S`` of ``c_0..c_k-1``: every candidate but ``c_k`` and the next
+    ``2 * PROBE_CONTEXT - 1`` (its context). A short text is left; if it still fires, removing
+    any part of ``S`` does not clear the input either (monotonicity), so the full-length
+    ``c_0..c_k-1`` check is needed only when it does not.
     """
     lo, hi, trials = 0, len(text.words), 0
-    while (hi - lo) // 2 >= PROBE_CONTEXT:
-        mid = lo + (hi - lo) // 2
-        trials += 1
-        if (yield [(text.keep(lo, mid, protect),)])[0]:
-            hi = mid
-        else:
-            lo = mid
+    while hi - lo > 2 * PROBE_CONTEXT:
+        ways = min(PROBE_WAYS, (hi - lo) // PROBE_CONTEXT)
+        bounds = [lo + (hi - lo) * part // ways for part in range(ways + 1)]
+        flags = yield [(text.keep(a, b, protect),) for a, b in zip(bounds[:-2], bounds[1:-1])]
+        trials += ways - 1
+        part = next((p for p, fires in enumerate(flags) if fires), ways - 1)
+        lo, hi = bounds[part], bounds[part + 1]
     index = {c: k for k, c in enumerate(cands)}
     inside = [i for i in range(lo, hi) if (text.words[i],) in index]  # protected words stay
-    window = {(text.words[i],) for i in inside}
-    supersets = []
-    for i in inside:
-        k = index[(text.words[i],)]
-        supersets.append(_trial([text], [*cands[:k], *(c for c in cands[k + 1 :] if c not in window)]))
-    flags = yield ([(text.keep(lo, hi, protect),)] + [(text.keep(lo, hi, protect, skip=i),) for i in inside]
-                   + supersets)
-    trials += 1 + 2 * len(inside)
-    found = [n for n, fires in enumerate(flags[1 : 1 + len(inside)]) if not fires]
-    if not flags[0] or not found:
+    if not inside:
         return None, trials
-    word = (text.words[inside[found[0]]],)
+    supersets = [_superset(text, cands, index[(text.words[i],)]) for i in inside]
+    flags = yield [(text.keep(lo, hi, protect, skip=i),) for i in inside] + [s for s in supersets if s]
+    trials += len(flags)
+    found = next((n for n, fires in enumerate(flags[: len(inside)]) if not fires), None)
+    if found is None:
+        return None, trials
+    word = (text.words[inside[found]],)
     k = index[word]
     alone = _trial([text], [word])
     trials += 1
     if (yield [alone])[0]:
         return None, trials
-    earlier_kept = flags[1 + len(inside) + found[0]]
-    if k and not earlier_kept:  # the short superset cleared: check c_0..c_k-1 themselves
+    superset_fires = dict(zip([n for n, s in enumerate(supersets) if s], flags[len(inside) :]))
+    if k and not superset_fires[found]:  # the short superset cleared: check c_0..c_k-1 themselves
         trials += 1
         if not (yield [_trial([text], cands[:k])])[0]:
             return None, trials
     return (word, alone), trials
+
+
+def _superset(text: _Text, cands: Sequence[Unit], k: int) -> Unit | None:
+    """The input without every candidate but ``c_k`` and its context ``c_k+1..c_k+2C-1`` (a
+    superset of ``c_0..c_k-1``; ``C = PROBE_CONTEXT``), or None for ``k = 0``."""
+    if not k:
+        return None
+    keep = set(cands[k : k + 2 * PROBE_CONTEXT])
+    return _trial([text], [c for c in cands if c not in keep])
 
 
 def _code(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):

@@ -176,20 +176,25 @@ def test_smarter_searches_use_fewer_calls_or_trials():
 
 
 def test_probe_sends_fewer_words_than_bisect():
-    """Keep-only trials are short: probe's trials hold about 3 inputs' words, bisect's ~log2 n."""
+    """Keep-only trials are short: probe's trials hold about 3 inputs' words, bisect's ~log2 n;
+    and 4-way splitting takes 65 words to a window in 2-3 calls (at most 5 calls in all)."""
     words = [f"w{i}" for i in range(64)]
-    sent = {}
+    sent, calls = {}, {}
     for position in (0, 13, 40, 64):
         unit = (" ".join(words[:position] + ["cf"] + words[position:]),)
         detector = presence_detector([("cf",)])
         for strategy in ("bisect", "probe"):
             trials: list = []
             search = make_search(strategy, unit)
-            outcome = run_searches([search], lambda batch: trials.extend(batch) or [detector(t) for t in batch])[0]
+            rounds: list = []
+            outcome = run_searches([search], lambda batch: rounds.append(batch) or trials.extend(batch)
+                                   or [detector(t) for t in batch])[0]
             assert outcome.removed == "cf" and "cf" not in outcome.sentences[0].split()
             sent[strategy, position] = sum(len(t[0].split()) for t in trials)
+            calls[strategy, position] = len(rounds)
     for position in (0, 13, 40, 64):
         assert sent["probe", position] <= 3 * 65 < sent["bisect", position]
+        assert calls["probe", position] <= 5 < calls["bisect", position]
 
 
 def test_probe_falls_back_to_bisect_for_context_triggers():
