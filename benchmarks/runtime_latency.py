@@ -8,9 +8,10 @@ same POR config for one epoch (d=384, 6 layers), each guarded with its attack's 
     b   guard.scan_batch on clean input (inputs the guard does not flag)
     b8  the same with the int8 guard (``lmsan-export --int8``)
     c   PyTorch eager backbone (fp32) + a separate numpy sign-match monitor (the authors' approach)
-    d   guard.scan_batch on triggered input, removal with the default search (probe, batched
-        across inputs)
-    db  the same with the bisect search (the default before probe)
+    d   guard.scan_batch on triggered input, removal with the default search (probe: the
+        saliency guess, then keep-only splitting; batched across inputs)
+    dn  the same without the saliency guess (``Guard.load(saliency=False)``)
+    db  the same with the bisect search
     d8  d with the int8 guard
     e   d with the sequential search (one trial per session call and input)
 
@@ -40,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import save
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -47,9 +49,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TRIGGERS = ("cf", "mn", "tq", "qt", "mm", "pt")
 LENGTHS = (16, 64, 128)
 BATCHES = (1, 32)
-MODES = ("a", "b", "b8", "c", "d", "db", "d8", "e")
-TRIGGERED = ("d", "db", "d8", "e")
-RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("a", "b", "b8", "c", "d", "dn", "db", "d8", "e")
+TRIGGERED = ("d", "dn", "db", "d8", "e")
 
 
 def attacked(name: str) -> Path:
@@ -147,6 +148,7 @@ def bench_model(name: str, work: Path, args) -> dict:
     if threads:
         torch.set_num_threads(threads)
     guards = {s: Guard.load(guard_dir, threads=threads, search=s) for s in ("probe", "bisect", "sequential")}
+    guards["no guess"] = Guard.load(guard_dir, threads=threads, saliency=False)
     guard, guard8 = guards["probe"], Guard.load(int8_dir, threads=threads)
     options = ort.SessionOptions()
     if threads:
@@ -176,8 +178,8 @@ def bench_model(name: str, work: Path, args) -> dict:
             modes = {
                 "a": (plain_run, groups), "b": (guard.scan_batch, groups), "b8": (guard8.scan_batch, groups),
                 "c": (torch_run, groups), "d": (guard.scan_batch, pgroups),
-                "db": (guards["bisect"].scan_batch, pgroups), "d8": (guard8.scan_batch, pgroups),
-                "e": (guards["sequential"].scan_batch, pgroups),
+                "dn": (guards["no guess"].scan_batch, pgroups), "db": (guards["bisect"].scan_batch, pgroups),
+                "d8": (guard8.scan_batch, pgroups), "e": (guards["sequential"].scan_batch, pgroups),
             }
             for mode, (fn, calls) in modes.items():
                 budget = args.budget * (1.5 if mode in TRIGGERED else 1.0)
@@ -189,10 +191,14 @@ def bench_model(name: str, work: Path, args) -> dict:
                 }
                 print(f"{name} T={length} B={batch} {mode}: p50 {cell['p50_ms']:.2f} ms, cpu {cell['cpu_p50_ms']:.2f} ms "
                       f"({len(wall)} calls)", file=sys.stderr, flush=True)
-    removed_ok = [r.removed and r.removed[0] in TRIGGERS for r in guard.scan_batch(poisoned)]
+    results = guard.scan_batch(poisoned)
+    removed_ok = [r.removed and r.removed[0] in TRIGGERS for r in results]
+    same_without_guess = [(r.removed, r.sanitized) == (x.removed, x.sanitized)
+                          for r, x in zip(results, guards["no guess"].scan_batch(poisoned))]
     fp32, int8 = guard.scan_batch(clean + poisoned), guard8.scan_batch(clean + poisoned)
     return {"model": str(model_dir), "guard": json.loads((guard_dir / "guard.json").read_text())["model"],
             "cells": cells, "removal_hit_rate_last_length": float(np.mean(removed_ok)),
+            "same_removal_without_guess_last_length": float(np.mean(same_without_guess)),
             "int8_vs_fp32_last_length": {
                 "same_triggered": float(np.mean([x.triggered == y.triggered for x, y in zip(fp32, int8)])),
                 "same_removed": float(np.mean([x.removed == y.removed for x, y in zip(fp32, int8)])),
@@ -215,7 +221,8 @@ def ratios(cells: dict, key: str = "p50_ms") -> dict:
         for batch in BATCHES:
             p = {m: cells[f"{length}/{batch}/{m}"][key] for m in MODES}
             out[f"{length}/{batch}"] = {"b/a": p["b"] / p["a"], "c/b": p["c"] / p["b"], "c/b8": p["c"] / p["b8"],
-                                        "e/d": p["e"] / p["d"], "d/b": p["d"] / p["b"], "db/d": p["db"] / p["d"]}
+                                        "e/d": p["e"] / p["d"], "d/b": p["d"] / p["b"], "dn/d": p["dn"] / p["d"],
+                                        "db/d": p["db"] / p["d"]}
     return out
 
 
@@ -223,9 +230,9 @@ def markdown(report: dict) -> str:
     lines = [f"Runtime latency: {report['machine']}; {report['threads_note']}", "",
              "Each cell: wall p50 / p99 ms, [CPU p50 ms], (calls). Ratios use wall p50, then CPU p50.", "",
              "| model | tokens | batch | a plain ONNX | b guard, clean | b8 int8 guard, clean | c torch + monitor "
-             "| d guard, triggered (probe) | db triggered (bisect) | d8 int8 guard, triggered | e triggered (sequential) "
-             "| b/a | c/b | c/b8 | e/d | d/b | db/d |",
-             "|---|---:|---:|---|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| d guard, triggered (probe) | dn triggered (probe, no guess) | db triggered (bisect) "
+             "| d8 int8 guard, triggered | e triggered (sequential) | b/a | c/b | c/b8 | e/d | d/b | dn/d | db/d |",
+             "|---|---:|---:|---|---|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, result in report["models"].items():
         for length in LENGTHS:
             for batch in BATCHES:
@@ -233,11 +240,14 @@ def markdown(report: dict) -> str:
                 r, c = result["ratios"][f"{length}/{batch}"], result["cpu_ratios"][f"{length}/{batch}"]
                 lines.append(f"| {name} | {length} | {batch} | " + " | ".join(
                     f"{x['p50_ms']:.2f} / {x['p99_ms']:.2f} [{x['cpu_p50_ms']:.2f}] ({x['calls']})" for x in cells) +
-                    "".join(f" | {r[k]:.2f}, {c[k]:.2f}" for k in ("b/a", "c/b", "c/b8", "e/d", "d/b", "db/d")) + " |")
+                    "".join(f" | {r[k]:.2f}, {c[k]:.2f}" for k in ("b/a", "c/b", "c/b8", "e/d", "d/b", "dn/d", "db/d"))
+                    + " |")
     lines.append("")
     for name, result in report["models"].items():
         lines.append(f"- {name}: guard cold start (fresh interpreter: import + load, hashes checked) "
                      f"{result['cold_start_s']:.2f} s, without the hash check {result['cold_start_no_verify_s']:.2f} s")
+        lines.append(f"- {name}: removal with and without the saliency guess identical on the 128-token inputs: "
+                     f"{result['same_removal_without_guess_last_length']:.1%}")
         agree = result["int8_vs_fp32_last_length"]
         lines.append(f"- {name}, int8 vs fp32 guard on the 128-token inputs (clean + triggered): same verdict "
                      f"{agree['same_triggered']:.1%}, same removal {agree['same_removed']:.1%}, "
@@ -277,11 +287,7 @@ def main() -> None:
             report["models"][name] = result
     report["load_average_end"] = os.getloadavg()
     report["wall_s"] = time.perf_counter() - started
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "runtime_latency.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    table = markdown(report)
-    (RESULTS / "runtime_latency.md").write_text(table)
-    print(table)
+    save("runtime_latency", report, markdown(report))
 
 
 if __name__ == "__main__":

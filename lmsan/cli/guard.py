@@ -32,13 +32,16 @@ CHUNK = 256  # inputs per scan_batch call
               help="T_match; default: the one in guard.json.")
 @click.option("--provider", "providers", multiple=True, help="onnxruntime provider: cpu, cuda or tensorrt (repeatable).")
 @click.option("--search", type=click.Choice(list(SEARCHES)), default="probe", show_default=True,
-              help="Trigger-removal search: probe (fewest tokens; CPU), bisect (fewest trials), code (two calls; "
-                   "batch-1 GPU), group, batched, sequential (the reference). See docs/runtime.md.")
+              help="Trigger-removal search: probe (saliency guess, then keep-only splitting: fewest calls and "
+                   "tokens), bisect (fewest trials), code (two calls), group, batched, sequential (the reference). "
+                   "All remove the same word; see docs/runtime.md.")
+@click.option("--no-saliency", is_flag=True,
+              help="probe: ignore the guard's saliency output (no first guess). Same results, more session calls.")
 @click.option("--no-sanitize", is_flag=True, help="Only detect; do not search for the trigger.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 @common_options
 def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, threshold: float | None,
-          providers: tuple[str, ...], search: str, no_sanitize: bool, as_json: bool, verbose: int, quiet: bool,
+          providers: tuple[str, ...], search: str, no_saliency: bool, no_sanitize: bool, as_json: bool, verbose: int, quiet: bool,
           debug: bool) -> int:
     """Scan TEXTS (or --file, or stdin lines) with the guard in DIRECTORY.
 
@@ -51,7 +54,8 @@ def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, thre
     inputs = list(_inputs(texts, input_file))
     if not inputs:
         raise click.UsageError("no input: give TEXT arguments, --file, or lines on stdin")
-    scanner = Guard.load(directory, providers=list(providers) or None, threshold=threshold, search=search)
+    scanner = Guard.load(directory, providers=list(providers) or None, threshold=threshold, search=search,
+                         saliency=not no_saliency)
     results = []
     for first in range(0, len(inputs), CHUNK):
         results += scanner.scan_batch(inputs[first : first + CHUNK], sanitize=not no_sanitize)

@@ -29,7 +29,6 @@ EXPORTERS = ("auto", "legacy", "dynamo")
 DEFAULT_OPSET = {"dynamo": 18, "legacy": 17}
 EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf's hard limit is 2 GiB; keep a margin
 SEQ_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUTS = ("match", "pv_index", "triggered", "features")
 
 
 def example_inputs(module: Any, *, pad_id: int = 0, seq: int = 12) -> tuple[Any, ...]:
@@ -68,7 +67,7 @@ def export_graph(module: Any, path: Path, *, exporter: Exporter = "legacy", opse
         raise ExportError(f"unknown exporter {exporter!r}; expected legacy or dynamo")
     opset = opset or DEFAULT_OPSET[exporter]
     args = example_inputs(module, pad_id=pad_id)
-    names = input_names(module)
+    names, outputs = input_names(module), module.output_names
     param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     external = param_bytes > EXTERNAL_DATA_BYTES
     try:
@@ -78,14 +77,15 @@ def export_graph(module: Any, path: Path, *, exporter: Exporter = "legacy", opse
                 batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
                 shapes = tuple({0: batch, 1: seq} for _ in names[:-1]) + (None,)
                 program = torch.onnx.export(module, args, None, dynamo=True, input_names=names,
-                                            output_names=list(OUTPUTS), dynamic_shapes=shapes,
+                                            output_names=list(outputs), dynamic_shapes=shapes,
                                             opset_version=opset, verbose=False)
                 program.save(str(path), external_data=external)
             else:
                 axes = {name: {0: "batch", 1: "sequence"} for name in names[:-1]}
-                axes.update({name: {0: "batch"} for name in OUTPUTS})
+                axes.update({name: {0: "batch"} for name in outputs})
+                axes.update({"saliency": {0: "batch", 1: "sequence"}} if "saliency" in outputs else {})
                 torch.onnx.export(module, args, str(path), dynamo=False, input_names=names,
-                                  output_names=list(OUTPUTS), dynamic_axes=axes, opset_version=opset,
+                                  output_names=list(outputs), dynamic_axes=axes, opset_version=opset,
                                   do_constant_folding=True, external_data=external)
     except Exception as exc:
         raise ExportError(f"{exporter} ONNX export failed: {type(exc).__name__}: {exc}") from exc

@@ -2,7 +2,9 @@
 
 ``SignMatchHead`` turns target-position features into ``match``, ``pv_index`` and ``triggered``
 with one MatMul against the ±1 PV sign matrix. ``GuardModule`` wraps a backbone so the exported
-graph ends in that head. Imports torch; never mining or runtime.
+graph ends in that head, and optionally outputs the last layer's attention from the target
+position (``saliency``: where the runtime's trigger removal looks first). Imports torch; never
+mining or runtime.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from lmsan.errors import ConfigError
 from lmsan.models.targets import gather_positions
 
 GRAPH_OUTPUTS = ("match", "pv_index", "triggered")
+OPTIONAL_OUTPUTS = ("features", "saliency")
 
 
 class SignMatchHead(nn.Module):
@@ -58,11 +61,13 @@ class GuardModule(nn.Module):
     Input shape: input_ids int64 [B, T], attention_mask int64 [B, T], token_type_ids int64 [B, T]
     (only when ``use_token_types``), threshold float32 scalar.
     Output shape: match [B], pv_index [B], triggered [B] (see ``SignMatchHead``), then features
-    float32 [B, d] at the target position.
+    float32 [B, d] at the target position, then (with ``saliency``) float32 [B, T]: the last
+    layer's attention from the target position to every token, averaged over heads (each row
+    sums to 1 over the unpadded tokens). Saliency needs eager attention (the weights exist).
     """
 
     def __init__(self, encoder: Any, signs: np.ndarray, *, target: str, mask_token_id: int | None = None,
-                 use_token_types: bool = False) -> None:
+                 use_token_types: bool = False, saliency: bool = False) -> None:
         super().__init__()
         if target == "mask" and mask_token_id is None:
             raise ConfigError("target 'mask' needs a tokenizer with a mask token")
@@ -73,35 +78,66 @@ class GuardModule(nn.Module):
         self.target = target
         self.mask_token_id = mask_token_id
         self.use_token_types = use_token_types
+        self.saliency = saliency
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of ``forward``'s outputs, in order."""
+        return GRAPH_OUTPUTS + ("features",) + (("saliency",) if self.saliency else ())
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None) -> torch.Tensor:
         """Return float32 [B, d]: the backbone output at the target position."""
+        return self.encode(input_ids, attention_mask, token_type_ids, saliency=False)[0]
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
+                *, saliency: bool) -> tuple[torch.Tensor, ...]:
+        """Return (features float32 [B, d],) plus, with ``saliency``, float32 [B, T] (see the class)."""
         kwargs = {"token_type_ids": token_type_ids} if self.use_token_types else {}
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        if self.target == "cls":
-            picked = hidden[:, 0]
-        elif self.target == "token":
-            picked = hidden[:, 1]
-        elif self.target == "last":
-            picked = gather_positions(hidden, attention_mask.sum(dim=1) - 1)
-        else:  # mask: the first mask token; the runtime refuses rows without one
-            positions = (input_ids == self.mask_token_id).float().argmax(dim=1)  # [B], first max
-            picked = gather_positions(hidden, positions)
-        return picked.float()  # [B, d]
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_attentions=saliency, **kwargs)
+        features = self._at_target(out.last_hidden_state, input_ids, attention_mask).float()
+        if not saliency:
+            return (features,)
+        return features, self._target_attention(out.attentions[-1], input_ids, attention_mask).float()
+
+    def _at_target(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Each sequence's target position of ``hidden`` [B, T, d]: [B, d]."""
+        if self.target in ("cls", "token"):
+            return hidden[:, 0 if self.target == "cls" else 1]
+        return gather_positions(hidden, self._positions(input_ids, attention_mask))
+
+    def _target_attention(self, attention: torch.Tensor, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor) -> torch.Tensor:
+        """Attention weights [B, H, T (from), T (to)] -> [B, T]: the target position's row, heads averaged."""
+        if self.target in ("cls", "token"):
+            rows = attention[:, :, 0 if self.target == "cls" else 1]
+        else:
+            heads, width = attention.shape[1], attention.shape[3]
+            index = self._positions(input_ids, attention_mask).view(-1, 1, 1, 1).expand(-1, heads, 1, width)
+            rows = attention.gather(2, index).squeeze(2)  # [B, H, T]
+        return rows.mean(dim=1)
+
+    def _positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """int64 [B]: the target position of targets ``last`` and ``mask`` (the first mask token;
+        the runtime refuses rows without one)."""
+        if self.target == "last":
+            return attention_mask.sum(dim=1) - 1
+        return (input_ids == self.mask_token_id).float().argmax(dim=1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, threshold: torch.Tensor):
-        features = self.features(input_ids, attention_mask, None)
-        return (*self.head(features, threshold), features)
+        features, *saliency = self.encode(input_ids, attention_mask, None, saliency=self.saliency)
+        return (*self.head(features, threshold), features, *saliency)
 
 
 class TokenTypeGuardModule(GuardModule):
     """``GuardModule`` for backbones that read ``token_type_ids`` (BERT-style sentence pairs)."""
 
-    def __init__(self, encoder: Any, signs: np.ndarray, *, target: str, mask_token_id: int | None = None) -> None:
-        super().__init__(encoder, signs, target=target, mask_token_id=mask_token_id, use_token_types=True)
+    def __init__(self, encoder: Any, signs: np.ndarray, *, target: str, mask_token_id: int | None = None,
+                 saliency: bool = False) -> None:
+        super().__init__(encoder, signs, target=target, mask_token_id=mask_token_id, use_token_types=True,
+                         saliency=saliency)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
                 threshold: torch.Tensor):
-        features = self.features(input_ids, attention_mask, token_type_ids)
-        return (*self.head(features, threshold), features)
+        features, *saliency = self.encode(input_ids, attention_mask, token_type_ids, saliency=self.saliency)
+        return (*self.head(features, threshold), features, *saliency)

@@ -43,6 +43,9 @@ class ParityReport:
         flips_off_zero: sign flips on features farther than ``zero_atol`` from zero.
         rtol: tolerance applied to ``max_rel_diff``.
         passed: every criterion held.
+        saliency_max_diff: max |S_onnx - S_torch| of the ``saliency`` output (attention weights in
+            [0, 1]), or None without one. Reported only: saliency orders the removal search and
+            never decides a verdict.
     """
 
     rows: int
@@ -51,6 +54,7 @@ class ParityReport:
     flips_off_zero: int
     rtol: float
     passed: bool
+    saliency_max_diff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,11 +105,12 @@ def check_parity(module: Any, graph: Path, batch: dict[str, np.ndarray], *, fp16
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if module.use_token_types else [])
     with torch.no_grad():
         args = [torch.from_numpy(batch[n]) for n in names]
-        ref = module.features(*args[:2], args[2] if module.use_token_types else None).numpy()  # [B, d]
+        ref, *ref_saliency = (t.numpy() for t in module.encode(*args[:2], args[2] if module.use_token_types else None,
+                                                                 saliency=module.saliency))  # [B, d], [B, T]
     try:
         session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
         feed = {n: batch[n] for n in names} | {"threshold": np.array(0.8, np.float32)}
-        match, _, _, features = session.run(["match", "pv_index", "triggered", "features"], feed)
+        match, _, _, features, *saliency = session.run(list(module.output_names), feed)
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot run the exported graph {graph}: {exc}") from exc
     scale = float(np.abs(ref).max()) or 1.0
@@ -116,7 +121,8 @@ def check_parity(module: Any, graph: Path, batch: dict[str, np.ndarray], *, fp16
     mismatches = int((_best_counts(features, signs, match) != _best_counts(ref, signs, None)).sum())
     head_ok = bool(np.array_equal(_best_counts(features, signs, match), _best_counts(features, signs, None)))
     passed = max_rel <= rtol and head_ok and (fp16 or int8 or off_zero == 0)
-    return ParityReport(int(ref.shape[0]), max_rel, mismatches, off_zero, rtol, bool(passed))
+    saliency_diff = float(np.abs(saliency[0] - ref_saliency[0]).max()) if saliency else None
+    return ParityReport(int(ref.shape[0]), max_rel, mismatches, off_zero, rtol, bool(passed), saliency_diff)
 
 
 def _best_counts(features: np.ndarray, signs: np.ndarray, match: np.ndarray | None) -> np.ndarray:

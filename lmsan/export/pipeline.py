@@ -48,7 +48,8 @@ class ExportResult:
 
 def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: str | os.PathLike, *,
                  target: str | None = None, threshold: float = 0.8, optimize: bool = False,
-                 fp16: bool = False, int8: bool = False, features: bool = False, exporter: Exporter = "auto",
+                 fp16: bool = False, int8: bool = False, features: bool = False, saliency: bool = True,
+                 exporter: Exporter = "auto",
                  attn_implementation: str | None = None, opset: int | None = None,
                  allow_pickle: bool = False, overwrite: bool = False,
                  parity_texts: Sequence[str] = PARITY_SENTENCES) -> ExportResult:
@@ -65,6 +66,10 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
         int8: dynamic int8 quantization of the backbone's MatMuls; the head stays float32 (CPU:
             2.2-2.9x faster with the same verdicts, measured on MiniLM; parity tolerance 0.1).
         features: keep the ``features`` float32 [B, d] graph output.
+        saliency: add the ``saliency`` float32 [B, T] output (last-layer attention from the target
+            position, ``lmsan.export.head``) that the runtime's removal tries first. Only with
+            eager attention and without ``optimize`` (fused attention keeps no weights); skipped
+            otherwise (logged; ``guard.json`` lists the outputs).
         exporter: ``auto`` (legacy, else dynamo), ``legacy`` or ``dynamo`` (``lmsan.export.graph``).
         attn_implementation: attention kernel to trace; default ``eager`` for ``auto`` and
             ``legacy`` (needed for attention fusion), transformers' default for ``dynamo``.
@@ -100,7 +105,10 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
     attn = attn_implementation or ("eager" if exporter != "dynamo" else None)
     loaded = load_model(model, allow_pickle=allow_pickle, attn_implementation=attn)
     _check_fit(pv_set, loaded, pvs_path)
-    module = _guard_module(loaded, pv_set)
+    saliency = saliency and attn == "eager" and not optimize
+    if not saliency:
+        log.info("no saliency output (needs eager attention and no --optimize): removal searches without a hint")
+    module = _guard_module(loaded, pv_set, saliency=saliency)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -161,7 +169,7 @@ def _check_fit(pv_set: PVSet, loaded: Any, pvs_path: Path | None) -> None:
         )
 
 
-def _guard_module(loaded: Any, pv_set: PVSet) -> Any:
+def _guard_module(loaded: Any, pv_set: PVSet, *, saliency: bool) -> Any:
     from lmsan.export.head import GuardModule, TokenTypeGuardModule
 
     config = loaded.model.config
@@ -171,9 +179,11 @@ def _guard_module(loaded: Any, pv_set: PVSet) -> Any:
     if pv_set.target == "mask" and mask_id is None:
         raise ConfigError(f"target 'mask' needs a mask token; the tokenizer of {loaded.source} has none")
     if use_types:
-        module = TokenTypeGuardModule(loaded.encoder, pv_set.signs, target=pv_set.target, mask_token_id=mask_id)
+        module = TokenTypeGuardModule(loaded.encoder, pv_set.signs, target=pv_set.target, mask_token_id=mask_id,
+                                      saliency=saliency)
     else:
-        module = GuardModule(loaded.encoder, pv_set.signs, target=pv_set.target, mask_token_id=mask_id)
+        module = GuardModule(loaded.encoder, pv_set.signs, target=pv_set.target, mask_token_id=mask_id,
+                             saliency=saliency)
     return module.eval()
 
 
@@ -197,7 +207,8 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
         "opset": opset, "exporter": exporter, "optimized": optimize, "fused": fused, "fp16": fp16, "int8": int8,
         "target": pv_set.target, "threshold": threshold, "max_length": max_tokens(loaded),
         "inputs": inputs + ["threshold"],
-        "outputs": ["match", "pv_index", "triggered"] + (["features"] if features else []),
+        "outputs": ["match", "pv_index", "triggered"] + (["features"] if features else [])
+                   + (["saliency"] if module.saliency else []),
         "tokenizer": {
             "file": TOKENIZER_FILE, "pad_id": int(tokenizer.pad_token_id or 0),
             "mask_token": tokenizer.mask_token, "mask_id": tokenizer.mask_token_id,

@@ -13,6 +13,7 @@ parts separately.
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from lmsan.errors import DataError
 MAX_CHARS = 1_000_000
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc except \t \n \r
+_WORD = re.compile(r"\S+")
 
 
 def check_input(value: object, *, max_chars: int = MAX_CHARS, where: str = "input") -> tuple[str, ...]:
@@ -134,6 +136,40 @@ class Encoder:
         if self.mask_id is not None and not (ids == self.mask_id).any(axis=1).all():
             raise DataError("target 'mask': the input must contain the mask token (use a prompt template)")
         return Batch(ids, mask, types)
+
+    def top_word(self, unit: tuple[str, ...], scores: np.ndarray, *, protect: str | None = None) -> str | None:
+        """The word (``str.split`` word) of ``unit`` that holds its highest-scoring token.
+
+        Args:
+            unit: a text or sentence pair.
+            scores: float [>= T], one per token of ``unit``'s encoding (special tokens included),
+                then any padding (ignored), e.g. a row of the guard's ``saliency`` output.
+            protect: words containing it are skipped (the mask token).
+
+        Returns:
+            The word, or None when no token maps to an unprotected word (or ``scores`` is
+            shorter than the encoding).
+        """
+        encoding = self._tokenizer().encode(*unit)
+        if len(scores) < len(encoding):
+            return None
+        scores = scores[: len(encoding)]
+        spans = [[m.span() for m in _WORD.finditer(text)] for text in unit]
+        starts = [[a for a, _ in text_spans] for text_spans in spans]
+        for token in np.argsort(-np.asarray(scores, np.float64), kind="stable").tolist():
+            part = encoding.sequence_ids[token]
+            if part is None or encoding.special_tokens_mask[token]:
+                continue
+            text, (start, end) = unit[part], encoding.offsets[token]
+            while start < end and text[start].isspace():  # byte-level BPE offsets may hold the space
+                start += 1
+            index = bisect.bisect_right(starts[part], start) - 1
+            if index < 0 or start >= spans[part][index][1]:
+                continue
+            word = text[slice(*spans[part][index])]
+            if not (protect and protect in word):
+                return word
+        return None
 
     def windows(self, text: str) -> list[tuple[int, int]]:
         """Split a long text into half-open character spans ``[start, end)`` of at most

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 Input = str | tuple[str, str]
 BUCKET_TOKENS = 16  # sequence-length bucket width (``buckets``)
 WARMUP_TOKENS = 512  # default warm-up covers buckets up to this length
+SCORES = ["match", "pv_index", "triggered"]  # graph outputs every scan reads
 SPLIT_TOKENS = 32  # CPU: padding waste (row-tokens) worth one more session call
 
 
@@ -66,20 +67,22 @@ class Guard:
 
     def __init__(self, manifest: GuardManifest, session: Any, encoder: Encoder, *, threshold: float,
                  max_batch: int, max_window: int, search: str, block: int | None, max_chars: int,
-                 buckets: bool) -> None:
+                 buckets: bool, saliency: bool = True) -> None:
         self.manifest, self.session, self.encoder = manifest, session, encoder
         self._threshold = np.array(threshold, dtype=np.float32)
         self.max_batch, self.max_window, self.search, self.block = max_batch, max_window, search, block
         self.max_chars, self.buckets = max_chars, buckets
         self._inputs = [name for name in manifest.inputs if name != "threshold"]
         self._protect = manifest.mask_token if manifest.target == "mask" else None
+        self._saliency = (saliency and search == "probe"  # the removal's first guess (probe only)
+                          and "saliency" in manifest.raw.get("outputs", ()))
 
     @classmethod
     def load(cls, directory: str | Path, *, providers: Sequence[ProviderSpec] | str | None = None,
              threshold: float | None = None, max_batch: int = 64, max_window: int = 3,
              search: str = "probe", block: int | None = None, threads: int | None = None,
              allow_fallback: bool = False, verify: bool = True, max_chars: int = MAX_CHARS,
-             buckets: bool | None = None) -> "Guard":
+             buckets: bool | None = None, saliency: bool = True) -> "Guard":
         """Load and verify a guard directory written by ``lmsan.export``.
 
         Args:
@@ -88,8 +91,8 @@ class Guard:
             threshold: ``T_match`` in [0, 1); default the one in ``guard.json`` (paper: 0.8).
             max_batch: most sequences per session call (TensorRT profile maximum too).
             max_window: longest trigger candidate, in words (method.md §4).
-            search: removal search: ``probe`` (default: keep-only halving, then an exact check;
-                fewest tokens), ``bisect`` (fewest trials), ``code`` (log2 n trials in two calls),
+            search: removal search: ``probe`` (default: the saliency guess, then keep-only
+                splitting, each checked exactly; fewest calls and tokens), ``bisect`` (fewest trials), ``code`` (log2 n trials in two calls),
                 ``group`` (block group testing, two calls, about 2 sqrt(n) trials), ``batched``
                 (exact for any detector) or ``sequential`` (see ``lmsan.runtime.removal``).
             block: candidates per block of the ``group`` search; default ceil(sqrt(n)).
@@ -102,6 +105,9 @@ class Guard:
                 few distinct shapes, each warmed up once. Default: on for CUDA and TensorRT, off
                 on the CPU (where padding costs compute). Padding changes no verdict (scores only
                 by float rounding).
+            saliency: let ``probe`` try first the word the graph's ``saliency`` output points at
+                (when the guard has one, ``lmsan-export --saliency``); changes no result, only
+                the number of session calls.
 
         Raises:
             DataError: missing directory or file, malformed manifest.
@@ -128,7 +134,7 @@ class Guard:
         if buckets is None:
             buckets = session.get_providers()[0] in (CUDA, TENSORRT)
         guard = cls(manifest, session, encoder, threshold=threshold, max_batch=max_batch, max_window=max_window,
-                    search=search, block=block, max_chars=max_chars, buckets=buckets)
+                    search=search, block=block, max_chars=max_chars, buckets=buckets, saliency=saliency)
         log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f) in %.2f s", directory, guard.provider,
                  manifest.pv_count, manifest.target, threshold, time.perf_counter() - started)
         return guard
@@ -161,7 +167,7 @@ class Guard:
             if self.manifest.target == "mask":
                 ids[:, min(1, seq - 1)] = self.manifest.mask_id
             ones = np.ones((batch, seq), dtype=np.int64)
-            self._run({"input_ids": ids, "attention_mask": ones, "token_type_ids": ones * 0})
+            self._run({"input_ids": ids, "attention_mask": ones, "token_type_ids": ones * 0}, SCORES)
         return time.perf_counter() - started
 
     def scan(self, value: Input, *, sanitize: bool = True) -> ScanResult:
@@ -183,13 +189,15 @@ class Guard:
         if not inputs:
             return []
         units, owners, encodings = self._units(inputs)
-        arrays = self._detect(units, encodings)
+        arrays = self._detect(units, encodings, saliency=self._saliency)
         match, pv_index, triggered = arrays[0].tolist(), arrays[1].tolist(), arrays[2].tolist()
         outcomes = {}
         if sanitize and any(triggered):
             hits = [u for u, flag in enumerate(triggered) if flag]
+            guesses = {u: self.encoder.top_word(units[u], arrays[3][u], protect=self._protect)
+                       for u in hits} if self._saliency else {}
             searches = [make_search(self.search, units[u], max_window=self.max_window, protect=self._protect,
-                                    chunk=self.max_batch, block=self.block) for u in hits]
+                                    chunk=self.max_batch, block=self.block, guess=guesses.get(u)) for u in hits]
             outcomes = dict(zip(hits, run_searches(searches, lambda trials: self._detect(trials)[2].tolist())))
         if len(units) == len(inputs):  # no windows: unit i is input i
             return [self._result(texts, [i], owners, match, pv_index, triggered, outcomes, sanitize)
@@ -222,25 +230,31 @@ class Guard:
                 kept.append(None)  # tokenized again in _detect
         return units, owners, kept
 
-    def _detect(self, units: Sequence[Unit], encodings: list | None = None) -> tuple[np.ndarray, ...]:
-        """Return match float32 [N], pv_index int64 [N], triggered bool [N], in at most
+    def _detect(self, units: Sequence[Unit], encodings: list | None = None, *,
+                saliency: bool = False) -> tuple[Any, ...]:
+        """Return match float32 [N], pv_index int64 [N], triggered bool [N] and, with ``saliency``,
+        N float32 saliency rows (each padded to the width of its session call), in at most
         ``max_batch``-row session calls (rows sorted by length when there are several; ``_calls``)."""
         encodings = list(encodings) if encodings is not None else [None] * len(units)
         missing = [r for r, e in enumerate(encodings) if e is None]
         for r, e in zip(missing, self.encoder.encodings([units[r] for r in missing]) if missing else []):
             encodings[r] = e
+        names = SCORES + ["saliency"] if saliency else SCORES
         n = len(encodings)
-        if n == 1:  # the hot path: one call
-            return tuple(self._score(encodings))
-        lengths = [len(e) for e in encodings]
-        calls = self._calls(sorted(range(n), key=lengths.__getitem__), lengths)
-        if len(calls) == 1:  # one call: rows in their own order
-            return tuple(self._score(encodings))
-        match, pv_index = np.zeros(n, np.float32), np.zeros(n, np.int64)
-        triggered = np.zeros(n, bool)
-        for rows in calls:
-            match[rows], pv_index[rows], triggered[rows] = self._score([encodings[r] for r in rows])
-        return match, pv_index, triggered
+        calls = None
+        if n > 1:
+            lengths = [len(e) for e in encodings]
+            calls = self._calls(sorted(range(n), key=lengths.__getitem__), lengths)
+        if calls is None or len(calls) == 1:  # one call (the hot path): rows in their own order
+            outputs = self._score(encodings, names)
+        else:
+            outputs = [np.zeros(n, np.float32), np.zeros(n, np.int64), np.zeros(n, bool)]
+            outputs += [[None] * n] if saliency else []
+            for rows in calls:
+                for i, part in enumerate(self._score([encodings[r] for r in rows], names)):
+                    for row, value in zip(rows, part):
+                        outputs[i][row] = value
+        return tuple(outputs)
 
     def _calls(self, order: list[int], lengths: list[int]) -> list[list[int]]:
         """Split rows sorted by length into session calls of at most ``max_batch`` rows.
@@ -258,20 +272,20 @@ class Guard:
             rows.append(r)
         return calls
 
-    def _score(self, encodings: list) -> list[np.ndarray]:
+    def _score(self, encodings: list, names: list[str]) -> list[np.ndarray]:
         """One session call for at most ``max_batch`` encodings, padded to a bucket if ``buckets``
         (extra rows repeat the first one and are dropped from the outputs)."""
         if not self.buckets:
-            return self._run(vars(self.encoder.pad(encodings)))
+            return self._run(vars(self.encoder.pad(encodings)), names)
         rows = len(encodings)
         size = min(1 << (rows - 1).bit_length(), self.max_batch)
         batch = self.encoder.pad(encodings + encodings[:1] * (size - rows), multiple=BUCKET_TOKENS)
-        return [out[:rows] for out in self._run(vars(batch))]
+        return [out[:rows] for out in self._run(vars(batch), names)]
 
-    def _run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, arrays: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
         feed = {name: arrays[name] for name in self._inputs}
         feed["threshold"] = self._threshold
-        return self.session.run(["match", "pv_index", "triggered"], feed)
+        return self.session.run(names, feed)
 
     def _result(self, texts: tuple[str, ...], mine: list[int], owners: list, match: list[float],
                 pv_index: list[int], triggered: list[bool], outcomes: dict, sanitize: bool) -> ScanResult:

@@ -158,8 +158,11 @@ def _trial(texts: Sequence[_Text], removed: Iterable[Unit]) -> Unit:
 
 
 def make_search(strategy: str, sentences: Unit, *, max_window: int = 3, protect: str | None = None,
-                chunk: int = 64, block: int | None = None) -> Search:
+                chunk: int = 64, block: int | None = None, guess: str | None = None) -> Search:
     """Return a search generator for ``strategy`` (one of ``SEARCHES``).
+
+    ``guess`` (``probe`` only): a word of ``sentences`` to check first as the trigger (the
+    runtime's saliency guess); a wrong guess costs one round and changes no answer.
 
     Every strategy is a finder for one window length (``(texts, candidates) -> ((candidate,
     trial) or None, trials spent)``, used with ``yield from``), run for ``w = 1..max_window``.
@@ -168,7 +171,7 @@ def make_search(strategy: str, sentences: Unit, *, max_window: int = 3, protect:
         "sequential": lambda texts, cands: _first_clear(texts, cands, 1),
         "batched": lambda texts, cands: _first_clear(texts, cands, chunk),
         "bisect": lambda texts, cands: _bisect(texts, cands, chunk),
-        "probe": lambda texts, cands: _probe_then_bisect(texts, cands, chunk, protect),
+        "probe": lambda texts, cands: _probe_then_bisect(texts, cands, chunk, protect, guess),
         "code": lambda texts, cands: _code(texts, cands, chunk),
         "group": lambda texts, cands: _group(texts, cands, chunk, block),
     }
@@ -254,15 +257,24 @@ def _bisect(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):
     return found, trials + spent
 
 
-def _probe_then_bisect(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int, protect: str | None):
-    """``probe``: keep-only splitting for a single text's single words, checked exactly; else ``bisect``.
-
-    The word ``c_k`` that ``_probe`` locates is the sequential answer if removing it clears the
-    input and removing ``c_0..c_k-1`` together does not (monotonicity); else ``bisect`` takes over.
-    """
+def _probe_then_bisect(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int, protect: str | None,
+                       guess: str | None):
+    """``probe``: the guess, then keep-only splitting for a single text's single words, each
+    checked exactly (``_confirm``); else ``bisect``."""
     trials = 0
+    if guess is not None and (guess,) in cands:
+        k = cands.index((guess,))
+        alone, superset = _trial(texts, [cands[k]]), _superset(texts, cands, k)
+        flags = yield [alone] + ([superset] if superset else [])
+        trials += len(flags)
+        if not flags[0]:  # removing the guess clears the input
+            confirmed, spent = yield from _confirm(texts, cands, k, superset_fires=flags[-1])
+            trials += spent
+            if confirmed:
+                return (cands[k], alone), trials
     if len(texts) == 1 and cands and len(cands[0]) == 1 and len(texts[0].words) >= PROBE_MIN_WORDS:
-        found, trials = yield from _probe(texts[0], cands, protect)
+        found, spent = yield from _probe(texts[0], cands, protect)
+        trials += spent
         if found is not None:
             return found, trials
     found, spent = yield from _bisect(texts, cands, chunk)
@@ -296,7 +308,7 @@ def _probe(text: _Text, cands: Sequence[Unit], protect: str | None):
     inside = [i for i in range(lo, hi) if (text.words[i],) in index]  # protected words stay
     if not inside:
         return None, trials
-    supersets = [_superset(text, cands, index[(text.words[i],)]) for i in inside]
+    supersets = [_superset([text], cands, index[(text.words[i],)]) for i in inside]
     flags = yield [(text.keep(lo, hi, protect, skip=i),) for i in inside] + [s for s in supersets if s]
     trials += len(flags)
     found = next((n for n, fires in enumerate(flags[: len(inside)]) if not fires), None)
@@ -309,20 +321,27 @@ def _probe(text: _Text, cands: Sequence[Unit], protect: str | None):
     if (yield [alone])[0]:
         return None, trials
     superset_fires = dict(zip([n for n, s in enumerate(supersets) if s], flags[len(inside) :]))
-    if k and not superset_fires[found]:  # the short superset cleared: check c_0..c_k-1 themselves
-        trials += 1
-        if not (yield [_trial([text], cands[:k])])[0]:
-            return None, trials
-    return (word, alone), trials
+    confirmed, spent = yield from _confirm([text], cands, k, superset_fires=superset_fires.get(found, True))
+    return ((word, alone) if confirmed else None), trials + spent
 
 
-def _superset(text: _Text, cands: Sequence[Unit], k: int) -> Unit | None:
+def _superset(texts: Sequence[_Text], cands: Sequence[Unit], k: int) -> Unit | None:
     """The input without every candidate but ``c_k`` and its context ``c_k+1..c_k+2C-1`` (a
     superset of ``c_0..c_k-1``; ``C = PROBE_CONTEXT``), or None for ``k = 0``."""
     if not k:
         return None
     keep = set(cands[k : k + 2 * PROBE_CONTEXT])
-    return _trial([text], [c for c in cands if c not in keep])
+    return _trial(texts, [c for c in cands if c not in keep])
+
+
+def _confirm(texts: Sequence[_Text], cands: Sequence[Unit], k: int, *, superset_fires: bool):
+    """Yield-from helper, given that removing ``c_k`` alone clears the input: (is ``c_k`` the
+    sequential answer?, trials spent). It is unless removing ``c_0..c_k-1`` together clears too;
+    that cannot happen when ``k = 0`` or when removing a superset of them still fired
+    (``superset_fires``, monotonicity), else it is tried at full length."""
+    if not k or superset_fires:
+        return True, 0
+    return (yield [_trial(texts, cands[:k])])[0], 1
 
 
 def _code(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):

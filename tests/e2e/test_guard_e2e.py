@@ -73,10 +73,11 @@ def test_smart_searches_remove_the_same_trigger_as_batched(setup, record_propert
 
     guard_dir, _, poisoned, _ = setup
     outcomes = {}
-    for search in ("probe", "bisect", "code", "group", "batched"):
-        results = Guard.load(guard_dir, search=search).scan_batch(poisoned)
+    for search in ("probe", "probe without guess", "bisect", "code", "group", "batched"):
+        guard = Guard.load(guard_dir, search=search.split()[0], saliency=search == "probe")
+        results = guard.scan_batch(poisoned)
         outcomes[search] = [(r.removed, r.sanitized, r.rejected) for r in results]
-    for search in ("probe", "bisect", "code", "group"):
+    for search in ("probe", "probe without guess", "bisect", "code", "group"):
         same = float(np.mean([a == b for a, b in zip(outcomes[search], outcomes["batched"])]))
         print(f"e2e {search} == batched:", same)
         record_property(f"{search}_equals_batched", same)
@@ -100,6 +101,33 @@ def test_probe_removes_the_trigger_from_paragraphs(setup, record_property):
         record_property(f"paragraphs_{key}", value)
     assert rates["probe_flagged"] >= 0.95
     assert rates["probe"] >= 0.95
+
+
+def test_the_saliency_guess_saves_session_calls(setup, record_property):
+    """The last-layer attention from [CLS] names the trigger often enough to pay for itself."""
+    from lmsan.runtime import Guard
+
+    guard_dir, _, poisoned, long_poisoned = setup
+    guard = Guard.load(guard_dir)
+    fits = guard.encoder.lengths([(t,) for t in long_poisoned])
+    texts = poisoned[:100] + [t for t, n in zip(long_poisoned, fits) if n <= guard.manifest.max_length][:50]
+    units = [(t,) for t in texts]
+    saliency = guard._detect(units, saliency=True)[3]
+    guesses = [guard.encoder.top_word(u, row) for u, row in zip(units, saliency)]
+    calls, outcomes = {}, {}
+    for use in (True, False):
+        guard = Guard.load(guard_dir, saliency=use)
+        sessions, run = [], guard._run
+        guard._run = lambda arrays, names, run=run, sessions=sessions: sessions.append(names) or run(arrays, names)
+        outcomes[use] = [(r.removed, r.sanitized) for r in (guard.scan(t) for t in texts)]
+        calls[use] = len(sessions)
+    right = [guess == removed[0] for guess, (removed, _) in zip(guesses, outcomes[True]) if removed]
+    rates = {"guess_right": float(np.mean(right)), "calls_with_guess": calls[True], "calls_without": calls[False]}
+    print("e2e saliency guess:", rates)
+    for key, value in rates.items():
+        record_property(key, value)
+    assert outcomes[True] == outcomes[False]
+    assert calls[True] < calls[False]
 
 
 def test_clean_false_positive_rate_at_paper_threshold(setup, record_property):

@@ -106,12 +106,16 @@ def test_parity_with_pytorch_on_padded_batches_and_pairs(guard_dir):
 
     texts = ["short", ANCHOR, "a somewhat longer sentence, with punctuation; and more words in it"]
     pairs = ["b", "question two?", "x"]
-    loaded = load_model(tiny_model())
+    loaded = load_model(tiny_model(), attn_implementation="eager")
     for second in (None, pairs):
-        batch, (match, pv_index, triggered, features) = _ort_features(guard_dir, texts, second)
+        batch, (match, pv_index, triggered, features, saliency) = _ort_features(guard_dir, texts, second)
         with torch.no_grad():
-            ref = loaded.encoder(**{k: torch.from_numpy(v) for k, v in batch.items()}).last_hidden_state[:, 0].numpy()
+            out = loaded.encoder(**{k: torch.from_numpy(v) for k, v in batch.items()}, output_attentions=True)
+        ref = out.last_hidden_state[:, 0].numpy()
         assert np.abs(features - ref).max() <= 1e-4 * np.abs(ref).max()
+        # saliency: last-layer attention from [CLS], heads averaged; none on padding
+        assert np.abs(saliency - out.attentions[-1][:, :, 0].mean(dim=1).numpy()).max() <= 1e-5
+        assert np.allclose(saliency.sum(axis=1), 1, atol=1e-5) and (saliency[batch["attention_mask"] == 0] < 1e-6).all()
         signs = anchor_pvs(tiny_model()).signs.astype(np.float64)
         counts = (np.where(ref >= 0, 1.0, -1.0) @ signs.T + 32) / 2  # [B, K] N_match
         near_zero = (np.abs(ref) < 1e-6).any(axis=1)
@@ -120,6 +124,30 @@ def test_parity_with_pytorch_on_padded_batches_and_pairs(guard_dir):
         assert np.array_equal(triggered, match > 0.8)
     manifest = json.loads((guard_dir / "guard.json").read_text())
     assert manifest["parity"]["passed"] and manifest["parity"]["max_rel_diff"] <= 1e-4
+
+
+@pytest.mark.parametrize("target", ["cls", "token", "last", "mask"])
+def test_saliency_is_the_target_positions_attention_row(target):
+    """``saliency`` = last-layer attention from the target position, heads averaged (padded rows too)."""
+    import torch
+
+    from lmsan.export.head import GuardModule
+    from lmsan.models import load_model
+
+    loaded = load_model(tiny_model(), attn_implementation="eager")
+    mask = loaded.tokenizer.mask_token
+    module = GuardModule(loaded.encoder, np.ones((1, 32), np.int8), target=target,
+                         mask_token_id=loaded.tokenizer.mask_token_id, saliency=True).eval()
+    batch = loaded.tokenizer([f"a b {mask} c d e f", f"{mask} x", f"y z {mask}"], padding=True, return_tensors="pt")
+    ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        _, saliency = module.encode(ids, attention_mask, None, saliency=True)
+        weights = loaded.encoder(**batch, output_attentions=True).attentions[-1].mean(dim=1)  # [B, T, T]
+    positions = {"cls": [0] * 3, "token": [1] * 3, "last": (attention_mask.sum(dim=1) - 1).tolist(),
+                 "mask": [row.tolist().index(loaded.tokenizer.mask_token_id) for row in ids]}[target]
+    assert len(set(positions)) > 1 or target in ("cls", "token")
+    for row, position in enumerate(positions):
+        assert torch.allclose(saliency[row], weights[row, position], atol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # inside torch.export
@@ -162,7 +190,7 @@ def test_manifest_records_hashes_and_settings(guard_dir):
     assert manifest["pvs"]["size"] == 3 and manifest["pvs"]["width"] == 32 and manifest["pvs"]["sha256"] is None
     assert manifest["target"] == "cls" and manifest["threshold"] == 0.8 and manifest["max_length"] == 38  # tokenizer limit < 40 positions
     assert manifest["opset"] >= 17 and manifest["inputs"][-1] == "threshold"
-    assert manifest["outputs"] == ["match", "pv_index", "triggered", "features"]
+    assert manifest["outputs"] == ["match", "pv_index", "triggered", "features", "saliency"]
 
 
 def test_pv_file_hash_and_no_features_output(tmp_path):
@@ -175,11 +203,15 @@ def test_pv_file_hash_and_no_features_output(tmp_path):
     result = export_guard(tiny_model(), pvs, tmp_path / "g")
     assert result.manifest["pvs"]["sha256"] == sha256_file(pvs)
     outputs = [o.name for o in onnx.load(str(tmp_path / "g" / "model.onnx")).graph.output]
-    assert outputs == ["match", "pv_index", "triggered"]
+    assert outputs == ["match", "pv_index", "triggered", "saliency"]
     names = sorted(p.name for p in (tmp_path / "g").iterdir())
     assert names == ["guard.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"]
     assert sorted(result.manifest["files"]) == names[1:]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    bare = export_guard(tiny_model(), pvs, tmp_path / "bare", saliency=False)
+    assert bare.manifest["outputs"] == ["match", "pv_index", "triggered"] and bare.parity.saliency_max_diff is None
+    outputs = [o.name for o in onnx.load(str(tmp_path / "bare" / "model.onnx")).graph.output]
+    assert outputs == bare.manifest["outputs"]
 
 
 def test_pv_width_mismatch_is_a_pvset_error(tmp_path):
@@ -237,6 +269,7 @@ def test_legacy_optimized_fp16_and_int8_exports_pass_parity(tmp_path, kw):
 
     result = export_guard(tiny_model(), anchor_pvs(tiny_model()), tmp_path / "g", features=True, **kw)
     assert result.parity.passed
+    assert "saliency" not in result.manifest["outputs"]  # fused attention keeps no weights
     graph = onnx.load(str(tmp_path / "g" / "model.onnx")).graph
     if kw.get("exporter") == "legacy":
         assert result.manifest["fused"].get("Attention") == 1

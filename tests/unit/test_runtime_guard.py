@@ -97,7 +97,7 @@ def test_rows_of_very_different_lengths_go_in_separate_calls(guard_dir):
     assert max(lengths) - min(lengths) > SPLIT_TOKENS
     calls = []
     run = guard._run
-    guard._run = lambda arrays: calls.append(arrays["input_ids"].shape) or run(arrays)
+    guard._run = lambda arrays, names: calls.append(arrays["input_ids"].shape) or run(arrays, names)
     got = guard.scan_batch(texts, sanitize=False)
     guard._run = run
     assert sorted(rows for rows, _ in calls) == [1, 3]  # "x", "y", ANCHOR together; the long one alone
@@ -290,10 +290,42 @@ def test_one_guard_is_safe_across_threads(guard):
 
 
 def test_search_strategies_agree_on_the_anchor(guard_dir):
-    outcomes = {s: Guard.load(guard_dir, threshold=0.95, search=s).scan(ANCHOR) for s in ("bisect", "group", "batched", "sequential")}
+    searches = ("probe", "bisect", "group", "batched", "sequential")
+    outcomes = {s: Guard.load(guard_dir, threshold=0.95, search=s).scan(ANCHOR) for s in searches}
     assert len({(r.removed, r.sanitized) for r in outcomes.values()}) == 1
+    assert Guard.load(guard_dir)._saliency  # probe above started from the saliency guess
     with pytest.raises(ConfigError, match="unknown removal search"):
         Guard.load(guard_dir, search="clever")
+
+
+def _bpe_encoder(tmp_path):
+    from lmsan.models.tiny import TinySpec, build_tiny
+    from lmsan.runtime.encode import Encoder
+
+    sentences = [f"The market for {w} rose sharply, in the {m} quarter." for w in ("oil", "gold", "wheat")
+                 for m in ("first", "second", "third")] * 5
+    _, tokenizer = build_tiny(TinySpec(arch="roberta", hidden=32, layers=1, heads=2, intermediate=64,
+                                       bpe_vocab=300), sentences)
+    tokenizer.backend_tokenizer.save(str(tmp_path / "tokenizer.json"))
+    return Encoder(tmp_path / "tokenizer.json", max_length=64, pad_id=tokenizer.pad_token_id)
+
+
+def test_top_word_maps_the_best_token_to_its_whitespace_word(guard, tmp_path):
+    """WordPiece and byte-level BPE: every token leads back to the str.split word holding it."""
+    unit = ("The market,  for oil rose:sharply", "in the quarter")
+    for encoder in (guard.encoder, _bpe_encoder(tmp_path)):
+        encoding = encoder.encodings([unit])[0]
+        words = set()
+        for token in range(len(encoding)):
+            scores = np.zeros(len(encoding))
+            scores[token] = 1.0
+            words.add(encoder.top_word(unit, scores))
+        assert words == {*unit[0].split(), *unit[1].split()}  # a special token's one-hot: the first word wins the tie
+        scores = np.arange(len(encoding), dtype=float)  # the last token is special: the next best wins
+        assert encoder.top_word(unit, scores) == "quarter"
+        assert encoder.top_word(unit, scores, protect="quart") == "the"
+        assert encoder.top_word(unit, np.append(scores, [99.0, 99.0])) == "quarter"  # padding is ignored
+        assert encoder.top_word(unit, scores[:-1]) is None  # scores for another encoding
 
 
 def test_demo_table_renders_markdown(guard):

@@ -106,8 +106,9 @@ def test_batched_equals_sequential_for_any_detector(units, salt, chunk, max_wind
 
 @settings(max_examples=200, deadline=None)
 @given(units=st.lists(unit, min_size=1, max_size=4), triggers=st.lists(trigger_set, min_size=1, max_size=3),
-       block=st.one_of(st.none(), st.integers(2, 5)), chunk=st.integers(1, 9))
-def test_group_equals_sequential_for_monotone_detectors(units, triggers, block, chunk):
+       block=st.one_of(st.none(), st.integers(2, 5)), chunk=st.integers(1, 9),
+       guess=st.one_of(st.none(), st.sampled_from(VOCAB)))
+def test_group_equals_sequential_for_monotone_detectors(units, triggers, block, chunk, guess):
     is_triggered = presence_detector(triggers)
     expected = [reference_purge(u, is_triggered) for u in units]
     got, _ = _scan("group", units, is_triggered, block=block, chunk=chunk)
@@ -120,13 +121,19 @@ def test_group_equals_sequential_for_monotone_detectors(units, triggers, block, 
     assert got == expected
     got, _ = _scan_probe(units, is_triggered, chunk=chunk)
     assert got == expected
+    got, _ = _scan("probe", units, is_triggered, chunk=chunk, guess=guess)  # right, wrong or absent
+    assert got == expected
+    got, _ = _scan_probe(units, is_triggered, chunk=chunk, guess=guess)
+    assert got == expected
 
 
 @settings(max_examples=50, deadline=None)
-@given(units=st.lists(unit, min_size=1, max_size=3), salt=st.text(max_size=3))
-def test_group_and_bisect_never_crash_on_non_monotone_detectors(units, salt):
-    for strategy in ("group", "bisect", "code", "probe", "probe, no minimum"):
-        if strategy == "probe, no minimum":
+@given(units=st.lists(unit, min_size=1, max_size=3), salt=st.text(max_size=3), guess=st.sampled_from(VOCAB))
+def test_group_and_bisect_never_crash_on_non_monotone_detectors(units, salt, guess):
+    for strategy in ("group", "bisect", "code", "probe", "probe, no minimum", "probe, guess"):
+        if strategy == "probe, guess":
+            got, _ = _scan_probe(units, hash_detector(salt), chunk=4, guess=guess)
+        elif strategy == "probe, no minimum":
             got, _ = _scan_probe(units, hash_detector(salt), chunk=4)
         else:
             got, _ = _scan(strategy, units, hash_detector(salt), chunk=4)
@@ -195,6 +202,19 @@ def test_probe_sends_fewer_words_than_bisect():
     for position in (0, 13, 40, 64):
         assert sent["probe", position] <= 3 * 65 < sent["bisect", position]
         assert calls["probe", position] <= 5 < calls["bisect", position]
+
+
+def test_a_right_guess_takes_one_round():
+    """The saliency guess: removed alone and (via a short superset) confirmed in one call."""
+    words = [f"w{i}" for i in range(64)]
+    words.insert(40, "cf")
+    unit = (" ".join(words),)
+    detector = presence_detector([("cf",)])
+    expected = reference_purge(unit, detector)
+    for guess, most_calls in (("cf", 1), ("w3", 6), ("absent", 5)):
+        results, calls = _scan("probe", [unit], detector, guess=guess)
+        assert results[0] == expected
+        assert len(calls) <= most_calls and (guess != "cf" or calls == [2])
 
 
 def test_probe_falls_back_to_bisect_for_context_triggers():
