@@ -33,7 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-
 def models(with_minilm: bool) -> dict[str, Path]:
     """Attack name -> attacked model dir (cached builds)."""
     from lmsan.attacks import STANDARD_ATTACKS, standard_attack

@@ -34,9 +34,11 @@ CHUNK = 256  # inputs per scan_batch call
 @click.option("--search", type=click.Choice(list(SEARCHES)), default="probe", show_default=True,
               help="Trigger-removal search: probe (saliency guess, then keep-only splitting: fewest calls and "
                    "tokens), bisect (fewest trials), code (two calls), group, batched, sequential (the reference). "
-                   "All remove the same word; see docs/runtime.md.")
+                   "All return the sequential answer where removing more words never re-triggers; "
+                   "see docs/runtime.md.")
 @click.option("--no-saliency", is_flag=True,
-              help="probe: ignore the guard's saliency output (no first guess). Same results, more session calls.")
+              help="probe: ignore the guard's saliency output (no first guess): more session calls, the same "
+                   "removals where removing more words never re-triggers.")
 @click.option("--no-sanitize", is_flag=True, help="Only detect; do not search for the trigger.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 @common_options

@@ -19,7 +19,6 @@ from lmsan.errors import ConfigError
 from lmsan.models.targets import gather_positions
 
 GRAPH_OUTPUTS = ("match", "pv_index", "triggered")
-OPTIONAL_OUTPUTS = ("features", "saliency")
 
 
 class SignMatchHead(nn.Module):
@@ -84,11 +83,6 @@ class GuardModule(nn.Module):
     def output_names(self) -> tuple[str, ...]:
         """Names of ``forward``'s outputs, in order."""
         return GRAPH_OUTPUTS + ("features",) + (("saliency",) if self.saliency else ())
-
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        """Return float32 [B, d]: the backbone output at the target position."""
-        return self.encode(input_ids, attention_mask, token_type_ids, saliency=False)[0]
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
                 *, saliency: bool) -> tuple[torch.Tensor, ...]:

@@ -105,9 +105,9 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
     attn = attn_implementation or ("eager" if exporter != "dynamo" else None)
     loaded = load_model(model, allow_pickle=allow_pickle, attn_implementation=attn)
     _check_fit(pv_set, loaded, pvs_path)
-    saliency = saliency and attn == "eager" and not optimize
-    if not saliency:
-        log.info("no saliency output (needs eager attention and no --optimize): removal searches without a hint")
+    if saliency and (attn != "eager" or optimize):
+        log.info("no saliency output (it needs eager attention and no --optimize): removal starts without a guess")
+        saliency = False
     module = _guard_module(loaded, pv_set, saliency=saliency)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -207,8 +207,7 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
         "opset": opset, "exporter": exporter, "optimized": optimize, "fused": fused, "fp16": fp16, "int8": int8,
         "target": pv_set.target, "threshold": threshold, "max_length": max_tokens(loaded),
         "inputs": inputs + ["threshold"],
-        "outputs": ["match", "pv_index", "triggered"] + (["features"] if features else [])
-                   + (["saliency"] if module.saliency else []),
+        "outputs": [name for name in module.output_names if features or name != "features"],
         "tokenizer": {
             "file": TOKENIZER_FILE, "pad_id": int(tokenizer.pad_token_id or 0),
             "mask_token": tokenizer.mask_token, "mask_id": tokenizer.mask_token_id,

@@ -75,7 +75,7 @@ class Guard:
         self._inputs = [name for name in manifest.inputs if name != "threshold"]
         self._protect = manifest.mask_token if manifest.target == "mask" else None
         self._saliency = (saliency and search == "probe"  # the removal's first guess (probe only)
-                          and "saliency" in manifest.raw.get("outputs", ()))
+                          and "saliency" in {output.name for output in session.get_outputs()})
 
     @classmethod
     def load(cls, directory: str | Path, *, providers: Sequence[ProviderSpec] | str | None = None,
@@ -189,13 +189,13 @@ class Guard:
         if not inputs:
             return []
         units, owners, encodings = self._units(inputs)
-        arrays = self._detect(units, encodings, saliency=self._saliency)
+        arrays = self._detect(units, encodings, saliency=self._saliency and sanitize)
         match, pv_index, triggered = arrays[0].tolist(), arrays[1].tolist(), arrays[2].tolist()
         outcomes = {}
         if sanitize and any(triggered):
             hits = [u for u, flag in enumerate(triggered) if flag]
             guesses = {u: self.encoder.top_word(units[u], arrays[3][u], protect=self._protect)
-                       for u in hits} if self._saliency else {}
+                       for u in hits} if len(arrays) > 3 else {}
             searches = [make_search(self.search, units[u], max_window=self.max_window, protect=self._protect,
                                     chunk=self.max_batch, block=self.block, guess=guesses.get(u)) for u in hits]
             outcomes = dict(zip(hits, run_searches(searches, lambda trials: self._detect(trials)[2].tolist())))
@@ -249,11 +249,13 @@ class Guard:
             outputs = self._score(encodings, names)
         else:
             outputs = [np.zeros(n, np.float32), np.zeros(n, np.int64), np.zeros(n, bool)]
-            outputs += [[None] * n] if saliency else []
+            outputs += [[None] * n] if saliency else []  # rows of each call's width
             for rows in calls:
-                for i, part in enumerate(self._score([encodings[r] for r in rows], names)):
-                    for row, value in zip(rows, part):
-                        outputs[i][row] = value
+                parts = self._score([encodings[r] for r in rows], names)
+                for output, part in zip(outputs[:3], parts):
+                    output[rows] = part
+                for row, values in zip(rows, parts[3] if saliency else ()):
+                    outputs[3][row] = values
         return tuple(outputs)
 
     def _calls(self, order: list[int], lengths: list[int]) -> list[list[int]]:

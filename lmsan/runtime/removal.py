@@ -33,8 +33,10 @@ one batched call. Strategies:
   almost full inputs). Splitting stops at a window of 2-4 words; one round keeps the window
   without each of its words in turn. The word found is then checked as in ``code``: removing it
   alone must clear the input and removing all earlier candidates together must not (checked on
-  a short superset first: every candidate but the trigger and the 3 after it). Otherwise (no
-  trial fired, a sentence pair, windows of 2+ words, fewer than ``PROBE_MIN_WORDS`` words) it
+  a short superset first: every candidate but the trigger and the 3 after it). Before all this,
+  a ``guess`` (the runtime's saliency guess, any input) is checked the same way in one round.
+  Where a check fails (a wrong guess or location: a two-word or context-dependent trigger), and
+  for sentence pairs, windows of 2+ words and texts under ``PROBE_MIN_WORDS`` words, it
   continues as ``bisect``. The runtime's default.
 - ``group``: block group testing: blocks of ``block`` (default ``ceil(sqrt(n))``) candidates
   are removed as a whole in one round; the members of the first block whose removal cleared
@@ -63,8 +65,8 @@ Unit = tuple[str, ...]
 Search = Generator[list[Unit], list[bool], "PurgeOutcome"]
 SEARCHES = ("probe", "bisect", "code", "group", "batched", "sequential")
 PROBE_MIN_WORDS = 24  # shorter texts: bisect (keep-only halving saved nothing at 16 tokens, measured)
-PROBE_CONTEXT = 2  # splitting stops at windows of 2-4 words (measured: 1-4 alike in speed)
-PROBE_WAYS = 4  # parts per split round (one session call each; measured: 3-6 alike, 2 is slower)
+PROBE_CONTEXT = 2  # splitting stops at windows of 2-4 words (a trigger alone may not fire)
+PROBE_WAYS = 4  # parts per split round, one call (measured at 64 tokens: 3 and 4 alike, 6 slower on tiny)
 _WORD = re.compile(r"\S+")
 
 
@@ -162,7 +164,8 @@ def make_search(strategy: str, sentences: Unit, *, max_window: int = 3, protect:
     """Return a search generator for ``strategy`` (one of ``SEARCHES``).
 
     ``guess`` (``probe`` only): a word of ``sentences`` to check first as the trigger (the
-    runtime's saliency guess); a wrong guess costs one round and changes no answer.
+    runtime's saliency guess). A wrong guess costs one round; it changes no answer where removing
+    more words never re-triggers (monotonicity), like every shortcut here.
 
     Every strategy is a finder for one window length (``(texts, candidates) -> ((candidate,
     trial) or None, trials spent)``, used with ``yield from``), run for ``w = 1..max_window``.
@@ -290,11 +293,10 @@ def _probe(text: _Text, cands: Sequence[Unit], protect: str | None):
     wrong guess). Splitting stops at a window of at most ``2 * PROBE_CONTEXT`` words: a trigger
     with no context at all may not fire (seen on the tiny POR BERT). One round then keeps the
     window without each of its words in turn: the first word whose omission stops it firing is
-    the trigger ``c_k``. The last round removes ``c_k`` alone (must clear) and, when ``k > 0``,
-    removes the superset ``S`` of ``c_0..c_k-1``: every candidate but ``c_k`` and the next
-    ``2 * PROBE_CONTEXT - 1`` (its context). A short text is left; if it still fires, removing
-    any part of ``S`` does not clear the input either (monotonicity), so the full-length
-    ``c_0..c_k-1`` check is needed only when it does not.
+    the trigger ``c_k``. The same round removes, for each window word ``c_i``, the superset of
+    ``c_0..c_i-1`` that ``_superset`` builds (a short text; whichever word turns out to be
+    ``c_k``, its superset result is at hand). The last round removes ``c_k`` alone (must clear);
+    ``_confirm`` then needs the full-length ``c_0..c_k-1`` trial only if the superset cleared.
     """
     lo, hi, trials = 0, len(text.words), 0
     while hi - lo > 2 * PROBE_CONTEXT:
@@ -337,10 +339,13 @@ def _superset(texts: Sequence[_Text], cands: Sequence[Unit], k: int) -> Unit | N
 def _confirm(texts: Sequence[_Text], cands: Sequence[Unit], k: int, *, superset_fires: bool):
     """Yield-from helper, given that removing ``c_k`` alone clears the input: (is ``c_k`` the
     sequential answer?, trials spent). It is unless removing ``c_0..c_k-1`` together clears too;
-    that cannot happen when ``k = 0`` or when removing a superset of them still fired
-    (``superset_fires``, monotonicity), else it is tried at full length."""
+    that cannot happen when ``k = 0`` or when removing ``_superset``'s superset of them still
+    fired (``superset_fires``, monotonicity). If the superset cleared, it was exactly
+    ``c_0..c_k-1`` when no candidate lies past ``c_k``'s context; else that is tried at full length."""
     if not k or superset_fires:
         return True, 0
+    if k + 2 * PROBE_CONTEXT >= len(cands):  # the superset removed c_0..c_k-1 and nothing more
+        return False, 0
     return (yield [_trial(texts, cands[:k])])[0], 1
 
 

@@ -106,6 +106,21 @@ def test_rows_of_very_different_lengths_go_in_separate_calls(guard_dir):
         assert result.match == pytest.approx(guard.scan(text, sanitize=False).match, abs=1.5 / 32)
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(max_batch=2), dict(buckets=True, max_batch=2)])
+def test_saliency_rows_survive_split_and_bucketed_calls(guard, guard_dir, kw):
+    """Rows sorted by length, split into calls, padded to buckets: each saliency row is its own."""
+    split = Guard.load(guard_dir, threshold=0.95, **kw)
+    texts = ["x", " ".join(ANCHOR.split() * 4), "y z", ANCHOR, "the lazy dog"]
+    units = [(t,) for t in texts]
+    match, _, triggered, rows = split._detect(units, saliency=True)
+    for unit, score, flag, row in zip(units, match, triggered, rows):
+        alone = guard._detect([unit], saliency=True)
+        n = guard.encoder.lengths([unit])[0]
+        assert flag == alone[2][0] and score == pytest.approx(alone[0][0], abs=1.5 / 32)
+        assert np.allclose(row[:n], alone[3][0][:n], atol=1e-5) and np.allclose(row[n:], 0, atol=1e-6)
+        assert split.encoder.top_word(unit, row) == guard.encoder.top_word(unit, alone[3][0])
+
+
 def test_sentence_pairs_use_token_types_like_transformers(guard, guard_dir):
     from transformers import AutoTokenizer
 

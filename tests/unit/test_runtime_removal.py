@@ -127,6 +127,22 @@ def test_group_equals_sequential_for_monotone_detectors(units, triggers, block, 
     assert got == expected
 
 
+long_text = st.lists(st.sampled_from(VOCAB + ["[MASK]", "x[MASK]"]), min_size=0, max_size=40).map(" ".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(long_text, min_size=1, max_size=2), triggers=st.lists(trigger_set, min_size=1, max_size=2),
+       guess=st.one_of(st.none(), st.sampled_from(VOCAB + ["[MASK]", "x[MASK]", "absent"])),
+       protect=st.sampled_from([None, "[MASK]"]))
+def test_probe_with_guesses_equals_sequential_on_long_texts(texts, triggers, guess, protect):
+    """Up to 40 words: several split rounds, repeated and protected words, any guess."""
+    units = [tuple(texts)]
+    is_triggered = presence_detector(triggers)
+    expected = [reference_purge(u, is_triggered, protect=protect) for u in units]
+    got, _ = _scan_probe(units, is_triggered, guess=guess, protect=protect)
+    assert got == expected
+
+
 @settings(max_examples=50, deadline=None)
 @given(units=st.lists(unit, min_size=1, max_size=3), salt=st.text(max_size=3), guess=st.sampled_from(VOCAB))
 def test_group_and_bisect_never_crash_on_non_monotone_detectors(units, salt, guess):
