@@ -40,15 +40,15 @@ from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, conf
 @click.option("--json", "as_json", is_flag=True, help="Print the written guard.json as JSON.")
 @common_options
 def export(model: str, pvs: Path, out: Path, target: str | None, threshold: float, optimize: bool, fp16: bool,
-           int8: bool, features: bool, saliency: bool, exporter: str, opset: int | None, force: bool, allow_pickle: bool, as_json: bool,
-           verbose: int, quiet: bool, debug: bool) -> int:
+           int8: bool, features: bool, saliency: bool, exporter: str, opset: int | None, force: bool,
+           allow_pickle: bool, as_json: bool, verbose: int, quiet: bool, debug: bool) -> int:
     """Export MODEL with the fused sign-match node for the PVs in --pvs to the guard directory --out."""
     configure_logging(verbose, quiet)
     from lmsan.export import export_guard
 
     result = export_guard(model, pvs, out, target=target, threshold=threshold, optimize=optimize, fp16=fp16,
-                          int8=int8, features=features, saliency=saliency, exporter=exporter, opset=opset, allow_pickle=allow_pickle,
-                          overwrite=force)
+                          int8=int8, features=features, saliency=saliency, exporter=exporter, opset=opset,
+                          allow_pickle=allow_pickle, overwrite=force)
     if as_json:
         emit_json(result.manifest)
     else:

@@ -43,8 +43,8 @@ CHUNK = 256  # inputs per scan_batch call
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 @common_options
 def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, threshold: float | None,
-          providers: tuple[str, ...], search: str, no_saliency: bool, no_sanitize: bool, as_json: bool, verbose: int, quiet: bool,
-          debug: bool) -> int:
+          providers: tuple[str, ...], search: str, no_saliency: bool, no_sanitize: bool, as_json: bool,
+          verbose: int, quiet: bool, debug: bool) -> int:
     """Scan TEXTS (or --file, or stdin lines) with the guard in DIRECTORY.
 
     Triggered inputs get their trigger removed (method.md §4) unless --no-sanitize. Exit code 1

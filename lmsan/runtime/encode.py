@@ -23,11 +23,11 @@ from typing import Sequence
 import numpy as np
 
 from lmsan.errors import DataError
+from lmsan.runtime.removal import WORD
 
 MAX_CHARS = 1_000_000
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc except \t \n \r
-_WORD = re.compile(r"\S+")
 
 
 def check_input(value: object, *, max_chars: int = MAX_CHARS, where: str = "input") -> tuple[str, ...]:
@@ -154,7 +154,7 @@ class Encoder:
         if len(scores) < len(encoding):
             return None
         scores = scores[: len(encoding)]
-        spans = [[m.span() for m in _WORD.finditer(text)] for text in unit]
+        spans = [[m.span() for m in WORD.finditer(text)] for text in unit]
         starts = [[a for a, _ in text_spans] for text_spans in spans]
         for token in np.argsort(-np.asarray(scores, np.float64), kind="stable").tolist():
             part = encoding.sequence_ids[token]

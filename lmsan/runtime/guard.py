@@ -29,6 +29,7 @@ Input = str | tuple[str, str]
 BUCKET_TOKENS = 16  # sequence-length bucket width (``buckets``)
 WARMUP_TOKENS = 512  # default warm-up covers buckets up to this length
 SCORES = ["match", "pv_index", "triggered"]  # graph outputs every scan reads
+SCORES_AND_SALIENCY = SCORES + ["saliency"]  # the detection pass of a probe scan that sanitizes
 SPLIT_TOKENS = 32  # CPU: padding waste (row-tokens) worth one more session call
 
 
@@ -92,9 +93,10 @@ class Guard:
             max_batch: most sequences per session call (TensorRT profile maximum too).
             max_window: longest trigger candidate, in words (method.md §4).
             search: removal search: ``probe`` (default: the saliency guess, then keep-only
-                splitting, each checked exactly; fewest calls and tokens), ``bisect`` (fewest trials), ``code`` (log2 n trials in two calls),
-                ``group`` (block group testing, two calls, about 2 sqrt(n) trials), ``batched``
-                (exact for any detector) or ``sequential`` (see ``lmsan.runtime.removal``).
+                splitting, each checked exactly; fewest calls and tokens), ``bisect`` (fewest
+                trials), ``code`` (log2 n trials in two calls), ``group`` (block group testing,
+                two calls, about 2 sqrt(n) trials), ``batched`` (exact for any detector) or
+                ``sequential`` (see ``lmsan.runtime.removal``).
             block: candidates per block of the ``group`` search; default ceil(sqrt(n)).
             threads: onnxruntime intra-op threads; default: onnxruntime's choice.
             allow_fallback: accept an onnxruntime fallback to another provider (logged).
@@ -106,8 +108,8 @@ class Guard:
                 on the CPU (where padding costs compute). Padding changes no verdict (scores only
                 by float rounding).
             saliency: let ``probe`` try first the word the graph's ``saliency`` output points at
-                (when the guard has one, ``lmsan-export --saliency``); changes no result, only
-                the number of session calls.
+                (when the guard has one, ``lmsan-export --saliency``); changes the number of
+                session calls, and no result where removing more words never re-triggers.
 
         Raises:
             DataError: missing directory or file, malformed manifest.
@@ -239,7 +241,7 @@ class Guard:
         missing = [r for r, e in enumerate(encodings) if e is None]
         for r, e in zip(missing, self.encoder.encodings([units[r] for r in missing]) if missing else []):
             encodings[r] = e
-        names = SCORES + ["saliency"] if saliency else SCORES
+        names = SCORES_AND_SALIENCY if saliency else SCORES
         n = len(encodings)
         calls = None
         if n > 1:

@@ -67,7 +67,7 @@ SEARCHES = ("probe", "bisect", "code", "group", "batched", "sequential")
 PROBE_MIN_WORDS = 24  # shorter texts: bisect (keep-only halving saved nothing at 16 tokens, measured)
 PROBE_CONTEXT = 2  # splitting stops at windows of 2-4 words (a trigger alone may not fire)
 PROBE_WAYS = 4  # parts per split round, one call (measured at 64 tokens: 3 and 4 alike, 6 slower on tiny)
-_WORD = re.compile(r"\S+")
+WORD = re.compile(r"\S+")  # a word: a maximal run of non-space characters
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class _Text:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.spans = [m.span() for m in _WORD.finditer(text)]
+        self.spans = [m.span() for m in WORD.finditer(text)]
         self.words = tuple(text[a:b] for a, b in self.spans)
 
     def positions(self, candidate: Unit) -> list[int]:
@@ -310,9 +310,10 @@ def _probe(text: _Text, cands: Sequence[Unit], protect: str | None):
     inside = [i for i in range(lo, hi) if (text.words[i],) in index]  # protected words stay
     if not inside:
         return None, trials
-    supersets = [_superset([text], cands, index[(text.words[i],)]) for i in inside]
-    flags = yield [(text.keep(lo, hi, protect, skip=i),) for i in inside] + [s for s in supersets if s]
+    supersets = {n: s for n, i in enumerate(inside) if (s := _superset([text], cands, index[(text.words[i],)]))}
+    flags = yield [(text.keep(lo, hi, protect, skip=i),) for i in inside] + list(supersets.values())
     trials += len(flags)
+    superset_fires = dict(zip(supersets, flags[len(inside) :]))  # by position in ``inside``; none for k = 0
     found = next((n for n, fires in enumerate(flags[: len(inside)]) if not fires), None)
     if found is None:
         return None, trials
@@ -322,7 +323,6 @@ def _probe(text: _Text, cands: Sequence[Unit], protect: str | None):
     trials += 1
     if (yield [alone])[0]:
         return None, trials
-    superset_fires = dict(zip([n for n, s in enumerate(supersets) if s], flags[len(inside) :]))
     confirmed, spent = yield from _confirm([text], cands, k, superset_fires=superset_fires.get(found, True))
     return ((word, alone) if confirmed else None), trials + spent
 
