@@ -4,8 +4,12 @@ Models: the tiny POR BERT (d=128, 2 layers; the e2e model) and all-MiniLM-L6-v2 
 same POR config for one epoch (d=384, 6 layers), each guarded with its attack's own PVs. Inputs of
 16 / 64 / 128 tokens, batch 1 and 32. Modes:
 
-    a   plain ONNX backbone: tokenize + one session run of the backbone graph (no head)
+    a   plain ONNX backbone: tokenize + one session run of the backbone graph (no head): the
+        full forward of an unpruned export, cut before the head, without the value_info that
+        ``onnx.utils.extract_model`` adds (with it onnxruntime fuses SkipLayerNormalization,
+        about 5 % slower on this CPU: the plain graph is timed as the exporter writes it)
     b   guard.scan_batch on clean input (inputs the guard does not flag)
+    bu  the same with an unpruned guard (``lmsan-export --no-prune``: the full last layer)
     b8  the same with the int8 guard (``lmsan-export --int8``)
     c   PyTorch eager backbone (fp32) + a separate numpy sign-match monitor (the authors' approach)
     d   guard.scan_batch on triggered input, removal with the default search (probe: the
@@ -49,8 +53,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TRIGGERS = ("cf", "mn", "tq", "qt", "mm", "pt")
 LENGTHS = (16, 64, 128)
 BATCHES = (1, 32)
-MODES = ("a", "b", "b8", "c", "d", "dn", "db", "d8", "e")
+MODES = ("a", "b", "bu", "b8", "c", "d", "dn", "db", "d8", "e")
 TRIGGERED = ("d", "dn", "db", "d8", "e")
+RATIOS = ("b/a", "bu/b", "c/b", "c/b8", "e/d", "d/b", "dn/d", "db/d")
 
 
 def attacked(name: str) -> Path:
@@ -66,8 +71,9 @@ def attacked(name: str) -> Path:
     return attacked_model(minilm_path(), AttackConfig(kind="por", triggers=TRIGGERS, epochs=1), attack)
 
 
-def build(model: Path, work: Path) -> tuple[Path, Path, Path, np.ndarray]:
-    """Export the guard (with features) and its int8 twin; cut the backbone-only graph out of the first."""
+def build(model: Path, work: Path) -> tuple[Path, Path, Path, Path, np.ndarray]:
+    """Export the guard, its int8 and unpruned twins; cut the backbone-only graph out of the last."""
+    import onnx
     import onnx.utils
 
     from lmsan.export import export_guard
@@ -75,13 +81,17 @@ def build(model: Path, work: Path) -> tuple[Path, Path, Path, np.ndarray]:
 
     attack = json.loads((model / "attack.json").read_text())
     pvs = PVSet(np.asarray(attack["pvs"], np.float32), target=attack["target"])
-    guard_dir = export_guard(model, pvs, work / "guard", features=True).path
+    guard_dir = export_guard(model, pvs, work / "guard").path
     int8_dir = export_guard(model, pvs, work / "guard-int8", int8=True).path
-    manifest = json.loads((guard_dir / "guard.json").read_text())
+    full_dir = export_guard(model, pvs, work / "guard-full", features=True, prune=False).path
+    manifest = json.loads((full_dir / "guard.json").read_text())
     backbone = work / "backbone.onnx"
     seq_inputs = [name for name in manifest["inputs"] if name != "threshold"]
-    onnx.utils.extract_model(str(guard_dir / "model.onnx"), str(backbone), seq_inputs, ["features"])
-    return guard_dir, int8_dir, backbone, pvs.signs
+    onnx.utils.extract_model(str(full_dir / "model.onnx"), str(backbone), seq_inputs, ["features"])
+    plain = onnx.load(str(backbone))
+    del plain.graph.value_info[:]
+    onnx.save(plain, str(backbone))
+    return guard_dir, int8_dir, full_dir, backbone, pvs.signs
 
 
 def make_inputs(guard, length: int, count: int, seed: int) -> tuple[list[str], list[str]]:
@@ -143,13 +153,14 @@ def bench_model(name: str, work: Path, args) -> dict:
     from lmsan.runtime import Guard
 
     model_dir = Path(getattr(args, name)) if getattr(args, name) else attacked(name)
-    guard_dir, int8_dir, backbone, signs = build(model_dir, work / name)
+    guard_dir, int8_dir, full_dir, backbone, signs = build(model_dir, work / name)
     threads = args.threads or None
     if threads:
         torch.set_num_threads(threads)
     guards = {s: Guard.load(guard_dir, threads=threads, search=s) for s in ("probe", "bisect", "sequential")}
     guards["no guess"] = Guard.load(guard_dir, threads=threads, saliency=False)
     guard, guard8 = guards["probe"], Guard.load(int8_dir, threads=threads)
+    unpruned = Guard.load(full_dir, threads=threads)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -176,7 +187,8 @@ def bench_model(name: str, work: Path, args) -> dict:
             pgroups = [poisoned[i : i + batch] for i in range(0, len(poisoned) - batch + 1, batch)][: args.distinct]
             heavy = batch > 1
             modes = {
-                "a": (plain_run, groups), "b": (guard.scan_batch, groups), "b8": (guard8.scan_batch, groups),
+                "a": (plain_run, groups), "b": (guard.scan_batch, groups),
+                "bu": (unpruned.scan_batch, groups), "b8": (guard8.scan_batch, groups),
                 "c": (torch_run, groups), "d": (guard.scan_batch, pgroups),
                 "dn": (guards["no guess"].scan_batch, pgroups), "db": (guards["bisect"].scan_batch, pgroups),
                 "d8": (guard8.scan_batch, pgroups), "e": (guards["sequential"].scan_batch, pgroups),
@@ -220,7 +232,8 @@ def ratios(cells: dict, key: str = "p50_ms") -> dict:
     for length in LENGTHS:
         for batch in BATCHES:
             p = {m: cells[f"{length}/{batch}/{m}"][key] for m in MODES}
-            out[f"{length}/{batch}"] = {"b/a": p["b"] / p["a"], "c/b": p["c"] / p["b"], "c/b8": p["c"] / p["b8"],
+            out[f"{length}/{batch}"] = {"b/a": p["b"] / p["a"], "bu/b": p["bu"] / p["b"],
+                                        "c/b": p["c"] / p["b"], "c/b8": p["c"] / p["b8"],
                                         "e/d": p["e"] / p["d"], "d/b": p["d"] / p["b"], "dn/d": p["dn"] / p["d"],
                                         "db/d": p["db"] / p["d"]}
     return out
@@ -229,10 +242,12 @@ def ratios(cells: dict, key: str = "p50_ms") -> dict:
 def markdown(report: dict) -> str:
     lines = [f"Runtime latency: {report['machine']}; {report['threads_note']}", "",
              "Each cell: wall p50 / p99 ms, [CPU p50 ms], (calls). Ratios use wall p50, then CPU p50.", "",
-             "| model | tokens | batch | a plain ONNX | b guard, clean | b8 int8 guard, clean | c torch + monitor "
+             "| model | tokens | batch | a plain ONNX | b guard, clean | bu unpruned guard, clean "
+             "| b8 int8 guard, clean | c torch + monitor "
              "| d guard, triggered (probe) | dn triggered (probe, no guess) | db triggered (bisect) "
-             "| d8 int8 guard, triggered | e triggered (sequential) | b/a | c/b | c/b8 | e/d | d/b | dn/d | db/d |",
-             "|---|---:|---:|---|---|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| d8 int8 guard, triggered | e triggered (sequential) "
+             "| b/a | bu/b | c/b | c/b8 | e/d | d/b | dn/d | db/d |",
+             "|---|---:|---:|---|---|---|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, result in report["models"].items():
         for length in LENGTHS:
             for batch in BATCHES:
@@ -240,7 +255,7 @@ def markdown(report: dict) -> str:
                 r, c = result["ratios"][f"{length}/{batch}"], result["cpu_ratios"][f"{length}/{batch}"]
                 lines.append(f"| {name} | {length} | {batch} | " + " | ".join(
                     f"{x['p50_ms']:.2f} / {x['p99_ms']:.2f} [{x['cpu_p50_ms']:.2f}] ({x['calls']})" for x in cells) +
-                    "".join(f" | {r[k]:.2f}, {c[k]:.2f}" for k in ("b/a", "c/b", "c/b8", "e/d", "d/b", "dn/d", "db/d"))
+                    "".join(f" | {r[k]:.2f}, {c[k]:.2f}" for k in RATIOS)
                     + " |")
     lines.append("")
     for name, result in report["models"].items():

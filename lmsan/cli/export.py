@@ -31,7 +31,11 @@ from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, conf
 @click.option("--features", is_flag=True, help="Also output the target-position features [B, d].")
 @click.option("--saliency/--no-saliency", default=True, show_default=True,
               help="Output the last layer's attention from the target position [B, T]; the guard's trigger "
-                   "removal tries the word it points at first. Needs eager attention; off with --optimize.")
+                   "removal tries the word it points at first. Unpruned graphs: needs eager attention, off with "
+                   "--optimize.")
+@click.option("--prune/--no-prune", default=True, show_default=True,
+              help="Run the last layer for the target row only (BERT-style layers; others run in full): "
+                   "the guard skips most of one layer. Parity is checked against the full forward.")
 @click.option("--exporter", type=click.Choice(["auto", "legacy", "dynamo"]), default="auto", show_default=True,
               help="torch.onnx exporter: auto = legacy (fastest on CPU, measured), dynamo if legacy fails.")
 @click.option("--opset", type=click.IntRange(min=14), default=None, help="ONNX opset (default 17 legacy, 18 dynamo).")
@@ -40,15 +44,15 @@ from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, conf
 @click.option("--json", "as_json", is_flag=True, help="Print the written guard.json as JSON.")
 @common_options
 def export(model: str, pvs: Path, out: Path, target: str | None, threshold: float, optimize: bool, fp16: bool,
-           int8: bool, features: bool, saliency: bool, exporter: str, opset: int | None, force: bool,
+           int8: bool, features: bool, saliency: bool, prune: bool, exporter: str, opset: int | None, force: bool,
            allow_pickle: bool, as_json: bool, verbose: int, quiet: bool, debug: bool) -> int:
     """Export MODEL with the fused sign-match node for the PVs in --pvs to the guard directory --out."""
     configure_logging(verbose, quiet)
     from lmsan.export import export_guard
 
     result = export_guard(model, pvs, out, target=target, threshold=threshold, optimize=optimize, fp16=fp16,
-                          int8=int8, features=features, saliency=saliency, exporter=exporter, opset=opset,
-                          allow_pickle=allow_pickle, overwrite=force)
+                          int8=int8, features=features, saliency=saliency, prune=prune, exporter=exporter,
+                          opset=opset, allow_pickle=allow_pickle, overwrite=force)
     if as_json:
         emit_json(result.manifest)
     else:

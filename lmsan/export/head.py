@@ -3,8 +3,9 @@
 ``SignMatchHead`` turns target-position features into ``match``, ``pv_index`` and ``triggered``
 with one MatMul against the ±1 PV sign matrix. ``GuardModule`` wraps a backbone so the exported
 graph ends in that head, and optionally outputs the last layer's attention from the target
-position (``saliency``: where the runtime's trigger removal looks first). Imports torch; never
-mining or runtime.
+position (``saliency``: where the runtime's trigger removal looks first). Where the backbone's
+layers allow it, the last layer runs for the target row only (``lmsan.export.prune``). Imports
+torch; never mining or runtime.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from lmsan.errors import ConfigError
+from lmsan.export.prune import last_layer_rows, split_last_layer
 from lmsan.models.targets import gather_positions
 
 GRAPH_OUTPUTS = ("match", "pv_index", "triggered")
@@ -43,7 +45,7 @@ class SignMatchHead(nn.Module):
         self.register_buffer("signs_t", torch.tensor(signs.T, dtype=torch.float32))  # [d, K]
 
     def forward(self, features: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = features.float()
+        features = _float32(features)
         if self.size == 0:  # a clean PV set: nothing can match
             match = torch.zeros_like(features[:, 0])
             pv_index = torch.full_like(features[:, 0], -1).long()
@@ -62,11 +64,15 @@ class GuardModule(nn.Module):
     Output shape: match [B], pv_index [B], triggered [B] (see ``SignMatchHead``), then features
     float32 [B, d] at the target position, then (with ``saliency``) float32 [B, T]: the last
     layer's attention from the target position to every token, averaged over heads (each row
-    sums to 1 over the unpadded tokens). Saliency needs eager attention (the weights exist).
+    sums to 1 over the unpadded tokens).
+
+    With ``prune`` (and a BERT-style backbone, ``split_last_layer``) the last layer runs for the
+    target row only; ``pruned`` says whether it does. Otherwise saliency needs eager attention
+    (the full forward must return the weights).
     """
 
     def __init__(self, encoder: Any, signs: np.ndarray, *, target: str, mask_token_id: int | None = None,
-                 use_token_types: bool = False, saliency: bool = False) -> None:
+                 use_token_types: bool = False, saliency: bool = False, prune: bool = True) -> None:
         super().__init__()
         if target == "mask" and mask_token_id is None:
             raise ConfigError("target 'mask' needs a tokenizer with a mask token")
@@ -78,6 +84,13 @@ class GuardModule(nn.Module):
         self.mask_token_id = mask_token_id
         self.use_token_types = use_token_types
         self.saliency = saliency
+        split = split_last_layer(encoder) if prune else None
+        self.trunk, self.last_layer = split if split else (None, None)  # share the encoder's weights
+
+    @property
+    def pruned(self) -> bool:
+        """Whether the last layer runs for the target row only."""
+        return self.last_layer is not None
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -85,14 +98,23 @@ class GuardModule(nn.Module):
         return GRAPH_OUTPUTS + ("features",) + (("saliency",) if self.saliency else ())
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
-                *, saliency: bool) -> tuple[torch.Tensor, ...]:
-        """Return (features float32 [B, d],) plus, with ``saliency``, float32 [B, T] (see the class)."""
+               *, saliency: bool, full: bool = False) -> tuple[torch.Tensor, ...]:
+        """Return (features float32 [B, d],) plus, with ``saliency``, float32 [B, T] (see the class).
+
+        ``full`` runs the backbone's own forward even when pruned (the parity reference; its
+        saliency needs eager attention).
+        """
         kwargs = {"token_type_ids": token_type_ids} if self.use_token_types else {}
+        if self.pruned and not full:
+            hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+            rows = self._at_target(hidden, input_ids, attention_mask).unsqueeze(1)  # [B, 1, d]
+            features, weights = last_layer_rows(self.last_layer, hidden, rows, attention_mask)
+            return (_float32(features), _float32(weights.mean(dim=2))) if saliency else (_float32(features),)
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_attentions=saliency, **kwargs)
-        features = self._at_target(out.last_hidden_state, input_ids, attention_mask).float()
+        features = _float32(self._at_target(out.last_hidden_state, input_ids, attention_mask))
         if not saliency:
             return (features,)
-        return features, self._target_attention(out.attentions[-1], input_ids, attention_mask).float()
+        return features, _float32(self._target_attention(out.attentions[-1], input_ids, attention_mask))
 
     def _at_target(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Each sequence's target position of ``hidden`` [B, T, d]: [B, d]."""
@@ -127,11 +149,16 @@ class TokenTypeGuardModule(GuardModule):
     """``GuardModule`` for backbones that read ``token_type_ids`` (BERT-style sentence pairs)."""
 
     def __init__(self, encoder: Any, signs: np.ndarray, *, target: str, mask_token_id: int | None = None,
-                 saliency: bool = False) -> None:
+                 saliency: bool = False, prune: bool = True) -> None:
         super().__init__(encoder, signs, target=target, mask_token_id=mask_token_id, use_token_types=True,
-                         saliency=saliency)
+                         saliency=saliency, prune=prune)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
                 threshold: torch.Tensor):
         features, *saliency = self.encode(input_ids, attention_mask, token_type_ids, saliency=self.saliency)
         return (*self.head(features, threshold), features, *saliency)
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as float32, without a (traced, no-op) Cast node when it already is."""
+    return tensor if tensor.dtype == torch.float32 else tensor.float()

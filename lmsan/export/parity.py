@@ -105,8 +105,9 @@ def check_parity(module: Any, graph: Path, batch: dict[str, np.ndarray], *, fp16
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if module.use_token_types else [])
     with torch.no_grad():
         args = [torch.from_numpy(batch[n]) for n in names]
+        eager = module.encoder.config._attn_implementation == "eager"  # the full forward returns weights
         ref, *ref_saliency = (t.numpy() for t in module.encode(*args[:2], args[2] if module.use_token_types else None,
-                                                                 saliency=module.saliency))  # [B, d], [B, T]
+                                                                 saliency=module.saliency and eager, full=True))
     try:
         session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
         feed = {n: batch[n] for n in names} | {"threshold": np.array(0.8, np.float32)}
@@ -121,7 +122,7 @@ def check_parity(module: Any, graph: Path, batch: dict[str, np.ndarray], *, fp16
     mismatches = int((_best_counts(features, signs, match) != _best_counts(ref, signs, None)).sum())
     head_ok = bool(np.array_equal(_best_counts(features, signs, match), _best_counts(features, signs, None)))
     passed = max_rel <= rtol and head_ok and (fp16 or int8 or off_zero == 0)
-    saliency_diff = float(np.abs(saliency[0] - ref_saliency[0]).max()) if saliency else None
+    saliency_diff = float(np.abs(saliency[0] - ref_saliency[0]).max()) if saliency and ref_saliency else None
     return ParityReport(int(ref.shape[0]), max_rel, mismatches, off_zero, rtol, bool(passed), saliency_diff)
 
 

@@ -49,7 +49,7 @@ class ExportResult:
 def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: str | os.PathLike, *,
                  target: str | None = None, threshold: float = 0.8, optimize: bool = False,
                  fp16: bool = False, int8: bool = False, features: bool = False, saliency: bool = True,
-                 exporter: Exporter = "auto",
+                 prune: bool = True, exporter: Exporter = "auto",
                  attn_implementation: str | None = None, opset: int | None = None,
                  allow_pickle: bool = False, overwrite: bool = False,
                  parity_texts: Sequence[str] = PARITY_SENTENCES) -> ExportResult:
@@ -67,9 +67,13 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
             2.2-2.9x faster with the same verdicts, measured on MiniLM; parity tolerance 0.1).
         features: keep the ``features`` float32 [B, d] graph output.
         saliency: add the ``saliency`` float32 [B, T] output (last-layer attention from the target
-            position, ``lmsan.export.head``) that the runtime's removal tries first. Only with
-            eager attention and without ``optimize`` (fused attention keeps no weights); skipped
-            otherwise (logged; ``guard.json`` lists the outputs).
+            position, ``lmsan.export.head``) that the runtime's removal tries first. Always
+            available with a pruned last layer; else only with eager attention and without
+            ``optimize`` (fused attention keeps no weights), skipped otherwise (logged;
+            ``guard.json`` lists the outputs).
+        prune: run the last layer for the target row only where the backbone's layers are
+            BERT-style (``lmsan.export.prune``; ``guard.json`` ``pruned``); the full forward
+            otherwise. Parity is always checked against the full forward.
         exporter: ``auto`` (legacy, else dynamo), ``legacy`` or ``dynamo`` (``lmsan.export.graph``).
         attn_implementation: attention kernel to trace; default ``eager`` for ``auto`` and
             ``legacy`` (needed for attention fusion), transformers' default for ``dynamo``.
@@ -105,10 +109,12 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
     attn = attn_implementation or ("eager" if exporter != "dynamo" else None)
     loaded = load_model(model, allow_pickle=allow_pickle, attn_implementation=attn)
     _check_fit(pv_set, loaded, pvs_path)
-    if saliency and (attn != "eager" or optimize):
-        log.info("no saliency output (it needs eager attention and no --optimize): removal starts without a guess")
-        saliency = False
-    module = _guard_module(loaded, pv_set, saliency=saliency)
+    module = _guard_module(loaded, pv_set, saliency=saliency, prune=prune)
+    if saliency and not module.pruned and (attn != "eager" or optimize):
+        log.info("no saliency output (unpruned, it needs eager attention and no --optimize): removal starts "
+                 "without a guess")
+        module.saliency = False
+    log.info("last layer %s", "runs for the target row only" if module.pruned else "runs in full (not pruned)")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -126,7 +132,8 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
                              max_length=max_tokens(loaded), texts=parity_texts)
         parity = check_parity(module, graph, batch, fp16=fp16, int8=int8)
         if not parity.passed:
-            raise ExportError(f"parity check failed: {parity.to_dict()}")
+            hint = " (the last layer was pruned: --no-prune exports the full forward)" if module.pruned else ""
+            raise ExportError(f"parity check failed: {parity.to_dict()}{hint}")
         if not features:
             drop_output(graph, "features")
         loaded.tokenizer.save_pretrained(str(staging))  # tokenizer_config.json and friends
@@ -169,7 +176,7 @@ def _check_fit(pv_set: PVSet, loaded: Any, pvs_path: Path | None) -> None:
         )
 
 
-def _guard_module(loaded: Any, pv_set: PVSet, *, saliency: bool) -> Any:
+def _guard_module(loaded: Any, pv_set: PVSet, *, saliency: bool, prune: bool) -> Any:
     from lmsan.export.head import GuardModule, TokenTypeGuardModule
 
     config = loaded.model.config
@@ -180,10 +187,10 @@ def _guard_module(loaded: Any, pv_set: PVSet, *, saliency: bool) -> Any:
         raise ConfigError(f"target 'mask' needs a mask token; the tokenizer of {loaded.source} has none")
     if use_types:
         module = TokenTypeGuardModule(loaded.encoder, pv_set.signs, target=pv_set.target, mask_token_id=mask_id,
-                                      saliency=saliency)
+                                      saliency=saliency, prune=prune)
     else:
         module = GuardModule(loaded.encoder, pv_set.signs, target=pv_set.target, mask_token_id=mask_id,
-                             saliency=saliency)
+                             saliency=saliency, prune=prune)
     return module.eval()
 
 
@@ -205,6 +212,7 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if module.use_token_types else [])
     return {
         "opset": opset, "exporter": exporter, "optimized": optimize, "fused": fused, "fp16": fp16, "int8": int8,
+        "pruned": module.pruned,
         "target": pv_set.target, "threshold": threshold, "max_length": max_tokens(loaded),
         "inputs": inputs + ["threshold"],
         "outputs": [name for name in module.output_names if features or name != "features"],

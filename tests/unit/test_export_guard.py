@@ -150,6 +150,62 @@ def test_saliency_is_the_target_positions_attention_row(target):
         assert torch.allclose(saliency[row], weights[row, position], atol=1e-6)
 
 
+def _random_backbone(arch: str):
+    """A random-init 3-layer backbone (d=32, 4 heads) with eager attention."""
+    import torch
+    from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel, RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                 max_position_embeddings=40)
+    if arch == "distilbert":
+        model = DistilBertModel(DistilBertConfig(vocab_size=100, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
+                                                 max_position_embeddings=40, pad_token_id=0))
+    else:
+        config = BertConfig(**shape) if arch == "bert" else RobertaConfig(pad_token_id=1, **shape)
+        model = BertModel(config) if arch == "bert" else RobertaModel(config)
+    model.set_attn_implementation("eager")
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("target", ["cls", "token", "last", "mask"])
+def test_pruned_last_layer_equals_the_full_forward(arch, target):
+    """The last layer run for the target row only gives the full forward's features and attention
+    row (padded batch, every target); non-BERT layers are not pruned; the backbone is unchanged."""
+    import torch
+
+    from lmsan.export.head import GuardModule
+
+    backbone = _random_backbone(arch)
+    module = GuardModule(backbone, np.ones((1, 32), np.int8), target=target, mask_token_id=4, saliency=True).eval()
+    assert module.pruned == (arch != "distilbert") and len(backbone.transformer.layer if arch == "distilbert"
+                                                           else backbone.encoder.layer) == 3
+    lengths = [10, 6, 3]
+    mask = (torch.arange(10)[None, :] < torch.tensor(lengths)[:, None]).long()
+    ids = torch.randint(5, 100, (3, 10)).masked_fill(mask == 0, 1 if arch == "roberta" else 0)
+    ids[[0, 1, 2], [2, 0, 1]] = 4  # the mask token, at several positions
+    with torch.no_grad():
+        features, saliency = module.encode(ids, mask, None, saliency=True)
+        ref_features, ref_saliency = module.encode(ids, mask, None, saliency=True, full=True)
+    assert features.shape == (3, 32) and saliency.shape == (3, 10)
+    assert (features - ref_features).abs().max() <= 1e-5 * ref_features.abs().max()
+    assert (saliency - ref_saliency).abs().max() <= 1e-6 and (saliency[mask == 0] < 1e-6).all()
+    if module.pruned:
+        assert len(module.trunk.encoder.layer) == 2 and len(backbone.encoder.layer) == 3
+
+
+def test_encoders_with_modules_besides_their_layers_are_not_pruned():
+    from torch import nn
+
+    from lmsan.export.prune import split_last_layer
+
+    backbone = _random_backbone("bert")
+    assert split_last_layer(backbone) is not None
+    backbone.encoder.LayerNorm = nn.LayerNorm(32)  # run after the layers (e.g. XLM-RoBERTa-XL)
+    assert split_last_layer(backbone) is None
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # inside torch.export
 def test_head_counts_zero_as_positive_in_onnx(tmp_path):
     """ONNX Sign(0) = 0; the head must count a zero feature as +1 (method.md §3)."""
@@ -189,7 +245,7 @@ def test_manifest_records_hashes_and_settings(guard_dir):
     assert manifest["model"]["fingerprint"] == load_model(tiny_model()).fingerprint
     assert manifest["pvs"]["size"] == 3 and manifest["pvs"]["width"] == 32 and manifest["pvs"]["sha256"] is None
     assert manifest["target"] == "cls" and manifest["threshold"] == 0.8 and manifest["max_length"] == 38  # tokenizer limit < 40 positions
-    assert manifest["opset"] >= 17 and manifest["inputs"][-1] == "threshold"
+    assert manifest["opset"] >= 17 and manifest["inputs"][-1] == "threshold" and manifest["pruned"] is True
     assert manifest["outputs"] == ["match", "pv_index", "triggered", "features", "saliency"]
 
 
@@ -260,7 +316,7 @@ def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kw", [dict(exporter="legacy", optimize=True), dict(optimize=True, fp16=True),
+@pytest.mark.parametrize("kw", [dict(exporter="legacy", optimize=True, prune=False), dict(optimize=True, fp16=True),
                                 dict(optimize=True, int8=True)])
 def test_legacy_optimized_fp16_and_int8_exports_pass_parity(tmp_path, kw):
     import onnx
@@ -268,8 +324,9 @@ def test_legacy_optimized_fp16_and_int8_exports_pass_parity(tmp_path, kw):
     from lmsan.export import export_guard
 
     result = export_guard(tiny_model(), anchor_pvs(tiny_model()), tmp_path / "g", features=True, **kw)
-    assert result.parity.passed
-    assert "saliency" not in result.manifest["outputs"]  # fused attention keeps no weights
+    assert result.parity.passed and result.manifest["pruned"] == kw.get("prune", True)
+    # unpruned, fused attention keeps no weights; pruned, the last layer is lmsan's own (unfused)
+    assert ("saliency" in result.manifest["outputs"]) == result.manifest["pruned"]
     graph = onnx.load(str(tmp_path / "g" / "model.onnx")).graph
     if kw.get("exporter") == "legacy":
         assert result.manifest["fused"].get("Attention") == 1

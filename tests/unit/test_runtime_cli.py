@@ -95,7 +95,10 @@ def test_export_cli_writes_a_guard_and_reports_errors(tmp_path, capsys):
     pvs = anchor_pvs(tiny_model()).save(tmp_path / "pvs.safetensors")
     code, out, _ = _run(export_cli.main, [str(tiny_model()), "--pvs", str(pvs), "--out", str(tmp_path / "g"),
                                           "--json", "-q"], capsys)
-    assert code == 0 and json.loads(out)["pvs"]["size"] == 3
+    assert code == 0 and json.loads(out)["pvs"]["size"] == 3 and json.loads(out)["pruned"]
+    code, out, _ = _run(export_cli.main, [str(tiny_model()), "--pvs", str(pvs), "--out", str(tmp_path / "full"),
+                                          "--no-prune", "--json", "-q"], capsys)
+    assert code == 0 and not json.loads(out)["pruned"] and "saliency" in json.loads(out)["outputs"]
     code, out, err = _run(export_cli.main, [str(tiny_model()), "--pvs", str(pvs), "--out", str(tmp_path / "g"), "-q"],
                           capsys)
     assert code == 2 and err.strip().startswith("lmsan-export: error: output directory exists")
