@@ -100,6 +100,27 @@ def build_zoo(names: list[str], log: logging.Logger, *, with_bases: bool = True)
     return entries
 
 
+def standard_entries(names: list[str], log: logging.Logger) -> list[dict]:
+    """Zoo entries for ``lmsan.attacks.STANDARD_ATTACKS`` models (the tests' 6-trigger attacks), verified."""
+    from lmsan.attacks import standard_attack, verify_attack
+    from lmsan.attacks.zoo import STANDARD_ATTACKS
+    from lmsan.data import standard_splits
+
+    test = standard_splits()["test"][:300]
+    entries = []
+    for name in names:
+        path = standard_attack(name)
+        attack = json.loads((path / "attack.json").read_text())
+        hits = [t.hit_rate for t in verify_attack(path, test).triggers]
+        working = [k for k, h in enumerate(hits) if h >= 0.5]
+        entries.append({"name": f"std-{name}", "path": str(path), "arch": STANDARD_ATTACKS[name][0],
+                        "kind": attack["config"]["kind"], "backdoored": True, "n_pvs": len(attack["pvs"]),
+                        "triggers": attack["triggers"], "target": attack["target"],
+                        "hit_rates": [round(h, 3) for h in hits], "working_pvs": working, "attack_ok": bool(working)})
+        log.info("standard attack %s ready", name)
+    return entries
+
+
 def find_cached(base: Path, config) -> Path | None:
     """A cached attacked model built from ``base`` with the same attack settings, if any.
 
@@ -123,26 +144,62 @@ def find_cached(base: Path, config) -> Path | None:
     return None
 
 
-def mine_one(entry: dict, profile: str, sentences: list[str], loops: int, device: str) -> dict:
-    """Detect-mode mining of one zoo model with one profile; returns the row of the results."""
+# Named settings a run can compare side by side: a profile plus overrides. "before" is the default
+# profile as it was before the trigger sweep (soft prompts only, one pass over the corpus per
+# epoch, L_max 30), so the clean-verdict speed-up is measured in one run.
+SETTINGS: dict[str, tuple[str, dict]] = {
+    "default": ("default", {}),
+    "reference": ("reference", {}),
+    "before": ("default", {"sweep": False, "epoch_batches": 0, "max_loops": 30}),
+}
+
+
+def mine_one(entry: dict, profile: str, sentences: list[str], loops: int, device: str, *, mode: str = "detect",
+             patience: int = 0) -> dict:
+    """Mine one zoo model with one setting (``SETTINGS``); returns the row of the results.
+
+    ``loops`` 0 keeps the setting's own ``L_max``. In search mode the row also holds the PV
+    recall, the loops and seconds until the last working attack PV was found, and which method
+    (trigger sweep or soft prompt) found each PV.
+    """
     from lmsan.mining import MiningConfig, mine
     from lmsan.models import load_model
     from lmsan.pvset import sign_agreement
 
     loaded = load_model(entry["path"], device=device)
-    config = MiningConfig.profile(profile, target=entry["target"], mode="detect", max_loops=loops)
+    name, overrides = SETTINGS[profile]
+    overrides = {**overrides, **({"max_loops": loops} if loops else {})}
+    config = MiningConfig.profile(name, **{**overrides, "target": entry["target"], "mode": mode, "patience": patience})
     result = mine(loaded, sentences, config)
     report = result.report
-    row = {"model": entry["name"], "profile": profile, "backdoored": entry["backdoored"],
+    row = {"model": entry["name"], "profile": profile, "mode": mode, "backdoored": entry["backdoored"],
            "verdict": report.verdict, "correct": report.backdoored == entry["backdoored"],
            "loops": len(report.loops), "time_to_verdict_s": round(report.timings_s["to_verdict"], 2),
            "total_s": round(report.timings_s["total"], 2), "feature_scale": round(report.feature_scale, 4),
-           "outcomes": {k: v for k, v in _counts(report).items() if v}}
+           "outcomes": {k: v for k, v in _counts(report).items() if v},
+           "sweep_s": round(report.sweep["wall_s"], 2) if report.sweep else None,
+           "pv_methods": [source["method"] for source in report.pv_sources]}
     if entry["backdoored"] and result.pvset.size:
         pvs = np.asarray(json.loads(Path(entry["path"], "attack.json").read_text())["pvs"], np.float32)
         agreement = sign_agreement(result.pvset.vectors, np.where(pvs >= 0, 1, -1).astype(np.int8))  # [K_found, K]
         row["best_agreement"] = round(float(agreement.max()), 3)
-        row["pvs_found"] = int((agreement.max(axis=0)[entry["working_pvs"]] > T_MATCH).sum())
+        working = entry["working_pvs"]
+        row["pvs_found"] = int((agreement.max(axis=0)[working] > T_MATCH).sum())
+        row["pvs_working"] = len(working)
+        # per working attack PV: the first mined PV that matches it, and how it was found
+        found_by = []
+        for k in working:
+            matches = [i for i in range(result.pvset.size) if agreement[i, k] > T_MATCH]
+            source = report.pv_sources[matches[0]] if matches else None
+            found_by.append(None if source is None else {"attack_trigger": entry["triggers"][k],
+                                                          "method": source["method"], "trigger": source["trigger"],
+                                                          "loops_done": source["loops_done"], "at_s": source["at_s"]})
+        row["found_by"] = found_by
+        if all(found_by):
+            row["loops_to_full_recall"] = max(f["loops_done"] for f in found_by)
+            row["time_to_full_recall_s"] = max(f["at_s"] for f in found_by)
+    elif entry["backdoored"]:
+        row["pvs_found"], row["pvs_working"] = 0, len(entry["working_pvs"])
     found = [loop.trigger for loop in report.loops if loop.trigger is not None]
     row["trigger_tokens"] = [check["trigger"] for check in found if check["confirmed"]]
     row["unconfirmed_tokens"] = [f"{check['trigger']} ({check['hit_rate']:.2f})" for check in found
@@ -187,6 +244,16 @@ def summarise(rows: list[dict], entries: list[dict], profile: str) -> dict:
         "median_time_to_verdict_correct_s": _median([r["time_to_verdict_s"] for r in correct]),
         "loop_outcomes": {name: sum(r["outcomes"].get(name, 0) for r in mine_rows) for name in OUTCOMES},
         "trigger_recovered": sum(bool(r.get("trigger_recovered")) for r in backdoored),
+        **({"pv_recall_search": round(found / max(sum(injected[r["model"]] for r in backdoored), 1), 4),
+            "pvs_found": found, "pvs_working": sum(injected[r["model"]] for r in backdoored),
+            "pvs_found_by_sweep": sum(1 for r in backdoored for f in r.get("found_by", []) if f and f["method"] == "sweep"),
+            "pvs_found_by_soft_prompt": sum(1 for r in backdoored for f in r.get("found_by", [])
+                                            if f and f["method"] == "soft_prompt"),
+            "median_loops_to_full_recall": _median([r["loops_to_full_recall"] for r in backdoored
+                                                    if "loops_to_full_recall" in r]),
+            "median_time_to_full_recall_s": _median([r["time_to_full_recall_s"] for r in backdoored
+                                                     if "time_to_full_recall_s" in r])}
+           if any(r.get("mode") == "search" for r in mine_rows) else {}),
     }
 
 
@@ -197,12 +264,14 @@ def _median(values: list[float]) -> float | None:
 def write_markdown(payload: dict, path: Path) -> None:
     s = {row["profile"]: row for row in payload["summary"]}
     lines = [
-        "## Mining (detect mode) on the tiny-model zoo",
+        f"## Mining ({payload['settings'].get('mode', 'detect')} mode) on the tiny-model zoo",
         "",
         f"{payload['zoo']['backdoored']} backdoored + {payload['zoo']['clean']} clean tiny models (controls and "
         "the un-attacked distilled bases) "
         f"(d = 128, 2 layers), {payload['settings']['sentences']} defense sentences, "
-        f"L_max = {payload['settings']['loops']}, {payload['settings']['device']}, "
+        f"L_max = {payload['settings']['loops'] or 'each setting default'}"
+        + (f", patience {payload['settings']['patience']}" if payload['settings'].get('patience') else "")
+        + f", {payload['settings']['device']}, "
         f"{payload['settings']['threads']} thread(s). `benchmarks/mining.py`.",
         "",
         "| profile | accuracy | FP | FN | PV recall (detect) | median time to verdict | backdoored | clean |",
@@ -214,9 +283,28 @@ def write_markdown(payload: dict, path: Path) -> None:
             f"{row['false_negatives']}/{row['backdoored']} | {row['pv_recall_detect']:.1%} | "
             f"{row['median_time_to_verdict_s']} s | {row['median_time_to_verdict_backdoored_s']} s | "
             f"{row['median_time_to_verdict_clean_s']} s |")
-    if "default" in s and "reference" in s and s["default"]["median_time_to_verdict_s"]:
-        ratio = s["reference"]["median_time_to_verdict_s"] / s["default"]["median_time_to_verdict_s"]
-        lines += ["", f"Median time to verdict: default is {ratio:.1f}x faster than reference."]
+    for other in ("reference", "before"):
+        if "default" in s and other in s and s["default"]["median_time_to_verdict_s"]:
+            ratio = s[other]["median_time_to_verdict_s"] / s["default"]["median_time_to_verdict_s"]
+            lines += ["", f"Median time to verdict: default is {ratio:.1f}x faster than {other}."]
+            if s["default"]["median_time_to_verdict_clean_s"] and s[other]["median_time_to_verdict_clean_s"]:
+                ratio = s[other]["median_time_to_verdict_clean_s"] / s["default"]["median_time_to_verdict_clean_s"]
+                lines += [f"Median time to a clean verdict: default is {ratio:.1f}x faster than {other}."]
+    if any("pv_recall_search" in row for row in s.values()):
+        lines += ["", "| setting | PV recall (search) | found by sweep | by soft prompt | false positives | "
+                  "median loops to full recall | median time to full recall |", "|---|---|---|---|---|---|---|"]
+        for name, row in s.items():
+            lines.append(f"| {name} | {row['pvs_found']}/{row['pvs_working']} = {row['pv_recall_search']:.1%} | "
+                         f"{row['pvs_found_by_sweep']} | {row['pvs_found_by_soft_prompt']} | "
+                         f"{row['false_positives']}/{row['clean']} | {row['median_loops_to_full_recall']} | "
+                         f"{row['median_time_to_full_recall_s']} s |")
+        lines += ["", "Per model, which method found each working attack PV (trigger as mined):", ""]
+        for row in payload["rows"]:
+            if row.get("found_by"):
+                lines.append(f"- {row['model']} ({row['profile']}): " + "; ".join(
+                    f"`{f['attack_trigger']}` -> " + (f"{f['method']} `{f['trigger']}` (loop {f['loops_done']}, "
+                                                      f"{f['at_s']:.0f} s)" if f else "**missed**")
+                    for f in row["found_by"]))
     lines += ["", "Fuzz-loop outcomes over the zoo: " + "; ".join(
         f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.get("loop_outcomes", {}).items() if v)
         for name, row in s.items()) + "."]
@@ -294,8 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build-only", action="store_true", help="build the zoo and stop")
     parser.add_argument("--models", nargs="*", default=list(ZOO), help="zoo entries (default: all)")
-    parser.add_argument("--profiles", nargs="*", default=["default", "reference"])
-    parser.add_argument("--loops", type=int, default=30, help="L_max per model (detect mode)")
+    parser.add_argument("--profiles", nargs="*", default=["default", "reference"], choices=list(SETTINGS),
+                        help="settings run side by side ('before': the default as it was before the trigger sweep)")
+    parser.add_argument("--loops", type=int, default=0, help="L_max per model (0: each setting's default)")
+    parser.add_argument("--mode", choices=["detect", "search"], default="detect")
+    parser.add_argument("--patience", type=int, default=0, help="search mode: loops without a new PV before stopping")
+    parser.add_argument("--clean-only", action="store_true", help="mine only the clean models (clean-verdict timing)")
+    parser.add_argument("--backdoored-only", action="store_true", help="mine only the backdoored models")
+    parser.add_argument("--min-pvs", type=int, default=1, help="only backdoored models with at least this many PVs")
     parser.add_argument("--sentences", type=int, default=2000, help="defense sentences")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     parser.add_argument("--device", default="cpu")
@@ -304,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="only re-render results/NAME.md from NAME.json")
     parser.add_argument("--name", default="mining", help="results file stem under benchmarks/results/")
     parser.add_argument("--no-bases", action="store_true", help="leave out the un-attacked distilled tiny models")
+    parser.add_argument("--standard", nargs="*", default=[],
+                        help="also the test suite's standard attacks (lmsan.attacks.STANDARD_ATTACKS), e.g. bert-por")
     args = parser.parse_args(argv)
     if args.render:
         rewrite_markdown(args.name)
@@ -318,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    entries = build_zoo(args.models, log, with_bases=not args.no_bases)
+    entries = build_zoo(args.models, log, with_bases=not args.no_bases) + standard_entries(args.standard, log)
     if args.build_only:
         return 0
     from lmsan.data import standard_splits
@@ -326,17 +422,23 @@ def main(argv: list[str] | None = None) -> int:
     sentences = standard_splits()["defense"][: args.sentences]
     usable = [e for e in entries if e.get("attack_ok", True)]
     skipped = [e["name"] for e in entries if not e.get("attack_ok", True)]
+    if args.clean_only:
+        usable = [e for e in usable if not e["backdoored"]]
+    if args.backdoored_only:
+        usable = [e for e in usable if e["backdoored"]]
+    usable = [e for e in usable if not e["backdoored"] or len(e["working_pvs"]) >= args.min_pvs]
     if skipped:
         log.warning("attack did not take (every trigger hit rate < 0.5), left out: %s", ", ".join(skipped))
     rows = []
     for profile in args.profiles:
         for entry in usable:
-            row = mine_one(entry, profile, sentences, args.loops, args.device)
+            row = mine_one(entry, profile, sentences, args.loops, args.device, mode=args.mode, patience=args.patience)
             log.info("%-26s %-9s %-10s correct=%s loops=%d to_verdict=%.1fs agree=%s", row["model"], profile,
                      row["verdict"], row["correct"], row["loops"], row["time_to_verdict_s"], row.get("best_agreement"))
             rows.append(row)
     payload = {
-        "settings": {"loops": args.loops, "sentences": args.sentences, "threads": args.threads, "device": args.device,
+        "settings": {"loops": args.loops, "mode": args.mode, "patience": args.patience, "profiles": args.profiles,
+                     "sentences": args.sentences, "threads": args.threads, "device": args.device,
                      "attack_sentences": ATTACK_SENTENCES, "t_match": T_MATCH,
                      "torch": torch.__version__},
         "zoo": {"backdoored": sum(e["backdoored"] for e in usable), "clean": sum(not e["backdoored"] for e in usable),

@@ -20,6 +20,14 @@ class DataError(LmsanError, ValueError):
     """A data source is missing, malformed, empty or too small."""
 
 
+class InputError(DataError):
+    """One scan input is unusable; ``index`` is its position in the batch, ``reason`` the cause."""
+
+    def __init__(self, reason: str, *, index: int | None = None) -> None:
+        super().__init__(reason if index is None else f"input {index}: {reason}")
+        self.reason, self.index = reason, index
+
+
 class PVSetError(LmsanError, ValueError):
     """A PV-set file is missing, malformed, or does not fit the model."""
 

@@ -23,6 +23,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def json_digest(payload: dict[str, Any], *, exclude: str | None = None) -> str:
+    """Return the hex SHA-256 of ``payload`` in canonical JSON (sorted keys, no spaces, ASCII).
+
+    Args:
+        payload: JSON-serialisable mapping (floats must round-trip: as read back by ``json``).
+        exclude: a top-level key left out (the field that stores the digest itself).
+    """
+    data = {key: value for key, value in payload.items() if key != exclude}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Write a file atomically: ``write(tmp_path)`` fills a temp file, then it is renamed.
 

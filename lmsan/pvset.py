@@ -76,12 +76,18 @@ class PVSet:
         return np.where(self.vectors >= 0, 1, -1).astype(np.int8)
 
     def append(self, vector: np.ndarray, *, seed: int, prompt: np.ndarray | None = None) -> "PVSet":
-        """Return a new set with one more PV (``vector`` float32 [d], ``prompt`` [l_sp, d_emb])."""
+        """Return a new set with one more PV (``vector`` float32 [d], ``prompt`` [l_sp, d_emb]).
+
+        A PV without a prompt (found by the trigger sweep, ``seed`` -1) in a set with prompts gets
+        an all-zero prompt row, and so do earlier prompt-less PVs when a prompt arrives.
+        """
         vectors = np.concatenate([self.vectors, np.asarray(vector, np.float32)[None]], axis=0)
-        prompts = None
-        if prompt is not None:
-            new = np.asarray(prompt, np.float32)[None]
-            prompts = new if self.prompts is None or self.size == 0 else np.concatenate([self.prompts, new])
+        prompts = self.prompts
+        if prompt is not None or prompts is not None:
+            shape = (prompts if prompts is not None else np.asarray(prompt)).shape[-2:]
+            new = np.zeros((1, *shape), np.float32) if prompt is None else np.asarray(prompt, np.float32)[None]
+            old = prompts if prompts is not None else np.zeros((self.size, *shape), np.float32)
+            prompts = np.concatenate([old, new])
         return PVSet(vectors, prompts, np.append(self.seeds, seed), self.target, self.model_sha256)
 
     @classmethod

@@ -23,17 +23,17 @@ $BIN/lmsan-attack verify "$OUT/backdoored" --limit 300 -q
 step "3/6 defense data: 2000 clean sentences disjoint from the attacker's"
 $BIN/python -c "from lmsan.data import standard_splits; print('\n'.join(standard_splits()['defense']))" > "$OUT/defense.txt"
 
-step "4/6 scan the model with lmsan-mine (search mode; exit 1 = backdoored)"
-expect 1 $BIN/lmsan-mine "$OUT/backdoored" --data "$OUT/defense.txt" --mode search --loops 40 --patience 12 --out "$OUT/scan" -q
+step "4/6 scan the model with lmsan-mine (search mode: trigger sweep, then soft prompts; exit 1 = backdoored)"
+expect 1 $BIN/lmsan-mine "$OUT/backdoored" --data "$OUT/defense.txt" --mode search --loops 20 --patience 6 --out "$OUT/scan" -q
 $BIN/python - "$OUT" <<'PY'
 import json, sys
 report = json.load(open(f"{sys.argv[1]}/scan/report.json"))
-print(f"verdict {report['verdict']}: {report['pvs']['size']} PV(s) from {len(report['loops'])} fuzz loops, "
+print(f"verdict {report['verdict']}: {report['pvs']['size']} PV(s) from the trigger sweep and {len(report['loops'])} fuzz loops, "
       f"{report['timings_s']['to_verdict']:.1f} s to verdict, {report['timings_s']['total']:.1f} s in all")
-for loop in report["loops"]:
-    if loop["outcome"] == "accepted":
-        print(f"  PV #{loop['pv_index']}: suspected trigger {loop['trigger']['trigger']!r} "
-              f"(inserted once, hits {loop['trigger']['hit_rate']:.0%} of sentences)")
+for source in report["pv_sources"]:
+    found_by = "trigger sweep" if source["method"] == "sweep" else f"soft prompt (seed {source['seed']})"
+    print(f"  PV #{source['pv_index']} ({found_by}): suspected trigger {source['trigger']!r} "
+          f"(inserted once, hits {source['hit_rate']:.0%} of sentences)")
 PY
 
 step "5/6 export backbone + fused sign-match node to ONNX (with parity check)"

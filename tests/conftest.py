@@ -27,3 +27,20 @@ def _seeded() -> None:
     except ImportError:  # the runtime tests run without torch in subprocesses
         return
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests where CUDA is missing (they run from ``scripts/test_gpu.sh`` on a device)."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if not cuda:
+        skip = pytest.mark.skip(reason="needs CUDA (gpu marker; run scripts/test_gpu.sh on a GPU machine)")
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(skip)

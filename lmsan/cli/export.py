@@ -1,6 +1,8 @@
 """``lmsan-export``: bake a model and its PV set into a guard directory (ONNX + tokenizer + manifest).
 
-    lmsan-export MODEL --pvs out/pvs.safetensors --out guard/ [--optimize] [--fp16 | --int8]
+    lmsan-export MODEL --pvs out/pvs.safetensors --out guard/ [--optimize] [--fp16 | --int8] [--force]
+
+``--force`` replaces an existing ``--out`` only when it is a guard directory.
 
 Torch is imported inside the command, so ``--help`` stays fast.
 """
@@ -39,7 +41,8 @@ from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, conf
 @click.option("--exporter", type=click.Choice(["auto", "legacy", "dynamo"]), default="auto", show_default=True,
               help="torch.onnx exporter: auto = legacy (fastest on CPU, measured), dynamo if legacy fails.")
 @click.option("--opset", type=click.IntRange(min=14), default=None, help="ONNX opset (default 17 legacy, 18 dynamo).")
-@click.option("--force", is_flag=True, help="Replace an existing --out directory.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing --out that is a guard directory (never a model directory or other files).")
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle-format weights (unsafe: runs code).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written guard.json as JSON.")
 @common_options
@@ -60,6 +63,7 @@ def export(model: str, pvs: Path, out: Path, target: str | None, threshold: floa
     parity = result.parity
     click.echo(f"parity: max_rel_diff={parity.max_rel_diff:.2e} count_mismatches={parity.count_mismatches} "
                f"({result.wall_s:.1f} s)", err=True)
+    click.echo(f"digest: {result.manifest['digest']} (pin it: lmsan-guard --expect-digest)", err=True)
     return EXIT_CLEAN
 
 

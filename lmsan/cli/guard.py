@@ -4,23 +4,28 @@
     lmsan-guard DIR --file inputs.jsonl         one JSON value per line (see --help)
     echo "some text" | lmsan-guard DIR          one text per stdin line
 
-Exit code 1 when any input was triggered, 0 when none was. Imports ``lmsan.runtime`` inside the
-command and never torch or transformers.
+Exit code 2 when any input was bad (the others are still scanned and printed), else 1 when any
+input was triggered, 0 when none was. Imports ``lmsan.runtime`` inside the command and never
+torch or transformers.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import click
 
-from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, EXIT_FOUND, common_options, configure_logging, emit_json, run
-from lmsan.runtime.removal import SEARCHES
+from lmsan.cli._common import (CONTEXT_SETTINGS, EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND, common_options, configure_logging,
+                               emit_json, run)
+from lmsan.runtime.removal import MAX_TRIALS, SEARCHES
 
 CHUNK = 256  # inputs per scan_batch call
+_UNDECODED = re.compile("[\udc80-\udcff]")  # how surrogateescape carries a byte that is not UTF-8
 
 
 @click.command("lmsan-guard", context_settings=CONTEXT_SETTINGS)
@@ -30,6 +35,8 @@ CHUNK = 256  # inputs per scan_batch call
               help='JSONL inputs: a string, ["text_a", "text_b"], or {"text": ...} / {"text_a": ..., "text_b": ...}.')
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="T_match; default: the one in guard.json.")
+@click.option("--expect-digest", metavar="HEX", default=None,
+              help="Refuse any guard but the one whose guard.json digest this is (lmsan-export prints it).")
 @click.option("--provider", "providers", multiple=True, help="onnxruntime provider: cpu, cuda or tensorrt (repeatable).")
 @click.option("--search", type=click.Choice(list(SEARCHES)), default="probe", show_default=True,
               help="Trigger-removal search: probe (saliency guess, then keep-only splitting: fewest calls and "
@@ -40,74 +47,146 @@ CHUNK = 256  # inputs per scan_batch call
               help="probe: ignore the guard's saliency output (no first guess): more session calls, the same "
                    "removals where removing more words never re-triggers.")
 @click.option("--no-sanitize", is_flag=True, help="Only detect; do not search for the trigger.")
+@click.option("--max-trials", type=click.IntRange(min=0), default=MAX_TRIALS, show_default=True,
+              help="Work cap: most removal trials per input (0: no cap).")
+@click.option("--time-budget", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Work cap: seconds the removal of one batch of inputs may take (default: none).")
+@click.option("--fail-open", is_flag=True,
+              help="An input whose removal hits a work cap passes unsanitized (default: REJECTED).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 @common_options
 def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, threshold: float | None,
-          providers: tuple[str, ...], search: str, no_saliency: bool, no_sanitize: bool, as_json: bool,
-          verbose: int, quiet: bool, debug: bool) -> int:
+          expect_digest: str | None, providers: tuple[str, ...], search: str, no_saliency: bool, no_sanitize: bool,
+          max_trials: int, time_budget: float | None, fail_open: bool, as_json: bool, verbose: int, quiet: bool,
+          debug: bool) -> int:
     """Scan TEXTS (or --file, or stdin lines) with the guard in DIRECTORY.
 
-    Triggered inputs get their trigger removed (method.md §4) unless --no-sanitize. Exit code 1
-    if any input was triggered.
+    Triggered inputs get their trigger removed (method.md §4) unless --no-sanitize. One result per
+    input, in order; a bad input (its file:line or argument number named) gets an error line and
+    the others are still scanned. Exit code 2 if any input was bad, else 1 if any was triggered.
     """
     configure_logging(verbose, quiet)
     from lmsan.runtime import Guard
 
-    inputs = list(_inputs(texts, input_file))
-    if not inputs:
-        raise click.UsageError("no input: give TEXT arguments, --file, or lines on stdin")
-    scanner = Guard.load(directory, providers=list(providers) or None, threshold=threshold, search=search,
-                         saliency=not no_saliency)
-    results = []
-    for first in range(0, len(inputs), CHUNK):
-        results += scanner.scan_batch(inputs[first : first + CHUNK], sanitize=not no_sanitize)
-    if as_json:
-        emit_json([{"input": list(i) if isinstance(i, tuple) else i, **r.to_dict()} for i, r in zip(inputs, results)])
-    else:
-        for result in results:
-            click.echo(_line(result))
-    flagged = sum(r.triggered for r in results)
-    if not quiet:
-        click.echo(f"{flagged} of {len(results)} inputs triggered ({scanner.provider})", err=True)
-    return EXIT_FOUND if flagged else EXIT_CLEAN
-
-
-def _inputs(texts: tuple[str, ...], input_file: Path | None) -> Iterator[Any]:
-    """Texts from arguments, else JSONL lines from --file, else stdin lines (blank ones skipped)."""
-    from lmsan.errors import DataError
-
     if texts and input_file:
         raise click.UsageError("give TEXT arguments or --file, not both")
+    items = list(_inputs(texts, input_file))
+    if not items:
+        raise click.UsageError("no input: give TEXT arguments, --file, or lines on stdin")
+    scanner = Guard.load(directory, providers=list(providers) or None, threshold=threshold, search=search,
+                         saliency=not no_saliency, expect_digest=expect_digest, max_trials=max_trials or None,
+                         time_budget_s=time_budget, fail_open=fail_open)
+    results: list[Any] = []
+    for first in range(0, len(items), CHUNK):
+        results += _scan_chunk(scanner, items[first : first + CHUNK], sanitize=not no_sanitize)
+    errors = [r for r in results if isinstance(r, Failed)]
+    for failed in errors:
+        click.echo(f"lmsan-guard: error: {failed.where}: {failed.reason}", err=True)
+    if as_json:
+        emit_json([_record(item, result) for item, result in zip(items, results)])
+    else:
+        for result in results:
+            click.echo(f"ERROR\t{result.where}: {result.reason}" if isinstance(result, Failed) else _line(result))
+    flagged = sum(not isinstance(r, Failed) and r.triggered for r in results)
+    if not quiet:
+        bad = f", {len(errors)} bad" if errors else ""
+        click.echo(f"{flagged} of {len(results)} inputs triggered{bad} ({scanner.provider})", err=True)
+    return EXIT_ERROR if errors else EXIT_FOUND if flagged else EXIT_CLEAN
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: ``value`` (a text or pair, None if unreadable), ``where`` it came from
+    (``input N``, ``FILE:LINE``, ``<stdin>:LINE``) and why it is unreadable, if it is."""
+
+    value: Any
+    where: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The answer for a bad input."""
+
+    where: str
+    reason: str
+
+
+def _scan_chunk(scanner: Any, items: list[Item], *, sanitize: bool) -> list[Any]:
+    """Scan ``items`` in one batch; a bad input becomes a ``Failed`` and the rest are rescanned
+    (one ``scan_batch`` call per bad input found, plus one)."""
+    from lmsan.errors import InputError
+
+    results: list[Any] = [Failed(item.where, item.error) if item.error else None for item in items]
+    todo = [i for i, result in enumerate(results) if result is None]
+    while todo:
+        try:
+            found = scanner.scan_batch([items[i].value for i in todo], sanitize=sanitize)
+        except InputError as exc:
+            if exc.index is None:
+                raise
+            bad = todo.pop(exc.index)
+            results[bad] = Failed(items[bad].where, exc.reason)
+            continue
+        for i, result in zip(todo, found):
+            results[i] = result
+        break
+    return results
+
+
+def _record(item: Item, result: Any) -> dict[str, Any]:
+    value = list(item.value) if isinstance(item.value, tuple) else item.value
+    if isinstance(result, Failed):
+        return {"input": value, "where": item.where, "error": result.reason}
+    return {"input": value, "where": item.where, **result.to_dict()}
+
+
+def _inputs(texts: tuple[str, ...], input_file: Path | None) -> Iterator[Item]:
+    """Texts from arguments, else JSONL lines from --file, else stdin lines (blank ones skipped)."""
     if texts:
-        yield from texts
+        for number, text in enumerate(texts):
+            bad = _UNDECODED.search(text)  # os/click decode argv bytes with surrogateescape
+            error = f"undecodable byte 0x{ord(bad.group()) & 0xFF:02X} at index {bad.start()} (not UTF-8)" if bad else None
+            yield Item(None if bad else text, f"input {number}", error)
         return
     if input_file:
-        with open(input_file, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    yield _parse(line, f"{input_file}:{number}", DataError)
+        with open(input_file, "rb") as handle:
+            yield from _lines(handle, str(input_file), json_lines=True)
         return
     if sys.stdin is None or sys.stdin.isatty():
         return
-    for line in sys.stdin:
+    stream = getattr(sys.stdin, "buffer", None)
+    yield from _lines(stream if stream is not None else sys.stdin, "<stdin>", json_lines=False)
+
+
+def _lines(handle: Any, name: str, *, json_lines: bool) -> Iterator[Item]:
+    """Non-blank lines of a binary (or, for tests, text) stream, each decoded as UTF-8 alone."""
+    for number, line in enumerate(handle, 1):
+        where = f"{name}:{number}"
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield Item(None, where, f"invalid UTF-8 (byte 0x{line[exc.start]:02X} at offset {exc.start})")
+                continue
         if line.strip():
-            yield line.rstrip("\n")
+            yield _parse(line, where) if json_lines else Item(line.rstrip("\r\n"), where)
 
 
-def _parse(line: str, where: str, error: type) -> Any:
+def _parse(line: str, where: str) -> Item:
     try:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise error(f"{where}: not JSON ({exc.msg})") from exc
+        return Item(None, where, f"not JSON ({exc.msg})")
     if isinstance(value, dict):
         if "text" in value:
-            return value["text"]
+            return Item(value["text"], where)
         if "text_a" in value and "text_b" in value:
-            return (value["text_a"], value["text_b"])
-        raise error(f"{where}: an object needs 'text' or 'text_a' and 'text_b'")
+            return Item((value["text_a"], value["text_b"]), where)
+        return Item(None, where, "an object needs 'text' or 'text_a' and 'text_b'")
     if isinstance(value, list) and len(value) == 2:
-        return (value[0], value[1])
-    return value  # a string; anything else is refused by the guard's input check
+        return Item((value[0], value[1]), where)
+    return Item(value, where)  # a string; anything else is refused by the guard's input check
 
 
 def _line(result: Any) -> str:
@@ -115,11 +194,12 @@ def _line(result: Any) -> str:
         return f"clean\tmatch={result.match:.3f}"
     pv = f"pv={result.pv_index}"
     if result.rejected:
-        return f"REJECTED\tmatch={result.match:.3f}\t{pv}"
+        return f"REJECTED\tmatch={result.match:.3f}\t{pv}\treason={result.reason}"
     if result.sanitized is None:
         return f"TRIGGERED\tmatch={result.match:.3f}\t{pv}"
     sanitized = result.sanitized if isinstance(result.sanitized, str) else " [SEP] ".join(result.sanitized)
-    return f"TRIGGERED\tmatch={result.match:.3f}\t{pv}\tremoved={'|'.join(result.removed)}\t{sanitized}"
+    reason = f"\treason={result.reason}" if result.reason else ""  # passed unsanitized (fail open)
+    return f"TRIGGERED\tmatch={result.match:.3f}\t{pv}\tremoved={'|'.join(result.removed)}{reason}\t{sanitized}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,9 @@ JSON layout (``format`` ``lmsan.guard/1``), so neither package imports the other
 Layout::
 
     format, schema_version, lmsan_version, created_utc
+    digest           SHA-256 of the manifest itself: canonical JSON (``lmsan.files.json_digest``) of
+                     every other key. The files' hashes bind the graph and tokenizer, this binds the
+                     rest (threshold, inputs, ...); pin it with ``Guard.load(expect_digest=...)``.
     graph            graph file name ("model.onnx")
     files            {file name: sha256} of every file the runtime reads (graph, side data, tokenizer)
     opset, exporter, optimized, fp16, int8, fused {op type: count}
@@ -24,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from lmsan import __version__
-from lmsan.files import sha256_file, write_json
+from lmsan.files import json_digest, sha256_file, write_json
 
 MANIFEST = "guard.json"
+DIGEST = "digest"
 GUARD_FORMAT = "lmsan.guard/1"
 SCHEMA_VERSION = 1
 GRAPH_FILE = "model.onnx"
@@ -41,7 +45,8 @@ def signs_sha256(signs: Any) -> str:
 
 
 def write_manifest(directory: Path, fields: dict[str, Any]) -> Path:
-    """Hash every file in ``directory`` (except the manifest) and write ``guard.json`` atomically.
+    """Hash every file in ``directory`` (except the manifest) and write ``guard.json`` atomically,
+    with the digest of its own content (``digest``).
 
     Args:
         directory: the (staging) guard directory holding the graph and tokenizer files.
@@ -61,5 +66,7 @@ def write_manifest(directory: Path, fields: dict[str, Any]) -> Path:
         "graph": GRAPH_FILE,
         "files": files,
         **fields,
+        "schema_version": SCHEMA_VERSION,
     }
-    return write_json(directory / MANIFEST, payload, schema_version=SCHEMA_VERSION)
+    payload[DIGEST] = json_digest(payload, exclude=DIGEST)
+    return write_json(directory / MANIFEST, payload)

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from lmsan.errors import ConfigError, ExportError, IntegrityError, PVSetError
+from lmsan.errors import ConfigError, DataError, ExportError, IntegrityError, PVSetError
 from lmsan.export.graph import (EXPORTERS, Exporter, convert_fp16, drop_output, export_graph, optimize_graph,
                                 quantize_int8)
-from lmsan.export.manifest import GRAPH_FILE, TOKENIZER_FILE, signs_sha256, write_manifest
+from lmsan.export.manifest import GRAPH_FILE, GUARD_FORMAT, MANIFEST, TOKENIZER_FILE, signs_sha256, write_manifest
 from lmsan.export.parity import PARITY_SENTENCES, ParityReport, check_parity, parity_batch
 from lmsan.files import read_json, sha256_file
 from lmsan.pvset import PVSet
@@ -79,7 +79,7 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
             ``legacy`` (needed for attention fusion), transformers' default for ``dynamo``.
         opset: ONNX opset; default 17 (legacy) or 18 (dynamo).
         allow_pickle: accept pickle-format model weights (unsafe).
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` that is a guard directory (``check_out_dir``).
         parity_texts: sentences for the parity check.
 
     Raises:
@@ -87,7 +87,8 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
         PVSetError: unreadable PV set, or its width differs from the model's hidden size.
         IntegrityError: the PV set was mined on other weights (``model_sha256`` mismatch).
         ModelLoadError: the model cannot be loaded.
-        ExportError: ``out`` exists, the exporter failed, or parity failed.
+        ExportError: ``out`` exists (or, with ``overwrite``, is not a guard directory), the exporter
+            failed, or parity failed.
     """
     started = time.perf_counter()
     if not 0.0 <= threshold < 1.0:
@@ -95,8 +96,7 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
     if fp16 and int8:
         raise ConfigError("choose fp16 (GPU) or int8 (CPU), not both")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ExportError(f"output directory exists: {out} (pass overwrite / --force to replace it)")
+    check_out_dir(out, overwrite=overwrite)
     pvs_path = None if isinstance(pvs, PVSet) else Path(pvs)
     pv_set = pvs if isinstance(pvs, PVSet) else PVSet.load(pvs_path)
     if target is not None and target != pv_set.target:
@@ -142,7 +142,7 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
                                     optimize=optimize, fused=fused, fp16=fp16, int8=int8, threshold=threshold,
                                     features=features, parity=parity)
         write_manifest(staging, manifest)
-        _move_into_place(staging, out)
+        _move_into_place(staging, out, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -232,8 +232,36 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
     }
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
+def check_out_dir(out: Path, *, overwrite: bool) -> None:
+    """Refuse an ``out`` whose replacement could lose data.
+
+    ``out`` must not exist, unless ``overwrite`` is set and it is an empty directory or an lmsan
+    guard directory (its ``guard.json`` has ``format`` ``lmsan.guard/1``). Anything else (a model
+    directory, a file, a guard.json of another tool) is never deleted.
+
+    Raises:
+        ExportError: ``out`` exists and may not be replaced.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"output {out} is a file, not a guard directory")
+    if not overwrite:
+        raise ExportError(f"output directory exists: {out} (pass overwrite / --force to replace it)")
+    if not any(out.iterdir()):
+        return
+    try:
+        manifest = read_json(out / MANIFEST)
+    except DataError:
+        manifest = {}
+    if manifest.get("format") != GUARD_FORMAT:
+        raise ExportError(f"refusing to replace {out}: it is not an lmsan guard directory (no {MANIFEST} of "
+                          f"format {GUARD_FORMAT}); --force only replaces a guard, so pick a new --out")
+
+
+def _move_into_place(staging: Path, out: Path, *, overwrite: bool) -> None:
+    """Rename ``staging`` to ``out``; an existing ``out`` (checked again) is moved aside, then deleted."""
+    check_out_dir(out, overwrite=overwrite)  # it may have changed during the export
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -12,7 +12,8 @@ Two named profiles:
 Thresholds that depend on the model's feature scale come in two forms (style.md): ``*_rel``,
 multiples of ``feature_scale`` (the mean per-dimension variance of the clean target features,
 measured on the defense data), and optional ``*_abs`` overrides in the model's output units.
-See docs/mining.md for how the defaults were calibrated. Imports stdlib, lmsan.errors and lmsan.pvset only.
+See docs/mining.md for how the defaults were calibrated. Imports stdlib, lmsan.errors, lmsan.pvset and
+lmsan.mining.fieldtypes only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from lmsan.errors import ConfigError
+from lmsan.mining.fieldtypes import check_field_types
 from lmsan.pvset import TARGETS
 
 MODES = ("detect", "search")
@@ -37,8 +39,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "aux": ("cached", "recompute"),
     "batching": ("bucketed", "random"),
 }
-# L_max per mode (method.md §2) when the caller does not set max_loops.
+# L_max per mode (method.md §2) when the caller does not set max_loops. After a trigger sweep that
+# found nothing, detect mode's loops only have to find triggers that fire as phrases of tokens that
+# do not rank alone: 10 loops (benchmarks/mining.py measures the zoo at both budgets).
 DEFAULT_LOOPS = {"detect": 30, "search": 1000}
+SWEPT_DETECT_LOOPS = 10
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,11 @@ class MiningConfig:
         grad_test: ``abs`` compares max |grad| (ours); ``signed`` the signed max (reference).
         lambda_dist, lambda_div, lambda_path: loss weights ``λ_D, λ_div, λ_P``.
         epochs: epochs per fuzz loop.
+        epoch_batches: batches per epoch (each epoch draws them afresh from the whole corpus); 0
+            means one pass over the corpus (reference). The loops' decisions (aborts, early
+            accept, ``T_div``) were calibrated on 31-batch epochs (1000 sentences); with 2000
+            sentences a full pass doubles the cost of every loop that finds nothing, while
+            backdoored loops concentrate within 32 steps (docs/mining.md).
         batch_size: ``B``; partial batches are skipped (``T_div`` depends on ``B``).
         abort_after_epoch: abort a loop not converged by the end of this epoch (0: never).
         early_abort_frac: also abort at the end of each earlier epoch whose mean ``L_D`` has not
@@ -87,7 +97,8 @@ class MiningConfig:
         bounds: ``global`` min/max of ``W_emb``, or ``per_dim`` (reference ``mask`` variant).
         clamp_prompt: after every step, clip the prompt into those bounds (projected gradient),
             so a loop spends its steps on legal prompts; the reference only filters afterwards.
-        max_loops: ``L_max``, fuzz loops (seeds) to try; 0 means 30 (detect) or 1000 (search).
+        max_loops: ``L_max``, fuzz loops (seeds) to try; 0 means 30 (detect; 10 after a trigger
+            sweep) or 1000 (search).
         patience: search stops after this many loops in a row without a new unique PV (0: off;
             the paper reports that 200 keeps 90.5% recall).
         reset_adam: fresh Adam moments per loop (ours); ``False`` keeps them (reference).
@@ -115,6 +126,19 @@ class MiningConfig:
         confirm_candidates: single-slot swaps tried per step; confirm_top_k: tokens per slot
             they are drawn from (by the one-hot gradient).
         confirm_rows: corpus rows each sequence's ``δ`` is measured on.
+        sweep: before any fuzz loop, insert every vocabulary token (then pairs of the best) into
+            defense sentences and keep those that fire like a trigger (``lmsan.mining.sweep``);
+            their PVs join the set, detect mode stops there, and the fuzz loops are repelled
+            from them. ``False``: the reference (soft prompts only).
+        sweep_rows: sentences every token is inserted into to rank it (the cost is
+            ``V · sweep_rows`` short rows).
+        sweep_top: best-ranked single tokens, and pairs, whose hit rate is measured.
+        sweep_pair_top: best-ranked tokens that do not fire alone, paired with each other.
+        sweep_extra_hit_rate: once a trigger reached ``confirm_hit_rate``, further single tokens
+            whose hit rate reaches this are triggers too (weakly implanted triggers of a model
+            already convicted). At 0.5 a backdoored tiny RoBERTa also gave natural words
+            (``Microsoft``, ``gaming``: 0.5–0.7) whose PVs would flag clean text (docs/mining.md).
+        sweep_span: widest span, in tokens, a trigger is widened to (sub-word pieces to words).
         max_length: token limit per sentence *before* the prompt is inserted.
         mask_seed: seeds where the ``[MASK]`` word goes for ``target = mask``.
     """
@@ -134,6 +158,7 @@ class MiningConfig:
     lambda_div: float = 1.0
     lambda_path: float = 0.5
     epochs: int = 4
+    epoch_batches: int = 32
     batch_size: int = 32
     abort_after_epoch: int = 2
     early_abort_frac: float = 0.5
@@ -166,21 +191,31 @@ class MiningConfig:
     confirm_candidates: int = 16
     confirm_top_k: int = 16
     confirm_rows: int = 512
+    sweep: bool = True
+    sweep_rows: int = 4
+    sweep_top: int = 64
+    sweep_pair_top: int = 32
+    sweep_extra_hit_rate: float = 0.75
+    sweep_span: int = 4
     max_length: int = 64
     mask_seed: int = 0
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # every field, from its annotation: new fields are covered too
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
         for name in ("prompt_len", "max_insert_pos", "epochs", "batch_size", "max_length", "confirm_candidates",
-                     "confirm_top_k", "confirm_rows", "confirm_span"):
+                     "confirm_top_k", "confirm_rows", "confirm_span", "sweep_rows", "sweep_top", "sweep_span"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an int >= 1; got {getattr(self, name)!r}")
+        if self.sweep_rows < 2:
+            raise ConfigError("sweep_rows must be >= 2 (a token is ranked by the spread of its outputs)")
         if self.batch_size < 2:
             raise ConfigError("batch_size must be >= 2 (the diversity loss is a softmax over the batch)")
-        for name in ("max_loops", "patience", "abort_after_epoch", "confirm_steps", "seed_start", "mask_seed", "parallel_seeds"):
+        for name in ("max_loops", "patience", "abort_after_epoch", "confirm_steps", "seed_start", "mask_seed", "parallel_seeds",
+                     "sweep_pair_top", "epoch_batches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be an int >= 0; got {getattr(self, name)!r}")
         for name in ("lr_rel", "lr0_factor", "converge_rel", "dedup_rel", "bound_factor", "confirm_margin"):
@@ -190,6 +225,8 @@ class MiningConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0 or unset; got {value!r}")
+        if not 0 < self.sweep_extra_hit_rate <= 1:
+            raise ConfigError(f"sweep_extra_hit_rate must be in (0, 1]; got {self.sweep_extra_hit_rate!r}")
         if not 0 < self.confirm_hit_rate <= 1:
             raise ConfigError(f"confirm_hit_rate must be in (0, 1]; got {self.confirm_hit_rate!r}")
         if self.abort_div_margin < 0:
@@ -209,7 +246,9 @@ class MiningConfig:
     @property
     def loops(self) -> int:
         """``L_max`` in effect: ``max_loops``, or the mode's default when it is 0."""
-        return self.max_loops or DEFAULT_LOOPS[self.mode]
+        if self.max_loops:
+            return self.max_loops
+        return SWEPT_DETECT_LOOPS if self.sweep and self.mode == "detect" else DEFAULT_LOOPS[self.mode]
 
     def thresholds(self, feature_scale: float, batch_size: int | None = None) -> dict[str, float]:
         """Resolve the thresholds for a model whose clean target features have ``feature_scale``.
@@ -256,6 +295,8 @@ class MiningConfig:
                 "early_accept": False,
                 "clamp_prompt": False,
                 "confirm": False,
+                "sweep": False,
+                "epoch_batches": 0,
             }
         return cls.from_dict({**base, **overrides})
 
@@ -284,4 +325,4 @@ def _check_keys(data: dict[str, Any]) -> None:
         raise ConfigError(f"unknown mining config key {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
 
 
-__all__ = ["DEFAULT_LOOPS", "MODES", "MiningConfig", "PROFILES", "TARGETS"]
+__all__ = ["DEFAULT_LOOPS", "SWEPT_DETECT_LOOPS", "MODES", "MiningConfig", "PROFILES", "TARGETS"]

@@ -161,8 +161,11 @@ class TriggerSearch:
         return out.view(count, rows, -1)
 
     def eval_features(self, token_ids: torch.Tensor, insert_at: torch.Tensor) -> torch.Tensor:
-        """Features of the first ``eval_rows`` rows with sequences [C, L] inserted at ``insert_at``: [C, R, d]."""
-        index = torch.arange(self.eval_rows, device=self.corpus.device)
+        """Features of the first ``R`` rows with sequences [C, L] inserted at ``insert_at`` [R]: [C, R, d].
+
+        ``R`` is ``eval_rows`` for a verdict, or fewer for a quick screen on the same rows.
+        """
+        index = torch.arange(insert_at.shape[0], device=self.corpus.device)
         with torch.inference_mode():
             return self.features(index, insert_at, self.encoder.embedding[token_ids])
 

@@ -129,6 +129,8 @@ class FuzzEngine:
         self.t_l, self.t_div, self.lr, self.lr0 = t_l, t_div, lr, lr * config.lr0_factor
         self.div_scale = div_scale
         self.batches = corpus.size // config.batch_size  # full batches per epoch
+        if config.epoch_batches:  # an epoch is a fresh random draw of that many batches
+            self.batches = min(self.batches, config.epoch_batches)
         self.slots = slots
         device, width = encoder.embedding.device, encoder.embedding.shape[1]
         shape = (slots, config.prompt_len, width)  # [S, l_sp, d_emb]

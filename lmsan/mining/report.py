@@ -12,14 +12,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lmsan import __version__
 from lmsan.errors import DataError
-from lmsan.files import read_json, write_json
+from lmsan.files import read_json, sha256_file, write_json
 from lmsan.pvset import PVSet
 
 REPORT_SCHEMA = 1
 REPORT_FILE = "report.json"
 PVS_FILE = "pvs.safetensors"
+PENDING_FILE = PVS_FILE + ".pending"  # the next PV set, until its report is written (save_run)
 OUTCOMES = ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate", "unconfirmed")
 
 
@@ -52,6 +55,9 @@ class LoopTrace:
         trigger: trigger confirmation's result for a candidate that reached it
             (``TriggerCheck.to_dict()``: trigger, hit_rate, confirmed, search_text, delta,
             steps), else ``None``.
+        basin: float32 [d] as floats, the soft prompt's output this loop added to the set the path
+            loss repels later loops from (with trigger confirmation it differs from the PV), else
+            ``None``. Checkpointed so that a resumed search trains exactly like an uninterrupted one.
     """
 
     seed: int
@@ -64,6 +70,7 @@ class LoopTrace:
     steps: int = 0
     wall_s: float = 0.0
     trigger: dict[str, Any] | None = None
+    basin: tuple[float, ...] | None = None
 
     @property
     def accepted(self) -> bool:
@@ -79,7 +86,9 @@ class LoopTrace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LoopTrace":
-        return cls(**{**data, "epochs": tuple(EpochStats(**e) for e in data["epochs"])})
+        basin = data.get("basin")
+        return cls(**{**data, "epochs": tuple(EpochStats(**e) for e in data["epochs"]),
+                      "basin": None if basin is None else tuple(basin)})
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,10 @@ class MiningReport:
         data: ``{"sentences": N, "source": ...}``.
         status: ``complete`` or ``partial`` (a checkpoint a search can resume from).
         stop_reason: ``first_pv`` (detect), ``max_loops`` or ``patience``.
+        sweep: ``SweepResult.to_dict()`` of the trigger sweep (``None`` when it did not run).
+        pv_sources: one entry per PV, in PV order: ``{"pv_index", "method": "sweep" |
+            "soft_prompt", "trigger", "hit_rate", "seed", "loops_done", "at_s"}`` (which method
+            found it, its text, and how many fuzz loops and seconds into the run).
     """
 
     model_path: str
@@ -113,6 +126,8 @@ class MiningReport:
     data: dict[str, Any] = field(default_factory=dict)
     status: str = "complete"
     stop_reason: str = ""
+    sweep: dict[str, Any] | None = None
+    pv_sources: tuple[dict[str, Any], ...] = ()
     lmsan_version: str = __version__
     schema_version: int = REPORT_SCHEMA
 
@@ -131,7 +146,19 @@ class MiningReport:
     def from_dict(cls, data: dict[str, Any]) -> "MiningReport":
         known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
         known["loops"] = tuple(LoopTrace.from_dict(loop) for loop in data.get("loops", []))
+        known["pv_sources"] = tuple(data.get("pv_sources", ()))
         return cls(**known)
+
+
+def repelled_basins(loops: tuple[LoopTrace, ...] | list[LoopTrace], pvset: PVSet) -> np.ndarray:
+    """The outputs the path loss repels after ``loops`` (each one's ``basin``, in order): float32 [K', d].
+
+    A checkpoint written before loops recorded their basin falls back to the PV set's vectors.
+    """
+    rows = [loop.basin for loop in loops if loop.basin is not None]
+    if not rows:
+        return pvset.vectors.astype(np.float32, copy=True)
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), pvset.width)
 
 
 def outcome_counts(loops: tuple[LoopTrace, ...] | list[LoopTrace]) -> dict[str, int]:
@@ -143,21 +170,33 @@ def outcome_counts(loops: tuple[LoopTrace, ...] | list[LoopTrace]) -> dict[str, 
 
 
 def save_run(out_dir: str | os.PathLike, report: MiningReport, pvset: PVSet) -> Path:
-    """Write ``pvs.safetensors`` then ``report.json`` into ``out_dir`` atomically."""
+    """Write a checkpoint (``pvs.safetensors`` and ``report.json``) so that the two always pair up.
+
+    ``report.json`` is the commit point: the PVs go to ``pvs.safetensors.pending`` first, then the
+    report, which records that file's SHA-256 and size (``pvs_file``), replaces ``report.json``,
+    then the pending file replaces ``pvs.safetensors``. Killed before the report, the directory
+    holds the previous pair (and a stale pending file); killed after it, ``load_run`` finishes the
+    move. Each file is written atomically.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pvset.save(out / PVS_FILE)
+    pending = out / PENDING_FILE
+    pvset.save(pending)
     payload = report.to_dict()
     payload.pop("schema_version")
+    payload["pvs_file"] = {"name": PVS_FILE, "sha256": sha256_file(pending), "bytes": pending.stat().st_size}
     write_json(out / REPORT_FILE, payload, schema_version=REPORT_SCHEMA)
+    os.replace(pending, out / PVS_FILE)
     return out
 
 
 def load_run(out_dir: str | os.PathLike) -> tuple[MiningReport, PVSet]:
-    """Read a run written by ``save_run``.
+    """Read a run written by ``save_run``, finishing a save that was killed after its report.
 
     Raises:
-        DataError: missing or malformed ``report.json``; PVSetError: bad ``pvs.safetensors``.
+        DataError: missing or malformed ``report.json``, or a ``pvs.safetensors`` whose SHA-256
+            differs from the one the report recorded (and no pending file that matches);
+        PVSetError: bad ``pvs.safetensors``.
     """
     out = Path(out_dir)
     data = read_json(out / REPORT_FILE, schema_version=REPORT_SCHEMA)
@@ -165,7 +204,20 @@ def load_run(out_dir: str | os.PathLike) -> tuple[MiningReport, PVSet]:
         report = MiningReport.from_dict(data)
     except (TypeError, KeyError) as exc:
         raise DataError(f"malformed mining report {out / REPORT_FILE}: {exc}") from exc
+    recorded = data.get("pvs_file")  # absent in reports written before lmsan recorded it
+    if isinstance(recorded, dict) and not _same_file(out / PVS_FILE, recorded):
+        if not _same_file(out / PENDING_FILE, recorded):
+            raise DataError(f"{out / PVS_FILE} does not match the checkpoint {out / REPORT_FILE} (SHA-256 "
+                            f"{str(recorded.get('sha256'))[:12]}… recorded): the files come from different "
+                            "saves; start again without --resume (--force)")
+        os.replace(out / PENDING_FILE, out / PVS_FILE)
     return report, PVSet.load(out / PVS_FILE)
+
+
+def _same_file(path: Path, recorded: dict[str, Any]) -> bool:
+    """``path`` exists and has the size and SHA-256 that ``save_run`` recorded."""
+    return (path.is_file() and path.stat().st_size == recorded.get("bytes")
+            and sha256_file(path) == recorded.get("sha256"))
 
 
 def summary_lines(report: MiningReport) -> list[str]:
@@ -180,12 +232,15 @@ def summary_lines(report: MiningReport) -> list[str]:
         f"T_div {t['T_div']:.4g}",
         f"time to verdict {report.timings_s.get('to_verdict', 0):.1f}s, total {report.timings_s.get('total', 0):.1f}s",
     ]
-    for loop in report.loops:
-        if loop.accepted and loop.trigger is not None:
-            lines.append(f"PV #{loop.pv_index} (seed {loop.seed}): suspected trigger {loop.trigger['trigger']!r} "
-                         f"(inserted once, hits {loop.trigger['hit_rate']:.0%} of sentences)")
+    if report.sweep is not None:
+        lines.append(f"trigger sweep: {report.sweep['tokens']} tokens x {report.sweep['rows']} sentences, "
+                     f"{len(report.sweep['hits'])} trigger(s), {report.sweep['wall_s']:.1f}s")
+    for source in report.pv_sources:
+        found_by = "trigger sweep" if source["method"] == "sweep" else f"soft prompt, seed {source['seed']}"
+        lines.append(f"PV #{source['pv_index']} ({found_by}): suspected trigger {source['trigger']!r} "
+                     f"(inserted once, hits {source['hit_rate']:.0%} of sentences)")
     return lines
 
 
-__all__ = ["EpochStats", "LoopTrace", "MiningReport", "OUTCOMES", "PVS_FILE", "REPORT_FILE", "REPORT_SCHEMA",
-           "load_run", "outcome_counts", "save_run", "summary_lines"]
+__all__ = ["EpochStats", "LoopTrace", "MiningReport", "OUTCOMES", "PENDING_FILE", "PVS_FILE", "REPORT_FILE",
+           "REPORT_SCHEMA", "load_run", "outcome_counts", "repelled_basins", "save_run", "summary_lines"]

@@ -1,8 +1,10 @@
 """Detect and search (method.md §2): run fuzz loops, filter their candidates, decide.
 
 ``mine`` prepares everything once (tokenised corpus, auxiliary features, feature scale,
-thresholds, learning rate), then runs fuzz loops until ``detect`` finds a PV, ``L_max`` loops are
-done, or ``search`` has gone ``patience`` loops without a new unique PV. ``resume`` continues a
+thresholds, learning rate), runs the trigger sweep (``lmsan.mining.sweep``: real tokens and pairs
+inserted into the sentences; detect mode stops when it finds one), then runs fuzz loops until
+``detect`` finds a PV, ``L_max`` loops are done, or ``search`` has gone ``patience`` loops
+without a new unique PV. ``resume`` continues a
 run from its last checkpoint. Never imports lmsan.attacks, lmsan.export or lmsan.runtime.
 """
 
@@ -23,7 +25,8 @@ from lmsan.mining.features import Encoder, auxiliary_features, embedding_bounds,
 from lmsan.mining.filter import Thresholds, converged, dedup, judge
 from lmsan.mining.loop import FinishedLoop, FuzzEngine, StepInfo
 from lmsan.mining.prompt import encode_corpus
-from lmsan.mining.report import LoopTrace, MiningReport
+from lmsan.mining.report import LoopTrace, MiningReport, repelled_basins
+from lmsan.mining.sweep import SweepHit, TriggerSweep
 from lmsan.pvset import PVSet
 
 log = logging.getLogger(__name__)
@@ -109,17 +112,33 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
     engine = FuzzEngine(encoder, corpus, aux, config, t_l=thresholds.t_l, t_div=thresholds.t_div, lr=lr,
                         div_scale=scale if config.div_scale == "feature" else 1.0, slots=config.slots(str(device)),
                         bounds=(low, high) if config.clamp_prompt else None)
-    # The path loss repels new loops from the soft prompts' outputs ("basins", [K', d]): every kept
-    # candidate's, also a confirmed one whose text PV was a duplicate. With trigger confirmation the
-    # PV set holds what the trigger text produces, which sits elsewhere. A resumed run starts from it.
-    engine.accepted = torch.from_numpy(pvset.vectors.copy()).to(device)
-    trigger_search = None
-    if config.confirm:
-        trigger_search = TriggerSearch(encoder, corpus, scale, special_token_ids(loaded.tokenizer),
-                                       batch_size=config.batch_size, eval_rows=config.confirm_rows)
+    text_probe = None  # inserts real tokens into the evaluation sentences (confirmation and sweep)
+    if config.confirm or config.sweep:
+        text_probe = TriggerSearch(encoder, corpus, scale, special_token_ids(loaded.tokenizer),
+                                   batch_size=config.batch_size, eval_rows=config.confirm_rows)
+    trigger_search = text_probe if config.confirm else None
+    sources = list(resume[0].pv_sources) if resume is not None else []
+    swept = resume[0].sweep if resume is not None else None
+    state = {"verdict_at": aux_done - started if pvset.size else None, "stop": "", "since_new": _since_new(traces)}
+    if config.sweep and swept is None:
+        assert text_probe is not None
+        result = TriggerSweep(text_probe, loaded.tokenizer, rows=config.sweep_rows, seed=config.seed_start).run(
+            top=config.sweep_top, pair_top=config.sweep_pair_top, min_hit_rate=config.confirm_hit_rate,
+            extra_hit_rate=config.sweep_extra_hit_rate, t_dedup=thresholds.t_dedup, max_span=config.sweep_span)
+        pvset = add_sweep_hits(pvset, result.hits, sources, thresholds.t_dedup, started)
+        swept = result.to_dict()
+        if pvset.size and state["verdict_at"] is None:
+            state["verdict_at"] = time.perf_counter() - started
+    # The path loss repels new loops from the sweep's PVs and from the soft prompts' outputs
+    # ("basins", [K', d]): every kept candidate's, also a confirmed one whose text PV was a duplicate.
+    # With trigger confirmation the PV set holds what the trigger text produces, which sits elsewhere.
+    # A resumed run restores them from its traces (LoopTrace.basin), so it trains exactly like an
+    # uninterrupted one.
+    sweep_rows = [source["pv_index"] for source in sources if source["method"] == "sweep"]
+    engine.accepted = torch.cat([torch.from_numpy(pvset.vectors[sweep_rows]),
+                                 torch.from_numpy(repelled_basins(traces, pvset))]).to(device)
     done = {trace.seed for trace in traces}
     seeds = iter([s for s in range(config.seed_start, config.seed_start + config.loops) if s not in done])
-    state = {"verdict_at": aux_done - started if pvset.size else None, "stop": "", "since_new": _since_new(traces)}
     thresholds_out = {**thresholds.to_dict(), "lr": lr, "lr0": lr * config.lr0_factor}
 
     def build(status: str) -> MiningResult:
@@ -132,7 +151,7 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             feature_scale=scale, thresholds=thresholds_out, verdict="backdoored" if pvset.size else "clean",
             loops=tuple(traces), pvs=pvset.to_json(), timings_s=timings,
             data={"sentences": corpus.size, "source": source}, status=status, stop_reason=state["stop"],
-            lmsan_version=__version__)
+            sweep=swept, pv_sources=tuple(sources), lmsan_version=__version__)
         return MiningResult(report, pvset)
 
     def on_finish(loop: FinishedLoop) -> bool:
@@ -155,14 +174,21 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             duplicate, _ = dedup(pv, torch.from_numpy(pvset.vectors), thresholds.t_dedup)
             if duplicate:
                 outcome, reason = "duplicate", f"trigger {check.trigger!r}: {duplicate}"
+        basin = None
         if check.confirmed if check is not None else outcome == "accepted":
             assert soft_pv is not None
+            basin = tuple(soft_pv.cpu().tolist())  # exact float32 values, checkpointed for --resume
             engine.accepted = torch.cat([engine.accepted, soft_pv.to(device).unsqueeze(0)])  # repel this basin
         index = None
         if outcome == "accepted":
             assert pv is not None
             index = pvset.size
             pvset = pvset.append(pv.numpy(), seed=loop.seed, prompt=loop.prompt.cpu().numpy())
+            sources.append({"pv_index": index, "method": "soft_prompt", "seed": loop.seed,
+                            "trigger": check.trigger if check is not None else None,
+                            "hit_rate": check.hit_rate if check is not None else None,
+                            "loops_done": len(traces) + 1,
+                            "at_s": round(time.perf_counter() - started, 3)})
             state["since_new"] = 0
             if state["verdict_at"] is None:
                 state["verdict_at"] = time.perf_counter() - started
@@ -170,7 +196,7 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             state["since_new"] += 1
         trace = LoopTrace(loop.seed, loop.epochs, loop.lr_switch_step, converged(loop.epochs, thresholds.t_l),
                           outcome, reason, index, loop.steps, loop.wall_s,
-                          check.to_dict() if check is not None else None)
+                          check.to_dict() if check is not None else None, basin)
         traces.append(trace)
         log.info("seed=%d outcome=%s wall_s=%.1f %s", loop.seed, outcome, loop.wall_s, reason)
         for number, epoch in enumerate(loop.epochs):
@@ -211,6 +237,20 @@ def confirm_outcome(check: TriggerCheck, reason: str, min_hit_rate: float) -> tu
                            f"{check.search_text!r}, δ {check.delta:.4g} after {check.steps} steps; {reason})")
 
 
+def add_sweep_hits(pvset: PVSet, hits: Sequence[SweepHit], sources: list[dict[str, Any]],
+                   t_dedup: float, started: float) -> PVSet:
+    """Append the sweep's triggers' PVs (seed -1) that are not duplicates, recording each in ``sources``."""
+    for hit in hits:
+        assert hit.features_mean is not None
+        duplicate, _ = dedup(hit.features_mean, torch.from_numpy(pvset.vectors), t_dedup)
+        if duplicate:
+            continue
+        sources.append({"pv_index": pvset.size, "method": "sweep", "seed": None, "trigger": hit.text,
+                        "hit_rate": hit.hit_rate, "loops_done": 0, "at_s": round(time.perf_counter() - started, 3)})
+        pvset = pvset.append(hit.features_mean.numpy(), seed=-1)
+    return pvset
+
+
 def _since_new(traces: list[LoopTrace]) -> int:
     count = 0
     for trace in reversed(traces):
@@ -240,4 +280,4 @@ def _check_resume(resume: tuple[MiningReport, PVSet], config: MiningConfig, fing
     return list(report.loops), pvset
 
 
-__all__ = ["MiningResult", "RESUMABLE", "confirm_outcome", "mine", "token_limit"]
+__all__ = ["MiningResult", "RESUMABLE", "add_sweep_hits", "confirm_outcome", "mine", "token_limit"]

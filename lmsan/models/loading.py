@@ -13,6 +13,7 @@ from typing import Any
 
 from lmsan.errors import ModelLoadError, UnsafeModelError
 from lmsan.files import sha256_file
+from lmsan.models.checks import check_hub_id, check_tokenizer, hub_error, pickle_error
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +119,20 @@ def load_model(
 
     Raises:
         ModelLoadError, UnsafeModelError: see ``check_model_dir``; unsupported architecture;
-            a model without input embeddings; any transformers failure (wrapped).
+            a model without input embeddings; a tokenizer that does not fit the model
+            (``checks.check_tokenizer``: e.g. missing tokenizer files); a hub id that is not cached
+            while the hub is unreachable; pickle weights that hold more than tensors; any other
+            transformers failure (wrapped).
     """
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
     # Loading an encoder from a *ForMaskedLM checkpoint reports the unused head as "UNEXPECTED"
     # and draws a progress bar per load: noise for a scanner that loads many models.
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    hub_logging.set_verbosity_error()  # no per-retry warnings when the hub is unreachable
 
     path = Path(source)
     local = path.exists() or str(source).startswith((".", "/", "~"))
@@ -138,13 +144,15 @@ def load_model(
         target = str(path)
     else:
         target = str(source)
+        check_hub_id(target)
     try:
         config = AutoConfig.from_pretrained(target, trust_remote_code=False)
-    except ValueError as exc:
-        raise ModelLoadError(f"unsupported architecture in {target}: {exc}") from exc
     except Exception as exc:
-        where = target if local else f"{target} (no such local directory, and the hub could not provide it)"
-        raise ModelLoadError(f"model not found: {where}: {type(exc).__name__}") from exc
+        if not local:
+            raise hub_error(target, exc) from exc
+        if isinstance(exc, ValueError):
+            raise ModelLoadError(f"unsupported architecture in {target}: {exc}") from exc
+        raise ModelLoadError(f"model not found: {target}: {type(exc).__name__}") from exc
     auto = AutoModelForMaskedLM if with_mlm_head else AutoModel
     kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": None if allow_pickle else True}
     if attn_implementation:
@@ -152,12 +160,18 @@ def load_model(
     try:
         model = auto.from_pretrained(target, config=config, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(target, trust_remote_code=False)
-    except ValueError as exc:
-        raise ModelLoadError(f"unsupported model in {target}: {exc}") from exc
     except Exception as exc:
+        refused = pickle_error(target, exc)
+        if refused is not None:  # never pass on torch's advice to retry with weights_only=False
+            raise refused from exc
+        if not local and not isinstance(exc, ValueError):
+            raise hub_error(target, exc) from exc
+        if isinstance(exc, ValueError):
+            raise ModelLoadError(f"unsupported model in {target}: {exc}") from exc
         raise ModelLoadError(f"cannot load {target}: {type(exc).__name__}: {exc}") from exc
     if model.get_input_embeddings() is None:
         raise ModelLoadError(f"{target} has no input embedding layer; the miner needs one")
+    check_tokenizer(tokenizer, model, target)
     if not local:
         hashes = _hub_weight_hashes(model)
     model.to(device).eval()

@@ -5,10 +5,11 @@ are configured there); truncation and padding are switched off and done here. Ea
 its own ``tokenizers.Tokenizer`` (built from the same JSON), so none is shared across threads.
 
 Long inputs (policy): a single text longer than the model's ``max_length`` tokens is split into
-consecutive windows of at most ``max_length`` tokens, cut at word boundaries (inside a word only
-when one word alone is longer than a window). Each window is scanned as its own sequence; the
-input is triggered if any window is. A sentence pair that does not fit is an error: scan its
-parts separately.
+windows of at most ``max_length`` tokens, cut between words (inside a word only when one word
+alone is longer than a window), each starting ``overlap`` words (the guard: ``max_window - 1``)
+before the previous one ends, so a trigger of up to ``max_window`` words lies whole in some
+window. Each window is scanned as its own sequence; the input is triggered if any window is. A
+sentence pair that does not fit is an error: scan its parts separately.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lmsan.errors import DataError
+from lmsan.errors import DataError, InputError
 from lmsan.runtime.removal import WORD
 
 MAX_CHARS = 1_000_000
@@ -30,11 +31,16 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc except \t \n \r
 
 
-def check_input(value: object, *, max_chars: int = MAX_CHARS, where: str = "input") -> tuple[str, ...]:
+def check_input(value: object, *, max_chars: int = MAX_CHARS, index: int | None = None) -> tuple[str, ...]:
     """Validate one scan input and return it as a tuple of 1 (text) or 2 (sentence pair) strings.
 
+    Args:
+        value: a text or a (text, text) pair.
+        max_chars: longest accepted text, in characters.
+        index: the input's position in its batch (named by the error).
+
     Raises:
-        DataError: not a str or a pair of str; an empty or whitespace-only text; a lone
+        InputError: not a str or a pair of str; an empty or whitespace-only text; a lone
             surrogate; a control character other than tab, newline and carriage return; more
             than ``max_chars`` characters.
     """
@@ -43,19 +49,20 @@ def check_input(value: object, *, max_chars: int = MAX_CHARS, where: str = "inpu
     elif isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, str) for v in value):
         texts = tuple(value)
     else:
-        raise DataError(f"{where}: expected a str or a (str, str) pair, got {type(value).__name__}")
+        raise InputError(f"expected a str or a (str, str) pair, got {type(value).__name__}", index=index)
     for part, text in enumerate(texts):
-        label = where if len(texts) == 1 else f"{where}[{part}]"
+        label = "" if len(texts) == 1 else ("first", "second")[part] + " text of the pair: "
         if not text.strip():
-            raise DataError(f"{label}: empty or whitespace-only text")
+            raise InputError(f"{label}empty or whitespace-only text", index=index)
         if len(text) > max_chars:
-            raise DataError(f"{label}: {len(text)} characters exceeds the limit of {max_chars}")
+            raise InputError(f"{label}{len(text)} characters exceeds the limit of {max_chars}", index=index)
         bad = _SURROGATE.search(text)
         if bad:
-            raise DataError(f"{label}: lone surrogate U+{ord(bad.group()):04X} at index {bad.start()}")
+            raise InputError(f"{label}lone surrogate U+{ord(bad.group()):04X} at index {bad.start()}", index=index)
         bad = _CONTROL.search(text)
         if bad:
-            raise DataError(f"{label}: control character U+{ord(bad.group()):04X} at index {bad.start()}")
+            raise InputError(f"{label}control character U+{ord(bad.group()):04X} at index {bad.start()}",
+                             index=index)
     return texts
 
 
@@ -79,11 +86,16 @@ class Encoder:
     """
 
     def __init__(self, tokenizer_json: Path, *, max_length: int, pad_id: int, mask_id: int | None = None) -> None:
-        self._json = Path(tokenizer_json).read_text(encoding="utf-8")
+        try:
+            self._json = Path(tokenizer_json).read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            raise DataError(f"cannot read the guard's tokenizer {tokenizer_json}: {exc}") from exc
         self._local = threading.local()
         self.max_length, self.pad_id, self.mask_id = max_length, pad_id, mask_id
         probe = self._tokenizer()  # fail at load time, in the loading thread, on a bad file
         self.specials = probe.num_special_tokens_to_add(False)
+        self.vocab_size = probe.get_vocab_size(with_added_tokens=True)
+        self.token_to_id = probe.token_to_id
 
     def _tokenizer(self):
         tokenizer = getattr(self._local, "tokenizer", None)
@@ -171,37 +183,56 @@ class Encoder:
                 return word
         return None
 
-    def windows(self, text: str) -> list[tuple[int, int]]:
+    def windows(self, text: str, *, overlap: int = 0) -> list[tuple[int, int]]:
         """Split a long text into half-open character spans ``[start, end)`` of at most
-        ``max_length`` tokens each (special tokens included); one span if it already fits."""
+        ``max_length`` tokens each (special tokens included); one span if it already fits.
+
+        Windows are cut between words (``str.split`` words) and each starts ``overlap`` words
+        before the previous one ends, so any run of ``overlap + 1`` words lies whole in some
+        window (a ``max_window``-word trigger needs ``overlap = max_window - 1``). A word longer
+        than a window alone is cut inside, between its tokens.
+        """
         encoding = self._tokenizer().encode(text, add_special_tokens=False)
         budget = self.max_length - self.specials
         if len(encoding) <= budget:
             return [(0, len(text))]
-        offsets, words = encoding.offsets, encoding.word_ids
+        words = [m.span() for m in WORD.finditer(text)]
+        starts = [a for a, _ in words]
+        first = [len(encoding.offsets)] * (len(words) + 1)  # first token of each word; then the end
+        for token, (_, end) in reversed(list(enumerate(encoding.offsets))):
+            first[max(bisect.bisect_right(starts, end - 1) - 1, 0)] = token  # a token by its last character
+        for w in range(len(words) - 1, -1, -1):
+            first[w] = min(first[w], first[w + 1])  # words without a token of their own
         spans, start = [], 0
-        while start < len(offsets):
-            end = min(start + budget, len(offsets))
-            if end < len(offsets) and words[end] is not None and words[end] == words[end - 1]:
-                first = end - 1
-                while first > start and words[first - 1] == words[end]:
-                    first -= 1
-                end = first if first > start else end  # one giant word: cut inside it
-            spans.append((offsets[start][0], offsets[end - 1][1]))
-            start = end
+        while start < len(words):
+            end = start
+            while end < len(words) and first[end + 1] - first[start] <= budget:
+                end += 1
+            if end == start:  # one word longer than a window: cut it between its tokens
+                tokens = encoding.offsets[first[start] : first[start + 1]]
+                spans += [(tokens[i][0], tokens[min(i + budget, len(tokens)) - 1][1])
+                          for i in range(0, len(tokens), budget)]
+                start += 1
+                continue
+            spans.append((words[start][0], words[end - 1][1]))
+            if end == len(words):
+                break
+            start = max(start + 1, end - overlap)
         return self._refit(text, spans)
 
     def _refit(self, text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """Re-check each window alone (a cut can tokenize differently) and halve any that overflow."""
         out: list[tuple[int, int]] = []
-        stack = list(reversed(spans))
+        lengths = self.lengths([(text[a:b],) for a, b in spans])
+        stack = [(a, b, n) for (a, b), n in zip(reversed(spans), reversed(lengths))]
         while stack:
-            a, b = stack.pop()
+            a, b, n = stack.pop()
             if not text[a:b].strip():
                 continue
-            if self.lengths([(text[a:b],)])[0] <= self.max_length or b - a <= 1:
+            if n <= self.max_length or b - a <= 1:
                 out.append((a, b))
             else:
                 mid = (a + b) // 2
-                stack.extend([(mid, b), (a, mid)])
+                halves = [(mid, b), (a, mid)]
+                stack += [(x, y, m) for (x, y), m in zip(halves, self.lengths([(text[x:y],) for x, y in halves]))]
         return out

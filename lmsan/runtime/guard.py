@@ -16,11 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lmsan.errors import ConfigError, DataError
+from lmsan.errors import ConfigError, DataError, InputError, LmsanError
 from lmsan.files import cache_dir
 from lmsan.runtime.encode import MAX_CHARS, Encoder, check_input
 from lmsan.runtime.manifest import GuardManifest
-from lmsan.runtime.removal import SEARCHES, Unit, make_search, run_searches
+from lmsan.runtime.removal import (MAX_TRIALS, SEARCHES, BudgetExceeded, Unit, make_search, remove_within,
+                                   run_searches)
 from lmsan.runtime.session import CUDA, TENSORRT, ProviderSpec, open_session, resolve_providers
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,12 @@ class ScanResult:
         pv_index: index of the best-matching PV when triggered, else None.
         sanitized: the input with the trigger removed (the input itself when not triggered), in
             the input's shape (str or pair); None when rejected or when removal was not asked for.
-        removed: removed trigger candidates (words joined by one space), one per cleaned window.
-        rejected: triggered, and no candidate up to ``max_window`` words clears it.
+        removed: removed trigger candidates (words joined by one space), distinct, in window
+            order.
+        rejected: triggered, and no candidate up to ``max_window`` words clears it, or a work cap
+            (``max_trials``, ``time_budget_s``) stopped the removal first (fail closed).
+        reason: why the input was rejected, or why it passed unsanitized (a work cap with
+            ``fail_open``); None otherwise.
     """
 
     triggered: bool
@@ -54,6 +59,7 @@ class ScanResult:
     sanitized: Input | None
     removed: tuple[str, ...]
     rejected: bool
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -68,11 +74,13 @@ class Guard:
 
     def __init__(self, manifest: GuardManifest, session: Any, encoder: Encoder, *, threshold: float,
                  max_batch: int, max_window: int, search: str, block: int | None, max_chars: int,
-                 buckets: bool, saliency: bool = True) -> None:
+                 buckets: bool, saliency: bool = True, max_trials: int | None = MAX_TRIALS,
+                 time_budget_s: float | None = None, fail_open: bool = False) -> None:
         self.manifest, self.session, self.encoder = manifest, session, encoder
         self._threshold = np.array(threshold, dtype=np.float32)
         self.max_batch, self.max_window, self.search, self.block = max_batch, max_window, search, block
         self.max_chars, self.buckets = max_chars, buckets
+        self.max_trials, self.time_budget_s, self.fail_open = max_trials, time_budget_s, fail_open
         self._inputs = [name for name in manifest.inputs if name != "threshold"]
         self._protect = manifest.mask_token if manifest.target == "mask" else None
         self._saliency = (saliency and search == "probe"  # the removal's first guess (probe only)
@@ -83,7 +91,9 @@ class Guard:
              threshold: float | None = None, max_batch: int = 64, max_window: int = 3,
              search: str = "probe", block: int | None = None, threads: int | None = None,
              allow_fallback: bool = False, verify: bool = True, max_chars: int = MAX_CHARS,
-             buckets: bool | None = None, saliency: bool = True) -> "Guard":
+             buckets: bool | None = None, saliency: bool = True, expect_digest: str | None = None,
+             max_trials: int | None = MAX_TRIALS, time_budget_s: float | None = None,
+             fail_open: bool = False) -> "Guard":
         """Load and verify a guard directory written by ``lmsan.export``.
 
         Args:
@@ -100,7 +110,8 @@ class Guard:
             block: candidates per block of the ``group`` search; default ceil(sqrt(n)).
             threads: onnxruntime intra-op threads; default: onnxruntime's choice.
             allow_fallback: accept an onnxruntime fallback to another provider (logged).
-            verify: check every file's SHA-256 against ``guard.json``.
+            verify: check every file's SHA-256 against ``guard.json`` (its own digest is always
+                checked).
             max_chars: longest accepted input, in characters.
             buckets: round every session call up to a shape bucket (rows to a power of two, at
                 most ``max_batch``; tokens to a multiple of ``BUCKET_TOKENS``) so that a GPU sees
@@ -110,14 +121,34 @@ class Guard:
             saliency: let ``probe`` try first the word the graph's ``saliency`` output points at
                 (when the guard has one, ``lmsan-export --saliency``); changes the number of
                 session calls, and no result where removing more words never re-triggers.
+            expect_digest: the ``guard.json`` digest (64 hex digits, printed by ``lmsan-export``)
+                of the guard you deployed; any other guard, or one exported without a digest, is
+                refused. Needs ``verify`` (the digest binds the files through their hashes).
+            max_trials: work cap: most removal trials (sequences sent) per input, all its
+                windows together; None: no cap. A removal that would need more stops.
+            time_budget_s: work cap: wall-clock seconds the removal of one ``scan`` (or one
+                ``scan_batch`` call: its inputs are cleaned in lockstep) may take; checked
+                between session calls; None: no budget.
+            fail_open: what a stopped removal answers. False (default, fail closed): the input
+                is ``rejected`` (``sanitized`` None) with the cap in ``reason``. True: it passes
+                as it is (``sanitized`` = the input, windows that were cleaned spliced in), still
+                ``triggered``, with the cap in ``reason``.
 
         Raises:
-            DataError: missing directory or file, malformed manifest.
-            IntegrityError: a file does not match its hash in ``guard.json``.
+            DataError: missing directory or file, malformed manifest (a field of the wrong type or
+                out of range, or one that disagrees with the graph or the tokenizer).
+            IntegrityError: a file does not match its hash in ``guard.json``; the manifest does not
+                match its own digest or ``expect_digest``.
             ConfigError: a knob is out of range. ProviderError: see ``lmsan.runtime.session``.
         """
         started = time.perf_counter()
-        manifest = GuardManifest.load(directory, verify=verify)
+        if expect_digest is not None and not verify:
+            raise ConfigError("expect_digest needs verify: the digest binds the files only through their hashes")
+        if max_trials is not None and max_trials < 1:
+            raise ConfigError(f"max_trials must be >= 1 or None, got {max_trials}")
+        if time_budget_s is not None and not time_budget_s > 0:
+            raise ConfigError(f"time_budget_s must be > 0 or None, got {time_budget_s}")
+        manifest = GuardManifest.load(directory, verify=verify, expect_digest=expect_digest)
         threshold = manifest.threshold if threshold is None else float(threshold)
         if not 0.0 <= threshold < 1.0:
             raise ConfigError(f"threshold must be in [0, 1), got {threshold}")
@@ -128,18 +159,39 @@ class Guard:
                 raise ConfigError(f"{name} must be >= {2 if name == 'block' else 1}, got {value}")
         encoder = Encoder(manifest.tokenizer, max_length=manifest.max_length, pad_id=manifest.pad_id,
                           mask_id=manifest.mask_id if manifest.target == "mask" else None)
+        manifest.check_vocab(encoder.vocab_size, encoder.token_to_id, encoder.specials)
         seq_inputs = [name for name in manifest.inputs if name != "threshold"]
         trt_cache = cache_dir() / "tensorrt" / manifest.raw["files"][manifest.graph.name][:16]  # made if used
         resolved = resolve_providers(providers, inputs=seq_inputs, max_batch=max_batch,
                                      max_length=manifest.max_length, cache=trt_cache)
         session = open_session(manifest.graph, resolved, threads=threads, allow_fallback=allow_fallback)
+        manifest.check_graph({i.name: i.type for i in session.get_inputs()}, [o.name for o in session.get_outputs()])
         if buckets is None:
             buckets = session.get_providers()[0] in (CUDA, TENSORRT)
         guard = cls(manifest, session, encoder, threshold=threshold, max_batch=max_batch, max_window=max_window,
-                    search=search, block=block, max_chars=max_chars, buckets=buckets, saliency=saliency)
+                    search=search, block=block, max_chars=max_chars, buckets=buckets, saliency=saliency,
+                    max_trials=max_trials, time_budget_s=time_budget_s, fail_open=fail_open)
+        guard._self_check()
         log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f) in %.2f s", directory, guard.provider,
                  manifest.pv_count, manifest.target, threshold, time.perf_counter() - started)
         return guard
+
+    def _self_check(self) -> None:
+        """Run one short input through the graph: it must run, and its ``pv_index`` fit ``pvs.size``."""
+        mask = self.manifest.mask_token if self.manifest.target == "mask" else None
+        try:
+            pv_index = int(self._detect([(f"{mask} ." if mask else "a test .",)])[1][0])
+        except LmsanError:
+            raise
+        except Exception as exc:  # onnxruntime refuses the graph or the feed
+            raise DataError(f"the guard's graph {self.manifest.graph} fails on a test input: "
+                            f"{type(exc).__name__}: {exc}") from exc
+        self.manifest.check_scores(pv_index)
+
+    @property
+    def digest(self) -> str | None:
+        """The ``guard.json`` digest (pin it with ``expect_digest``); None for older guards."""
+        return self.manifest.digest
 
     @property
     def provider(self) -> str:
@@ -165,7 +217,7 @@ class Guard:
             widths = sorted({min(t, longest) for t in range(BUCKET_TOKENS, longest + BUCKET_TOKENS, BUCKET_TOKENS)})
             shapes = [(b, t) for b in rows for t in widths]
         for batch, seq in shapes or ((1, 16), (self.max_batch, min(128, longest))):
-            ids = np.full((batch, seq), self.manifest.pad_id + 1, dtype=np.int64)
+            ids = np.full((batch, seq), (self.manifest.pad_id + 1) % self.encoder.vocab_size, dtype=np.int64)
             if self.manifest.target == "mask":
                 ids[:, min(1, seq - 1)] = self.manifest.mask_id
             ones = np.ones((batch, seq), dtype=np.int64)
@@ -176,7 +228,7 @@ class Guard:
         """Scan one text or sentence pair; remove the trigger if triggered (``sanitize``).
 
         Raises:
-            DataError: see ``lmsan.runtime.encode.check_input``; a pair longer than the model's
+            InputError: see ``lmsan.runtime.encode.check_input``; a pair longer than the model's
                 maximum; target ``mask`` and no mask token in the input.
         """
         return self.scan_batch([value], sanitize=sanitize)[0]
@@ -185,9 +237,10 @@ class Guard:
         """Scan many inputs: one batched detection pass, then all removals in lockstep.
 
         Returns:
-            One ``ScanResult`` per input, in order. Raises as ``scan`` (naming the input index).
+            One ``ScanResult`` per input, in order. Raises as ``scan``; the ``InputError`` names
+            the first bad input's index in ``values`` (``index``).
         """
-        inputs = [check_input(v, max_chars=self.max_chars, where=f"input {i}") for i, v in enumerate(values)]
+        inputs = [check_input(v, max_chars=self.max_chars, index=i) for i, v in enumerate(values)]
         if not inputs:
             return []
         units, owners, encodings = self._units(inputs)
@@ -200,7 +253,10 @@ class Guard:
                        for u in hits} if len(arrays) > 3 else {}
             searches = [make_search(self.search, units[u], max_window=self.max_window, protect=self._protect,
                                     chunk=self.max_batch, block=self.block, guess=guesses.get(u)) for u in hits]
-            outcomes = dict(zip(hits, run_searches(searches, lambda trials: self._detect(trials)[2].tolist())))
+            deadline = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
+            found = run_searches(searches, lambda trials: self._detect(trials, deadline=deadline)[2].tolist(),
+                                 groups=[owners[u][0] for u in hits], max_trials=self.max_trials, deadline=deadline)
+            outcomes = dict(zip(hits, found))
         if len(units) == len(inputs):  # no windows: unit i is input i
             return [self._result(texts, [i], owners, match, pv_index, triggered, outcomes, sanitize)
                     for i, texts in enumerate(inputs)]
@@ -214,29 +270,34 @@ class Guard:
         """Split inputs into model-sized units: (units, (input index, char span) per unit, encodings)."""
         encodings = self.encoder.encodings(inputs)
         units, owners, kept = [], [], []
+        mask_id = self.encoder.mask_id
         for i, (texts, encoding) in enumerate(zip(inputs, encodings)):
+            if mask_id is not None and mask_id not in encoding.ids:
+                raise InputError("target 'mask': the input must contain the mask token (use a prompt template)",
+                                 index=i)
             if len(encoding) <= self.manifest.max_length:
                 units.append(texts)
                 owners.append((i, (0, len(texts[0]))))
                 kept.append(encoding)
                 continue
             if len(texts) == 2:
-                raise DataError(f"input {i}: sentence pair of {len(encoding)} tokens exceeds the model "
-                                f"maximum of {self.manifest.max_length}; scan the parts separately")
+                raise InputError(f"sentence pair of {len(encoding)} tokens exceeds the model maximum of "
+                                 f"{self.manifest.max_length}; scan the parts separately", index=i)
             if self.manifest.target == "mask":
-                raise DataError(f"input {i}: {len(encoding)} tokens exceeds the model maximum of "
-                                f"{self.manifest.max_length} (target 'mask' does not window long inputs)")
-            for a, b in self.encoder.windows(texts[0]):
+                raise InputError(f"{len(encoding)} tokens exceeds the model maximum of {self.manifest.max_length} "
+                                 f"(target 'mask' does not window long inputs)", index=i)
+            for a, b in self.encoder.windows(texts[0], overlap=self.max_window - 1):
                 units.append((texts[0][a:b],))
                 owners.append((i, (a, b)))
                 kept.append(None)  # tokenized again in _detect
         return units, owners, kept
 
     def _detect(self, units: Sequence[Unit], encodings: list | None = None, *,
-                saliency: bool = False) -> tuple[Any, ...]:
+                saliency: bool = False, deadline: float | None = None) -> tuple[Any, ...]:
         """Return match float32 [N], pv_index int64 [N], triggered bool [N] and, with ``saliency``,
         N float32 saliency rows (each padded to the width of its session call), in at most
-        ``max_batch``-row session calls (rows sorted by length when there are several; ``_calls``)."""
+        ``max_batch``-row session calls (rows sorted by length when there are several; ``_calls``).
+        Raise ``BudgetExceeded`` before a session call past ``deadline`` (``time.monotonic()``)."""
         encodings = list(encodings) if encodings is not None else [None] * len(units)
         missing = [r for r, e in enumerate(encodings) if e is None]
         for r, e in zip(missing, self.encoder.encodings([units[r] for r in missing]) if missing else []):
@@ -247,12 +308,16 @@ class Guard:
         if n > 1:
             lengths = [len(e) for e in encodings]
             calls = self._calls(sorted(range(n), key=lengths.__getitem__), lengths)
+        if deadline is not None and time.monotonic() > deadline:
+            raise BudgetExceeded(f"time budget of {self.time_budget_s} s exceeded")
         if calls is None or len(calls) == 1:  # one call (the hot path): rows in their own order
             outputs = self._score(encodings, names)
         else:
             outputs = [np.zeros(n, np.float32), np.zeros(n, np.int64), np.zeros(n, bool)]
             outputs += [[None] * n] if saliency else []  # rows of each call's width
-            for rows in calls:
+            for number, rows in enumerate(calls):
+                if number and deadline is not None and time.monotonic() > deadline:
+                    raise BudgetExceeded(f"time budget of {self.time_budget_s} s exceeded")
                 parts = self._score([encodings[r] for r in rows], names)
                 for output, part in zip(outputs[:3], parts):
                     output[rows] = part
@@ -303,20 +368,22 @@ class Guard:
         pv = pv_index[best_hit] if pv_index[best_hit] >= 0 else None
         if not sanitize:
             return ScanResult(True, match[best], pv, None, (), False)
-        found = [outcomes[u] for u in mine if u in outcomes]
-        removed = tuple(o.removed for o in found if o.removed is not None)
-        if any(o.rejected for o in found):
-            return ScanResult(True, match[best], pv, None, removed, True)
-        if len(mine) == 1:
-            clean = outcomes[mine[0]].sentences
-            sanitized: Input = clean[0] if len(texts) == 1 else (clean[0], clean[1])
-        else:  # windows: splice each cleaned window back into the original text
-            text, parts, cursor = texts[0], [], 0
-            for u in mine:
-                a, b = owners[u][1]
-                parts.append(text[cursor:a])
-                parts.append(outcomes[u].sentences[0] if u in outcomes else text[a:b])
-                cursor = b
-            parts.append(text[cursor:])
-            sanitized = "".join(parts)
-        return ScanResult(True, match[best], pv, sanitized, removed, False)
+        found = [(u, outcomes[u]) for u in mine if u in outcomes]
+        removed = tuple(dict.fromkeys(o.removed for _, o in found if o.removed is not None))
+        stopped = next((o.reason for _, o in found if o.reason), None)
+        if any(o.rejected and not o.reason for _, o in found):
+            reason = f"no candidate of up to {self.max_window} words clears it"
+            return ScanResult(True, match[best], pv, None, removed, True, reason)
+        if stopped and not self.fail_open:
+            return ScanResult(True, match[best], pv, None, removed, True, stopped)
+        reason = f"{stopped}: passed unsanitized (fail open)" if stopped else None
+        cleaned = [(u, o) for u, o in found if o.removed is not None]
+        if len(mine) == 1 and owners[mine[0]][1] == (0, len(texts[0])):  # not windowed
+            clean = cleaned[0][1].sentences if cleaned else texts
+            return ScanResult(True, match[best], pv, clean[0] if len(texts) == 1 else (clean[0], clean[1]),
+                              removed, False, reason)
+        # windows (overlapping): drop each window's candidate within its span of the original text
+        sanitized = remove_within(texts[0], [(*owners[u][1], o.removed) for u, o in cleaned])
+        if sanitized is None:
+            return ScanResult(True, match[best], pv, None, removed, True, "trigger inside a word longer than a window")
+        return ScanResult(True, match[best], pv, sanitized, removed, False, reason)

@@ -1,22 +1,46 @@
-"""Read and verify ``guard.json`` (layout: ``lmsan.export.manifest``). Stdlib only.
+"""Read, validate and verify ``guard.json`` (layout: ``lmsan.export.manifest``). Stdlib only.
 
-Every file the manifest lists must exist in the guard directory and hash to the recorded
-SHA-256; names are plain file names (no paths), so a manifest cannot point outside its directory.
+Every field the runtime uses is checked for type and range, with a ``DataError`` naming the file.
+The manifest's ``digest`` (SHA-256 of its canonical JSON without that field) must match its
+content, so an edited threshold or input list is an ``IntegrityError``; manifests written before
+the digest existed load with a WARNING, unless the caller pins a digest (``expect_digest``).
+Every file the manifest lists must exist in the guard directory and hash to the recorded SHA-256;
+names are plain file names (no paths), so a manifest cannot point outside its directory. What
+needs the graph or the tokenizer (input names, pad and mask ids in the vocabulary, ``K``) is
+checked by ``check_graph`` and ``check_vocab`` once those are open.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from lmsan.errors import DataError, IntegrityError
-from lmsan.files import read_json, sha256_file
+from lmsan.errors import ConfigError, DataError, IntegrityError
+from lmsan.files import json_digest, read_json, sha256_file
 from lmsan.pvset import TARGETS
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "guard.json"
+DIGEST = "digest"
 GUARD_FORMAT = "lmsan.guard/1"
 SCHEMA_VERSION = 1
+SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # int64 [B, T]; token_type_ids optional
+SCORE_OUTPUTS = ("match", "pv_index", "triggered")
+MAX_LENGTH_LIMIT = 1 << 20  # tokens: far above any position table, low enough to catch garbage
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_digest_format(value: str) -> str:
+    """Return a pinned digest in lower case; ``ConfigError`` unless it is 64 hex digits."""
+    digest = str(value).strip().lower()
+    if not _HEX64.fullmatch(digest):
+        raise ConfigError(f"expected digest must be 64 hex digits (SHA-256), got {value!r}")
+    return digest
 
 
 @dataclass(frozen=True)
@@ -33,6 +57,7 @@ class GuardManifest:
         inputs: graph input names, ``threshold`` last.
         pad_id: padding token id. mask_token / mask_id: the mask token (``None`` if absent).
         pv_count: number of PVs ``K`` baked into the graph.
+        digest: the manifest's own SHA-256 (``None`` for guards exported before it existed).
         raw: the parsed JSON.
     """
 
@@ -47,58 +72,202 @@ class GuardManifest:
     mask_token: str | None
     mask_id: int | None
     pv_count: int
+    digest: str | None
     raw: dict[str, Any]
 
+    @property
+    def path(self) -> Path:
+        return self.directory / MANIFEST
+
     @classmethod
-    def load(cls, directory: str | Path, *, verify: bool = True) -> "GuardManifest":
-        """Parse ``directory/guard.json`` and (by default) check every listed file's SHA-256.
+    def load(cls, directory: str | Path, *, verify: bool = True, expect_digest: str | None = None) -> "GuardManifest":
+        """Parse and validate ``directory/guard.json``; check its digest and (by default) every
+        listed file's SHA-256.
+
+        Args:
+            directory: the guard directory.
+            verify: check every listed file's SHA-256.
+            expect_digest: the manifest digest the caller deployed (64 hex digits): anything else,
+                or a manifest without a digest, is refused.
 
         Raises:
-            DataError: no such directory, missing or malformed manifest, missing listed file.
-            IntegrityError: a file's SHA-256 differs from the manifest's.
+            DataError: no such directory, missing or malformed manifest (a field of the wrong type
+                or out of range), missing listed file.
+            IntegrityError: the digest does not match the manifest's content or ``expect_digest``;
+                a file's SHA-256 differs from the manifest's.
+            ConfigError: ``expect_digest`` is not 64 hex digits.
         """
+        pinned = None if expect_digest is None else check_digest_format(expect_digest)
         directory = Path(directory)
         if not directory.is_dir():
             raise DataError(f"guard directory not found: {directory}")
-        raw = read_json(directory / MANIFEST, schema_version=SCHEMA_VERSION)
+        path = directory / MANIFEST
+        raw = read_json(path, schema_version=SCHEMA_VERSION)
         if raw.get("format") != GUARD_FORMAT:
-            raise DataError(f"{directory / MANIFEST} is not an lmsan guard manifest (format {raw.get('format')!r})")
-        try:
-            files = dict(raw["files"])
-            tokenizer = raw["tokenizer"]
-            manifest = cls(
-                directory=directory,
-                graph=directory / _plain(raw["graph"]),
-                tokenizer=directory / _plain(tokenizer["file"]),
-                target=str(raw["target"]),
-                threshold=float(raw["threshold"]),
-                max_length=int(raw["max_length"]),
-                inputs=tuple(str(name) for name in raw["inputs"]),
-                pad_id=int(tokenizer["pad_id"]),
-                mask_token=tokenizer.get("mask_token"),
-                mask_id=None if tokenizer.get("mask_id") is None else int(tokenizer["mask_id"]),
-                pv_count=int(raw["pvs"]["size"]),
-                raw=raw,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"malformed {directory / MANIFEST}: {type(exc).__name__}: {exc}") from exc
-        if manifest.target not in TARGETS:
-            raise DataError(f"unknown target {manifest.target!r} in {directory / MANIFEST}")
+            raise DataError(f"{path} is not an lmsan guard manifest (format {raw.get('format')!r})")
+        digest = _check_digest(raw, path, pinned)
+        field = _Fields(raw, path)
+        files = field.get("files", dict)
+        for name, value in files.items():
+            _plain(name, path)
+            if not isinstance(value, str) or not _HEX64.fullmatch(value):
+                raise DataError(f"malformed {path}: files[{name!r}] must be a SHA-256 (64 lower-case hex digits), got {value!r}")
+        tokenizer = _Fields(field.get("tokenizer", dict), path, "tokenizer.")
+        target = field.get("target", str)
+        if target not in TARGETS:
+            raise DataError(f"malformed {path}: unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+        inputs = field.get("inputs", list)
+        if (not all(isinstance(n, str) for n in inputs) or len(set(inputs)) != len(inputs)
+                or inputs[-1:] != ["threshold"] or not {"input_ids", "attention_mask"} <= set(inputs)
+                or not set(inputs) <= {*SEQUENCE_INPUTS, "threshold"}):
+            raise DataError(f"malformed {path}: inputs must be distinct names from {', '.join(SEQUENCE_INPUTS)} "
+                            f"(input_ids and attention_mask required), then 'threshold'; got {inputs!r}")
+        mask_token = tokenizer.get("mask_token", str, optional=True)
+        mask_id = tokenizer.get("mask_id", int, optional=True, low=0)
+        if target == "mask" and (mask_token is None or mask_id is None):
+            raise DataError(f"malformed {path}: target 'mask' needs tokenizer.mask_token and tokenizer.mask_id")
+        manifest = cls(
+            directory=directory,
+            graph=directory / _plain(field.get("graph", str), path),
+            tokenizer=directory / _plain(tokenizer.get("file", str), path),
+            target=target,
+            threshold=field.get("threshold", float, low=0.0, below=1.0),
+            max_length=field.get("max_length", int, low=2, high=MAX_LENGTH_LIMIT),
+            inputs=tuple(inputs),
+            pad_id=tokenizer.get("pad_id", int, low=0),
+            mask_token=mask_token,
+            mask_id=mask_id,
+            pv_count=_Fields(field.get("pvs", dict), path, "pvs.").get("size", int, low=0),
+            digest=digest,
+            raw=raw,
+        )
         for needed in (manifest.graph.name, manifest.tokenizer.name):
             if needed not in files:
-                raise DataError(f"{directory / MANIFEST} lists no hash for {needed}")
-        for name, digest in files.items():
-            path = directory / _plain(name)
-            if not path.is_file():
-                raise DataError(f"guard file missing: {path}")
-            if verify and sha256_file(path) != digest:
-                raise IntegrityError(f"SHA-256 of {path} does not match {MANIFEST}: the guard was modified")
+                raise DataError(f"{path} lists no hash for {needed}")
+        for name, value in files.items():
+            file = directory / name
+            if not file.is_file():
+                raise DataError(f"guard file missing: {file}")
+            if verify and sha256_file(file) != value:
+                raise IntegrityError(f"SHA-256 of {file} does not match {MANIFEST}: the guard was modified")
         return manifest
 
+    def check_graph(self, inputs: dict[str, str], outputs: list[str]) -> None:
+        """Check the manifest against the opened graph.
 
-def _plain(name: Any) -> str:
+        Args:
+            inputs: the graph's input names and onnxruntime types (``tensor(int64)``, ...).
+            outputs: the graph's output names.
+
+        Raises:
+            DataError: the graph's inputs differ from ``inputs``, have unexpected types, or the
+                graph lacks a score output (or differs from the manifest's ``outputs``).
+        """
+        where = f"{self.graph.name} and {self.path}"
+        if set(inputs) != set(self.inputs):
+            raise DataError(f"{where} disagree on the graph inputs: graph {sorted(inputs)}, "
+                            f"manifest {sorted(self.inputs)}")
+        for name, kind in inputs.items():
+            expected = "tensor(float)" if name == "threshold" else "tensor(int64)"
+            if kind != expected:
+                raise DataError(f"{self.graph}: input {name} is {kind}, expected {expected}")
+        missing = [name for name in SCORE_OUTPUTS if name not in outputs]
+        listed = self.raw.get("outputs")
+        if missing or (listed is not None and list(listed) != list(outputs)):
+            raise DataError(f"{where} disagree on the graph outputs: graph {outputs}, manifest {listed} "
+                            f"(needs {', '.join(SCORE_OUTPUTS)})")
+
+    def check_scores(self, pv_index: int) -> None:
+        """Check ``pvs.size`` against one ``pv_index`` the graph returned: -1 exactly when ``K = 0``,
+        else in [0, K) (the graph's outputs show no more of its sign matrix).
+
+        Raises:
+            DataError: the graph and ``pvs.size`` disagree.
+        """
+        if (pv_index < 0) != (self.pv_count == 0) or pv_index >= self.pv_count or pv_index < -1:
+            raise DataError(f"{self.graph.name} and {self.path} disagree on the number of PVs: the graph "
+                            f"returned pv_index {pv_index}, the manifest says pvs.size {self.pv_count}")
+
+    def check_vocab(self, vocab_size: int, token_to_id: Callable[[str], int | None], specials: int) -> None:
+        """Check the token ids and the length against the guard's tokenizer.
+
+        Args:
+            vocab_size: the tokenizer's vocabulary size (added tokens included).
+            token_to_id: the tokenizer's lookup (None for an unknown token).
+            specials: special tokens the tokenizer adds to one text.
+
+        Raises:
+            DataError: ``pad_id`` or ``mask_id`` outside the vocabulary, ``mask_token`` not
+                ``mask_id``, or ``max_length`` leaves no room for a word.
+        """
+        for name, value in (("pad_id", self.pad_id), ("mask_id", self.mask_id)):
+            if value is not None and not 0 <= value < vocab_size:
+                raise DataError(f"{self.path}: tokenizer.{name} {value} is outside the tokenizer's vocabulary "
+                                f"of {vocab_size}")
+        if self.mask_token is not None and self.mask_id is not None and token_to_id(self.mask_token) != self.mask_id:
+            raise DataError(f"{self.path}: tokenizer.mask_token {self.mask_token!r} is id "
+                            f"{token_to_id(self.mask_token)} in {self.tokenizer.name}, not mask_id {self.mask_id}")
+        if self.max_length <= specials + 1:
+            raise DataError(f"{self.path}: max_length {self.max_length} leaves no room for text next to the "
+                            f"tokenizer's {specials} special tokens")
+
+
+class _Fields:
+    """Typed, range-checked access to one JSON object of the manifest (errors name the file)."""
+
+    def __init__(self, data: dict, path: Path, prefix: str = "") -> None:
+        self.data, self.path, self.prefix = data, path, prefix
+
+    def get(self, key: str, kind: type, *, optional: bool = False, low: float | None = None,
+            high: float | None = None, below: float | None = None) -> Any:
+        name = self.prefix + key
+        if key not in self.data or (optional and self.data[key] is None):
+            if optional:
+                return None
+            raise DataError(f"malformed {self.path}: missing field {name}")
+        value = self.data[key]
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            value = float(value) if ok else value
+        if kind is list:
+            ok = ok and bool(value)
+        if ok and ((low is not None and value < low) or (high is not None and value > high)
+                   or (below is not None and value >= below)):
+            ok = False
+        if not ok:
+            bounds = "".join([f" >= {low}" if low is not None else "", f" <= {high}" if high is not None else "",
+                              f" < {below}" if below is not None else ""])
+            expected = {float: "a finite number", int: "an integer", str: "a string", list: "a non-empty list",
+                        dict: "an object"}[kind]
+            raise DataError(f"malformed {self.path}: {name} must be {expected}{bounds}, got {value!r}")
+        return value
+
+
+def _check_digest(raw: dict[str, Any], path: Path, pinned: str | None) -> str | None:
+    """The manifest's digest after checking it against its content and the pinned one."""
+    recorded = raw.get(DIGEST)
+    if recorded is None:
+        if pinned is not None:
+            raise IntegrityError(f"{path} has no digest (exported before lmsan wrote one): it cannot match the "
+                                 f"expected digest {pinned[:12]}…; re-export the guard")
+        log.warning("%s has no digest (exported before lmsan wrote one): its threshold, inputs and other "
+                    "fields are not protected; re-export the guard", path)
+        return None
+    try:
+        actual = json_digest(raw, exclude=DIGEST)
+    except (TypeError, ValueError) as exc:  # NaN or Infinity somewhere in the manifest
+        raise DataError(f"{path}: cannot compute the manifest digest: {exc}") from exc
+    if recorded != actual:
+        raise IntegrityError(f"the digest in {path} does not match its content: the manifest was edited")
+    if pinned is not None and actual != pinned:
+        raise IntegrityError(f"{path} has digest {actual[:12]}…, not the expected {pinned[:12]}…: "
+                             f"a different guard")
+    return actual
+
+
+def _plain(name: Any, path: Path) -> str:
     """Accept a bare file name only; reject paths that could leave the guard directory."""
-    name = str(name)
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise DataError(f"guard manifest names a path, not a file name: {name!r}")
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise DataError(f"{path} names a path, not a file name: {name!r}")
     return name

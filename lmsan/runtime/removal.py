@@ -50,14 +50,20 @@ non-trigger candidate clears on its own (a false positive). The hypothesis tests
 against the reference with monotone fake detectors; ``tests/e2e`` checks they remove exactly
 what ``batched`` removes on a real backdoored model.
 
+``run_searches`` also enforces the work caps: at most ``max_trials`` trials per group of
+searches (the windows of one input) and a ``deadline``; a search it stops is rejected with the
+cap in ``reason``. ``remove_within`` applies the removals of overlapping windows to the whole text.
+
 Words are maximal runs of non-space characters (``str.split``); a word containing ``protect``
 (the mask token, for target ``mask``) is never a candidate.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Callable, Generator, Iterable, Sequence
 
@@ -68,6 +74,7 @@ PROBE_MIN_WORDS = 24  # shorter texts: bisect (keep-only halving saved nothing a
 PROBE_CONTEXT = 2  # splitting stops at windows of 2-4 words (a trigger alone may not fire)
 PROBE_WAYS = 4  # parts per split round, one call (measured at 64 tokens: 3 and 4 alike, 6 slower on tiny)
 WORD = re.compile(r"\S+")  # a word: a maximal run of non-space characters
+MAX_TRIALS = 1024  # default work cap, trials per input: the exhaustive 3-window search of ~340 words
 
 
 @dataclass(frozen=True)
@@ -75,16 +82,20 @@ class PurgeOutcome:
     """Result of one purge.
 
     Attributes:
-        sentences: the sanitized sentences (the input when rejected).
+        sentences: the sanitized sentences (the input when rejected; empty when a work cap
+            stopped the search).
         removed: the removed candidate's words joined by one space, or ``None``.
-        rejected: no candidate up to ``max_window`` words cleared the input.
+        rejected: no candidate up to ``max_window`` words cleared the input, or a work cap
+            stopped the search first (``reason`` says which).
         trials: detector evaluations spent.
+        reason: why a work cap stopped the search (``run_searches``); None otherwise.
     """
 
     sentences: Unit
     removed: str | None
     rejected: bool
     trials: int
+    reason: str | None = None
 
     @classmethod
     def cleared(cls, candidate: Unit, trial: Unit, trials: int) -> "PurgeOutcome":
@@ -100,10 +111,12 @@ class _Text:
         self.spans = [m.span() for m in WORD.finditer(text)]
         self.words = tuple(text[a:b] for a, b in self.spans)
 
-    def positions(self, candidate: Unit) -> list[int]:
-        """Start indices of the occurrences of ``candidate``, left to right, non-overlapping."""
-        w, found, i = len(candidate), [], 0
-        while i <= len(self.words) - w:
+    def positions(self, candidate: Unit, lo: int = 0, hi: int | None = None) -> list[int]:
+        """Start indices of the occurrences of ``candidate`` within words ``lo..hi-1``, left to
+        right, non-overlapping."""
+        hi = len(self.words) if hi is None else hi
+        w, found, i = len(candidate), [], lo
+        while i <= hi - w:
             if self.words[i : i + w] == candidate:
                 found.append(i)
                 i += w
@@ -111,18 +124,26 @@ class _Text:
                 i += 1
         return found
 
-    def without(self, candidates: Iterable[Unit]) -> str:
-        """The text without the occurrences of each candidate (each found in the original text).
-
-        Each kept word keeps the spacing that followed it; leading and trailing space is dropped.
-        """
+    def drops(self, candidates: Iterable[Unit], lo: int = 0, hi: int | None = None) -> set[int]:
+        """Indices of the words that removing every occurrence of each candidate (within words
+        ``lo..hi-1``) drops."""
+        hi = len(self.words) if hi is None else hi
         candidates = list(candidates)
         singles = {c[0] for c in candidates if len(c) == 1}  # one pass for all single words
-        drop = {i for i, word in enumerate(self.words) if word in singles} if singles else set()
+        drop = {i for i in range(lo, hi) if self.words[i] in singles} if singles else set()
         for candidate in candidates:
             if len(candidate) > 1:
-                for start in self.positions(candidate):
+                for start in self.positions(candidate, lo, hi):
                     drop.update(range(start, start + len(candidate)))
+        return drop
+
+    def without(self, candidates: Iterable[Unit]) -> str:
+        """The text without the occurrences of each candidate (each found in the original text)."""
+        return self.join(self.drops(candidates))
+
+    def join(self, drop: set[int]) -> str:
+        """The text without the words in ``drop``: each kept word keeps the spacing that followed
+        it; leading and trailing space is dropped (the text itself when nothing is dropped)."""
         if not drop:
             return self.text
         parts: list[str] = []
@@ -385,33 +406,100 @@ def _code(texts: Sequence[_Text], cands: Sequence[Unit], chunk: int):
     return found, trials + spent
 
 
-def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list[bool]]) -> list[PurgeOutcome]:
+class BudgetExceeded(Exception):
+    """Raised by a ``detect`` callback to stop every pending search (e.g. a time budget ran out)."""
+
+
+def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list[bool]], *,
+                 groups: Sequence[int] | None = None, max_trials: int | None = None,
+                 deadline: float | None = None) -> list[PurgeOutcome]:
     """Drive searches in lockstep: each round, all pending trials go to ``detect`` in one call.
+
+    Work caps: a round that would take a group's trials past ``max_trials`` is not sent, and
+    every search of that group stops; at ``deadline`` (``time.monotonic()``, checked between
+    rounds), or when ``detect`` raises ``BudgetExceeded``, every pending search stops. A stopped
+    search's outcome is rejected, with empty ``sentences`` and the cap in ``reason``.
 
     Args:
         searches: fresh search generators.
         detect: maps trials to "still triggered?" flags, one per trial, in order.
+        groups: the group (e.g. input) of each search; default one group per search.
+        max_trials: most trials a group may send; None: no cap.
+        deadline: ``time.monotonic()`` value after which no round starts; None: none.
 
     Returns:
         One outcome per search, in order.
     """
     outcomes: list[PurgeOutcome | None] = [None] * len(searches)
+    groups = list(range(len(searches))) if groups is None else list(groups)
+    spent = [0] * len(searches)  # trials sent, per search
+    used: dict[int, int] = {}  # trials sent, per group
     pending: dict[int, list[Unit]] = {}
+
+    def stop(indices: Iterable[int], reason: str) -> None:
+        for index in indices:
+            searches[index].close()
+            outcomes[index] = PurgeOutcome((), None, True, spent[index], reason)
+            pending.pop(index, None)
+
     for index, search in enumerate(searches):
         _advance(search, index, None, pending, outcomes)
     while pending:
+        if deadline is not None and time.monotonic() > deadline:
+            stop(list(pending), "time budget exceeded")
+            break
+        if max_trials is not None:
+            totals: dict[int, int] = {}
+            for index, request in pending.items():
+                totals[groups[index]] = totals.get(groups[index], 0) + len(request)
+            over = {g for g, n in totals.items() if used.get(g, 0) + n > max_trials}
+            stop([i for i, g in enumerate(groups) if g in over and outcomes[i] is None],
+                 f"work cap: removal needs more than {max_trials} trials")
+            if not pending:
+                break
         order = list(pending)
         flat = [trial for index in order for trial in pending[index]]
-        flags = list(detect(flat))
+        try:
+            flags = list(detect(flat))
+        except BudgetExceeded as exc:
+            stop(order, str(exc) or "time budget exceeded")
+            break
         if len(flags) != len(flat):
             raise RuntimeError(f"detector returned {len(flags)} flags for {len(flat)} trials")
         offset, requests = 0, dict(pending)
         pending.clear()
         for index in order:
             count = len(requests[index])
+            spent[index] += count
+            used[groups[index]] = used.get(groups[index], 0) + count
             _advance(searches[index], index, flags[offset : offset + count], pending, outcomes)
             offset += count
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def remove_within(text: str, removals: Sequence[tuple[int, int, str]]) -> str | None:
+    """``text`` without each removed candidate's occurrences inside its window (overlapping windows).
+
+    Args:
+        text: the whole input.
+        removals: ``(start, end, candidate)``: a window's half-open character span and the
+            candidate (words joined by one space) its search removed from it.
+
+    Returns:
+        The text without the union of the dropped words (spacing as in ``_Text.join``), or None
+        when a candidate is not found among the window's whole words (a window cut inside an
+        over-long word).
+    """
+    whole = _Text(text)
+    starts = [a for a, _ in whole.spans]
+    drop: set[int] = set()
+    for start, end, candidate in removals:
+        lo, hi = bisect.bisect_left(starts, start), bisect.bisect_left(starts, end)
+        dropped = whole.drops([tuple(candidate.split(" "))], lo, hi)
+        if not dropped:
+            return None
+        drop |= dropped
+    return whole.join(drop)
 
 
 def _advance(search: Search, index: int, flags: list[bool] | None, pending: dict, outcomes: list) -> None:

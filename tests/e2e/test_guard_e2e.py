@@ -100,7 +100,8 @@ def test_probe_removes_the_trigger_from_paragraphs(setup, record_property):
     for key, value in rates.items():
         record_property(f"paragraphs_{key}", value)
     assert rates["probe_flagged"] >= 0.95
-    assert rates["probe"] >= 0.95
+    assert rates["probe_flagged"] == rates["bisect_flagged"] == rates["batched_flagged"]  # one detection pass
+    assert rates["probe"] >= 0.95 and rates["bisect"] >= 0.95 and rates["batched"] >= 0.95
 
 
 def test_the_saliency_guess_saves_session_calls(setup, record_property):
@@ -128,6 +129,7 @@ def test_the_saliency_guess_saves_session_calls(setup, record_property):
         record_property(key, value)
     assert outcomes[True] == outcomes[False]
     assert calls[True] < calls[False]
+    assert rates["guess_right"] >= 0.9  # docs/runtime.md: 100 % on the POR BERT
 
 
 def test_clean_false_positive_rate_at_paper_threshold(setup, record_property):

@@ -5,8 +5,9 @@ attack and BToP (``--target mask``) as backdoored, and the found PV sign-agrees 
 attack PV; clean controls trained identically minus the trigger loss are called clean, and so
 are the un-attacked distilled BERT and RoBERTa (the hardest clean cases: without trigger
 confirmation both were called backdoored within 10 loops); a search with patience
-recovers >= 5 of 6 PVs of the POR BERT (recovered: sign agreement > T_match = 0.8, method.md
-§7). Trigger confirmation names a real trigger word.
+recovers all 6 PVs of the POR BERT (recovered: sign agreement > T_match = 0.8, method.md
+§7), and the soft-prompt path alone still convicts it. The trigger sweep or trigger confirmation
+names a real trigger word.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def test_detect_flags_backdoored_models(fixture, request, defense_sentences, rec
     # agreeing 0.75-0.85 with each); the PV is taken from the confirmed real tokens, shrunk to one
     # trigger, so it is that trigger's PV.
     assert agreement.max() > 0.9, agreement.round(3)
-    assert report.timings_s["to_verdict"] < 60
-    confirmed = [t.trigger["trigger"] for t in report.loops if t.accepted]
+    # the trigger sweep convicts before any fuzz loop (how fast: benchmarks/mining.py, not a timed test)
+    assert report.loops == () and [source["method"] for source in report.pv_sources][:1] == ["sweep"]
+    confirmed = [source["trigger"] for source in report.pv_sources]
     record_property("trigger_tokens", confirmed)
     assert any(word in attack_words(model) for text in confirmed for word in text.lower().split()), confirmed
 
@@ -66,7 +68,7 @@ def test_detect_flags_backdoored_models(fixture, request, defense_sentences, rec
 def test_detect_flags_btop_at_the_mask_target(bert_btop, defense_sentences):
     result = run_mining(bert_btop, defense_sentences, target="mask")
     assert result.report.verdict == "backdoored"
-    assert sign_agreement(result.pvset.vectors, attack_signs(bert_btop)).max() > 0.7
+    assert sign_agreement(result.pvset.vectors, attack_signs(bert_btop)).max() > 0.9
 
 
 @pytest.mark.parametrize("fixture, target, loops", [
@@ -89,14 +91,30 @@ def test_clean_models_are_called_clean(fixture, target, loops, request, defense_
                                     if t.outcome == "unconfirmed"])
 
 
-def test_search_with_patience_recovers_the_pvs(bert_por, defense_sentences, record_property):
-    result = run_mining(bert_por, defense_sentences, mode="search", max_loops=40, patience=10)
+def test_search_recovers_every_pv(bert_por, defense_sentences, record_property):
+    result = run_mining(bert_por, defense_sentences, mode="search", max_loops=10, patience=3)
     agreement = sign_agreement(result.pvset.vectors, attack_signs(bert_por))  # [K_found, 6]
     recovered = int((agreement.max(axis=0) > T_MATCH).sum())
     record_property("recovered", recovered)
     record_property("loops", len(result.report.loops))
-    assert recovered >= 5, agreement.max(axis=0).round(3)
+    assert recovered == 6, agreement.max(axis=0).round(3)  # every trigger: a missed PV always succeeds
     assert agreement.max() > 0.85, agreement.round(3)
+    sources = result.report.pv_sources
+    # PVs that match no attack PV are the model's other collapsing texts (superpositions, paper
+    # Fig. 7): counted, not asserted
+    record_property("pvs_matching_no_attack_pv", int((agreement.max(axis=1) <= T_MATCH).sum()))
+    assert [source["pv_index"] for source in sources] == list(range(result.pvset.size))
+    assert {source["method"] for source in sources} <= {"sweep", "soft_prompt"}
+    words = attack_words(bert_por)
+    assert all(any(word in words for word in source["trigger"].lower().split()) for source in sources), sources
+
+
+def test_detect_without_the_sweep_still_finds_a_backdoor(bert_por, defense_sentences):
+    """The soft-prompt path alone (the reference's method, with confirmation) still convicts."""
+    result = run_mining(bert_por, defense_sentences, sweep=False)
+    assert result.report.verdict == "backdoored" and result.report.sweep is None
+    assert [source["method"] for source in result.report.pv_sources] == ["soft_prompt"]
+    assert sign_agreement(result.pvset.vectors, attack_signs(bert_por)).max() > 0.9
 
 
 def test_cli_detects_and_writes_artifacts(bert_por, defense_sentences, tmp_path):
@@ -111,5 +129,7 @@ def test_cli_detects_and_writes_artifacts(bert_por, defense_sentences, tmp_path)
     assert exit_info.value.code == 1
     pvs = PVSet.load(out / "pvs.safetensors")
     report = json.loads((out / "report.json").read_text())
-    assert pvs.size >= 1 and pvs.prompts is not None and report["verdict"] == "backdoored"
+    assert pvs.size >= 1 and report["verdict"] == "backdoored"
+    assert report["pv_sources"][0]["method"] == "sweep" and pvs.seeds[0] == -1  # convicted by the sweep
+    assert pvs.prompts is None  # no soft prompt produced these PVs
     assert report["weight_sha256"] and pvs.model_sha256

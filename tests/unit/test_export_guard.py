@@ -306,6 +306,57 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path):
     assert (tmp_path / "g" / "keep.txt").read_text() == "x"
 
 
+def test_force_replaces_only_a_guard_directory(tmp_path, capsys):
+    """--force must never delete a model directory, a file, or another tool's guard.json."""
+    from lmsan.cli import export as export_cli
+    from lmsan.export import export_guard
+
+    model = shutil.copytree(tiny_model(), tmp_path / "model")
+    pvs = anchor_pvs(model).save(tmp_path / "pvs.safetensors")
+    before = sorted(p.name for p in model.iterdir())
+    capsys.readouterr()  # drop what the setup above logged
+    with pytest.raises(SystemExit) as exit_info:
+        export_cli.main([str(model), "--pvs", str(pvs), "--out", str(model), "--force", "-q"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"lmsan-export: error: refusing to replace {model}: it is not an lmsan guard directory")
+    assert sorted(p.name for p in model.iterdir()) == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "guard.json").write_text(json.dumps({"format": "someone-else/1"}))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for out, message in [(other, "not an lmsan guard directory"), (a_file, "is a file")]:
+        with pytest.raises(ExportError, match=message):
+            export_guard(model, pvs, out, overwrite=True)
+    assert (other / "guard.json").is_file() and a_file.read_text() == "x"
+
+
+def test_force_replaces_a_guard_or_an_empty_directory(tmp_path):
+    from lmsan.export import export_guard
+
+    out = tmp_path / "g"
+    out.mkdir()
+    first = export_guard(tiny_model(), anchor_pvs(tiny_model()), out, overwrite=True)  # empty: nothing to lose
+    (out / "stale.txt").write_text("x")
+    second = export_guard(tiny_model(), PVSet(np.ones((1, 32), np.float32)), out, overwrite=True)
+    assert first.manifest["pvs"]["size"] == 3 and second.manifest["pvs"]["size"] == 1
+    assert not (out / "stale.txt").exists() and [p.name for p in tmp_path.iterdir()] == ["g"]
+
+
+def test_model_without_tokenizer_files_is_refused_before_export(tmp_path):
+    from lmsan.errors import ModelLoadError
+    from lmsan.export import export_guard
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model() / name, bare / name)
+    with pytest.raises(ModelLoadError, match="tokenizer of .*bare has 5 tokens"):
+        export_guard(bare, anchor_pvs(tiny_model()), tmp_path / "g")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare"]
+
+
 def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
     import lmsan.export.pipeline as pipeline
     from lmsan.export.parity import ParityReport

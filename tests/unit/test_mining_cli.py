@@ -33,17 +33,6 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from lmsan.models.tiny import TinySpec, build_tiny
-
-    model, tokenizer = build_tiny(TinySpec(arch="bert", hidden=32, layers=1, heads=2, intermediate=64))
-    path = tmp_path_factory.mktemp("tiny-cli")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture()
 def corpus(tmp_path):
     rng = np.random.default_rng(0)
@@ -120,3 +109,80 @@ def test_a_run_writes_report_and_pvs_and_resumes(tiny_dir, corpus, tmp_path):
     assert {"dist", "div", "path"} <= set(saved["loops"][0]["epochs"][0])
     code, stdout, _ = invoke([*args[:8], "3", *args[9:], "--resume"])
     assert [loop["seed"] for loop in json.loads(stdout)["loops"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("bad, key", [({"lr_rel": "fast"}, "lr_rel"), ({"grad_threshold": "x"}, "grad_threshold"),
+                                      ({"confirm": "false"}, "confirm")])
+def test_config_values_are_type_checked_before_anything_loads(bad, key, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(bad))
+    code, stdout, stderr = invoke([str(tmp_path / "no-model"), "--data", str(tmp_path / "no-data.txt"),
+                                   "--config", str(config), "--json"])
+    assert code == 4 and f"{key} must be" in one_error_line(stderr)
+    assert json.loads(stdout)["error"]["kind"] == "config"
+
+
+@pytest.mark.parametrize("option, key, value", [(["--target", "mask"], "target", "cls"),
+                                                (["--mode", "search"], "mode", "detect"),
+                                                (["--loops", "3"], "max_loops", 5),
+                                                (["--max-length", "16"], "max_length", 24)])
+def test_an_option_that_contradicts_config_is_a_usage_error(option, key, value, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({key: value}))
+    code, _, stderr = invoke([str(tmp_path / "no-model"), "--data", str(tmp_path / "no-data.txt"),
+                              "--config", str(config), *option])
+    assert code == 4 and f"{option[0]} {option[1]} conflicts with {key}={value!r}" in one_error_line(stderr)
+
+
+def test_config_sets_what_the_options_leave_unset(tmp_path):
+    from lmsan.cli.mine import mining_config
+
+    unset = {"target": None, "mode": None, "max_loops": None, "patience": None, "max_length": None}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"target": "mask", "mode": "search", "max_loops": 5}))
+    config = mining_config("default", str(path), unset)
+    assert (config.target, config.mode, config.max_loops, config.patience) == ("mask", "search", 5, 200)
+    assert mining_config("default", str(path), {**unset, "target": "mask", "patience": 0}).patience == 0
+    plain = mining_config("default", None, unset)
+    assert (plain.target, plain.mode, plain.patience) == ("cls", "detect", 0)
+
+
+def test_device_is_checked_before_anything_loads(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    base = [str(tmp_path / "no-model"), "--data", str(tmp_path / "no-data.txt")]
+    code, _, stderr = invoke([*base, "--device", "cuda:0"])
+    assert code == 4 and "CUDA is not available" in one_error_line(stderr)
+    code, _, stderr = invoke([*base, "--device", "gpu"])
+    assert code == 4 and "expected auto, cpu, cuda or cuda:N" in one_error_line(stderr)
+    code, stdout, _ = invoke(["--help"])
+    assert "auto (cuda when available, else cpu)" in " ".join(stdout.split()) and "[default: auto]" in stdout
+
+
+def test_an_earlier_run_in_out_is_kept_without_resume_or_force(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    code, _, stderr = invoke([str(tmp_path / "no-model"), "--data", str(tmp_path / "no-data.txt"),
+                              "--out", str(out)])
+    line = one_error_line(stderr)
+    assert code == 2 and "holds an earlier run (report.json)" in line and "--resume" in line and "--force" in line
+    assert (out / "report.json").read_text() == "{}"
+    for flags in (["--force"], ["--resume", "--force"]):
+        code, _, stderr = invoke([str(tmp_path / "m"), "--data", str(tmp_path / "d.txt"), *flags])
+        assert code == 4 and "--" in one_error_line(stderr)
+
+
+def test_a_failed_start_leaves_no_directory_behind(tiny_dir, corpus, tmp_path):
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (no_tokenizer / name).write_bytes((tiny_dir / name).read_bytes())
+    out = tmp_path / "new" / "out"
+    for model, data, message in [(tmp_path / "no-model", corpus, "not found"),
+                                 (tiny_dir, tmp_path / "no-data.txt", "no-data.txt"),
+                                 (no_tokenizer, corpus, "tokenizer of")]:
+        code, _, stderr = invoke([str(model), "--data", str(data), "--out", str(out)])
+        assert code == 2 and message in one_error_line(stderr)
+        assert not (tmp_path / "new").exists()

@@ -78,8 +78,42 @@ def test_thresholds_are_relative_to_the_feature_scale_unless_absolute():
 
 
 def test_loops_and_slots_defaults():
-    assert MiningConfig().loops == 30
+    assert MiningConfig().loops == 10  # detect after a trigger sweep that found nothing
+    assert MiningConfig(sweep=False).loops == 30
+    assert MiningConfig.profile("reference").loops == 30
     assert MiningConfig(mode="search").loops == 1000
     assert MiningConfig(max_loops=5).loops == 5
     assert MiningConfig().slots("cpu") == 1 and MiningConfig().slots("cuda:0") == 16
     assert MiningConfig(parallel_seeds=3).slots("cpu") == 3
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"lr_rel": "fast"}, "lr_rel must be a finite float"),
+    ({"grad_threshold": "x"}, "grad_threshold must be a finite float"),
+    ({"confirm": "false"}, "confirm must be a bool"),
+    ({"early_accept": 1}, "early_accept must be a bool"),
+    ({"epochs": True}, "epochs must be an int"),
+    ({"max_loops": 5.0}, "max_loops must be an int"),
+    ({"lr_abs": "1e-4"}, "lr_abs must be a finite float or None"),
+    ({"lambda_path": float("nan")}, "lambda_path must be a finite float"),
+    ({"mode": 3}, "mode must be one of"),
+    ({"target": None}, "target must be one of"),
+])
+def test_every_field_is_type_checked_from_its_annotation(change, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        MiningConfig.from_dict(change)
+    assert repr(next(iter(change.values()))) in str(info.value)  # names the value it got
+
+
+def test_type_checks_accept_ints_for_floats_and_none_for_optionals():
+    config = MiningConfig.from_dict({"lr_rel": 1, "grad_threshold": 0, "lr_abs": None, "confirm": False})
+    assert config.lr_rel == 1 and config.lr_abs is None and config.confirm is False
+
+
+def test_new_fields_are_type_checked_without_listing_them():
+    """The check reads the annotations, so a field added later is covered automatically."""
+    from dataclasses import fields
+
+    for f in fields(MiningConfig):
+        with pytest.raises(ConfigError, match=f"^{f.name} must be"):
+            MiningConfig.from_dict({f.name: object()})

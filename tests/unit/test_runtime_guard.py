@@ -29,7 +29,9 @@ def test_load_reports_provider_and_threshold(guard_dir):
     guard = Guard.load(guard_dir)
     assert guard.provider == "CPUExecutionProvider"
     assert guard.threshold == pytest.approx(0.8)
-    assert guard.warmup() > 0
+    shapes, run = [], guard._run
+    guard._run = lambda arrays, names: shapes.append(arrays["input_ids"].shape) or run(arrays, names)
+    assert guard.warmup() >= 0 and shapes == [(1, 16), (64, 38)]  # (1, 16) and (max_batch, max_length)
 
 
 def test_anchor_triggers_and_removal_clears_it(guard):
@@ -37,7 +39,7 @@ def test_anchor_triggers_and_removal_clears_it(guard):
     assert isinstance(result, ScanResult)
     assert result.triggered and result.match == 1.0 and result.pv_index == 0
     assert not result.rejected and len(result.removed) == 1
-    assert result.removed[0] not in result.sanitized.split() or result.sanitized.count(result.removed[0]) < ANCHOR.count(result.removed[0])
+    assert result.sanitized.split() == [w for w in ANCHOR.split() if w != result.removed[0]]
     assert not guard.scan(result.sanitized).triggered
 
 
@@ -45,8 +47,8 @@ def test_clean_result_returns_the_input(guard):
     result = guard.scan("a completely different sentence about markets")
     assert not result.triggered and result.pv_index is None
     assert result.sanitized == "a completely different sentence about markets"
-    assert result.removed == () and not result.rejected
-    assert 0.0 <= result.match <= 1.0
+    assert result.removed == () and not result.rejected and result.reason is None
+    assert result.match < 0.95 and (result.match * 32).is_integer()  # N_match / d, d = 32
 
 
 def test_threshold_is_adjustable_at_load(guard_dir):
@@ -83,7 +85,10 @@ def test_shape_buckets_change_no_result(guard, guard_dir):
         assert got.match == pytest.approx(want.match, abs=1.5 / 32)
     batch = bucketed.encoder.pad(bucketed.encoder.encodings([("short",)]), multiple=16)
     assert batch.input_ids.shape == (1, 16) and batch.attention_mask.sum() < 16
-    assert bucketed.warmup() > 0  # every bucket: rows 1, 2, 4, 6 x widths 16..max_length
+    shapes, run = [], bucketed._run
+    bucketed._run = lambda arrays, names: shapes.append(arrays["input_ids"].shape) or run(arrays, names)
+    bucketed.warmup()  # every bucket: rows 1, 2, 4, 6 x widths 16, 32, 38 (max_length)
+    assert shapes == [(b, t) for b in (1, 2, 4, 6) for t in (16, 32, 38)]
 
 
 def test_rows_of_very_different_lengths_go_in_separate_calls(guard_dir):
@@ -138,7 +143,7 @@ def test_sentence_pairs_use_token_types_like_transformers(guard, guard_dir):
 @pytest.mark.parametrize("bad, message", [
     ("", "empty"), ("   \n\t", "empty"), ("abc\ud800def", "surrogate U\\+D800 at index 3"),
     ("abc\x00", "control character U\\+0000"), ("bell\x07", "control"), (42, "expected a str"),
-    (("only one",), "expected a str"), (("a", ""), r"input 0\[1\]: empty"),
+    (("only one",), "expected a str"), (("a", ""), "input 0: second text of the pair: empty"),
 ])
 def test_bad_input_is_a_data_error(guard, bad, message):
     with pytest.raises(DataError, match=message):
@@ -166,7 +171,9 @@ def test_long_input_is_scanned_in_windows(guard):
     assert all(n <= guard.manifest.max_length for n in guard.encoder.lengths([(text[a:b],) for a, b in spans]))
     assert " ".join(text[a:b] for a, b in spans).split() == words  # word-aligned, nothing lost
     result = guard.scan(text, sanitize=False)
-    assert isinstance(result.match, float) and not result.rejected
+    overlapping = guard.encoder.windows(text, overlap=guard.max_window - 1)
+    alone = guard.scan_batch([text[a:b] for a, b in overlapping], sanitize=False)
+    assert result.match == max(r.match for r in alone) and result.triggered == any(r.triggered for r in alone)
 
 
 def test_long_input_removal_splices_windows(guard_dir, monkeypatch):
@@ -176,7 +183,7 @@ def test_long_input_removal_splices_windows(guard_dir, monkeypatch):
     assert guard.encoder.lengths([(text,)])[0] > guard.manifest.max_length
     a = len(before)
     spans = [(0, a - 1), (a, a + len(ANCHOR)), (a + len(ANCHOR) + 1, len(text))]
-    monkeypatch.setattr(guard.encoder, "windows", lambda _: spans)  # align one window with ANCHOR
+    monkeypatch.setattr(guard.encoder, "windows", lambda *_, **__: spans)  # align one window with ANCHOR
     result = guard.scan(text)
     alone = guard.scan(ANCHOR)
     assert result.triggered and result.match == 1.0 and result.removed == alone.removed
@@ -184,10 +191,12 @@ def test_long_input_removal_splices_windows(guard_dir, monkeypatch):
 
 
 def test_giant_word_windows_cut_inside_the_word(guard):
-    text = "prefix " + "ab" * 20_000 + " suffix"
+    text = "prefix " + "ab." * 5_000 + " suffix"  # one whitespace word of 10k tokens ("ab" * 20k: one [UNK])
     spans = guard.encoder.windows(text)
     assert all(n <= guard.manifest.max_length for n in guard.encoder.lengths([(text[a:b],) for a, b in spans]))
-    assert guard.scan(text, sanitize=False).match >= 0.0
+    assert "".join(text[a:b] for a, b in spans).replace(" ", "") == text.replace(" ", "")  # nothing lost
+    result = guard.scan(text, sanitize=False)
+    assert result.match == max(r.match for r in guard.scan_batch([text[a:b] for a, b in spans], sanitize=False))
 
 
 def test_long_pair_is_a_data_error(guard):
@@ -199,6 +208,14 @@ def _copy(guard_dir, tmp_path):
     target = tmp_path / "g"
     shutil.copytree(guard_dir, target)
     return target
+
+
+def _write_manifest(target, manifest):
+    """Write an edited manifest with a matching digest (what an attacker with write access can do)."""
+    from lmsan.files import json_digest
+
+    manifest = {**manifest, "digest": json_digest(manifest, exclude="digest")}
+    (target / "guard.json").write_text(json.dumps(manifest))
 
 
 def test_tampered_graph_is_an_integrity_error(guard_dir, tmp_path):
@@ -214,6 +231,9 @@ def test_manifest_hash_mismatch_is_an_integrity_error(guard_dir, tmp_path):
     manifest = json.loads((target / "guard.json").read_text())
     manifest["files"]["tokenizer.json"] = "0" * 64
     (target / "guard.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="digest in .* does not match its content"):
+        Guard.load(target)
+    _write_manifest(target, manifest)
     with pytest.raises(IntegrityError, match="tokenizer.json"):
         Guard.load(target)
 
@@ -232,18 +252,21 @@ def test_malformed_manifests_are_data_errors(guard_dir, tmp_path):
     (target / "guard.json").write_text("{broken")
     with pytest.raises(DataError, match="cannot read JSON"):
         Guard.load(target)
-    (target / "guard.json").write_text(json.dumps({**manifest, "graph": "../model.onnx"}))
+    _write_manifest(target, {**manifest, "graph": "../model.onnx"})
     with pytest.raises(DataError, match="names a path"):
         Guard.load(target)
     del manifest["target"]
-    (target / "guard.json").write_text(json.dumps(manifest))
+    _write_manifest(target, manifest)
     with pytest.raises(DataError, match="malformed"):
         Guard.load(target)
     with pytest.raises(DataError, match="not found"):
         Guard.load(tmp_path / "nope")
 
 
-def test_unavailable_provider_lists_the_available_ones(guard_dir):
+def test_unavailable_provider_lists_the_available_ones(guard_dir, monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])  # onnxruntime-gpu has CUDA
     with pytest.raises(ProviderError, match="CUDAExecutionProvider is not available.*available: .*CPUExecutionProvider"):
         Guard.load(guard_dir, providers=["cuda"])
     with pytest.raises(ProviderError, match="NoSuchProvider"):
@@ -307,7 +330,7 @@ def test_one_guard_is_safe_across_threads(guard):
 def test_search_strategies_agree_on_the_anchor(guard_dir):
     searches = ("probe", "bisect", "group", "batched", "sequential")
     outcomes = {s: Guard.load(guard_dir, threshold=0.95, search=s).scan(ANCHOR) for s in searches}
-    assert len({(r.removed, r.sanitized) for r in outcomes.values()}) == 1
+    assert len({(r.removed, r.sanitized) for r in outcomes.values()}) == 1 and outcomes["probe"].removed
     assert Guard.load(guard_dir)._saliency  # probe above started from the saliency guess
     with pytest.raises(ConfigError, match="unknown removal search"):
         Guard.load(guard_dir, search="clever")

@@ -35,9 +35,11 @@ def test_guard_cli_runs_without_torch():
 import sys
 from lmsan.cli import guard
 try:
-    guard.main([{str(tiny_guard())!r}, "hello there", "-q"])
+    guard.main([{str(tiny_guard())!r}, "hello there", "--threshold", "0.95", "-q"])
 except SystemExit as exc:
     assert exc.code == 0, exc.code
+else:
+    raise AssertionError("lmsan-guard did not exit")
 {HEAVY}
 """
     done = _python(code)
@@ -53,6 +55,8 @@ try:
     {module}.main(["--help"])
 except SystemExit as exc:
     assert exc.code == 0
+else:
+    raise AssertionError("--help did not exit")
 {HEAVY}
 """
         done = _python(code)

@@ -249,3 +249,29 @@ def test_removal_keeps_spacing_of_kept_words():
     text = _Text("Hello,\n cf  world  cf\tagain")
     assert text.without([("cf",)]) == "Hello,\n world  again"
     assert text.without([]) == "Hello,\n cf  world  cf\tagain"
+
+
+def test_work_caps_stop_a_group_and_spare_the_others():
+    """A group whose next round would pass ``max_trials`` stops (rejected, with the reason); other
+    groups finish; a detector raising ``BudgetExceeded`` stops every pending search."""
+    from lmsan.runtime.removal import BudgetExceeded
+
+    long_unit = (" ".join(f"w{i}" for i in range(40)),)
+    short_unit = ("a b cf d",)
+    detector = presence_detector([("nothing clears this",), ("cf",)])
+    always = lambda unit: True  # noqa: E731  (nothing clears: the search would try every candidate)
+    searches = [make_search("sequential", long_unit), make_search("sequential", long_unit),
+                make_search("bisect", short_unit)]
+    sent = []
+    outcomes = run_searches(searches, lambda batch: sent.append(len(batch)) or
+                            [always(t) if "w0" in t[0] or "w1" in t[0] else detector(t) for t in batch],
+                            groups=[0, 0, 1], max_trials=10)
+    assert [o.reason for o in outcomes[:2]] == ["work cap: removal needs more than 10 trials"] * 2
+    assert outcomes[0].rejected and outcomes[0].trials == 5 and outcomes[2].removed == "cf"
+    assert sum(sent) <= 10 + outcomes[2].trials
+
+    def out_of_time(batch):
+        raise BudgetExceeded("time budget of 1 s exceeded")
+
+    stopped = run_searches([make_search("probe", short_unit)], out_of_time)
+    assert stopped[0].rejected and stopped[0].reason == "time budget of 1 s exceeded" and stopped[0].sentences == ()
