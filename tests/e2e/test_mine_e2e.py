@@ -105,8 +105,11 @@ def test_search_recovers_every_pv(bert_por, defense_sentences, record_property):
     record_property("pvs_matching_no_attack_pv", int((agreement.max(axis=1) <= T_MATCH).sum()))
     assert [source["pv_index"] for source in sources] == list(range(result.pvset.size))
     assert {source["method"] for source in sources} <= {"sweep", "soft_prompt"}
-    words = attack_words(bert_por)
-    assert all(any(word in words for word in source["trigger"].lower().split()) for source in sources), sources
+    # the PV of each attack trigger is found with that trigger's text (or a piece of it: `q` of `qt`)
+    triggers = json.loads((bert_por / "attack.json").read_text())["triggers"]
+    for k, trigger in enumerate(triggers):
+        named = [sources[i]["trigger"].lower() for i in range(len(sources)) if agreement[i, k] > T_MATCH]
+        assert any(text in trigger or trigger in text for text in named), (trigger, named)
 
 
 def test_detect_without_the_sweep_still_finds_a_backdoor(bert_por, defense_sentences):
