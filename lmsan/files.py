@@ -109,3 +109,22 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def replace_dir(staging: Path, out: Path) -> None:
+    """Rename the finished directory ``staging`` to ``out``. An existing ``out`` is moved aside
+    first and deleted only once the rename succeeded (restored if it fails): a crash never leaves
+    ``out`` half-written. Callers check that ``out`` may be replaced before calling."""
+    import shutil
+
+    old = out.with_name(f".{out.name}.old-{os.getpid()}") if out.exists() else None
+    if old is not None:
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -10,12 +10,55 @@ Torch is imported inside the commands, so ``--help`` stays fast.
 from __future__ import annotations
 
 import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
 
 import click
 
 from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, configure_logging, emit_json, run
 
 STANDARD = "standard"
+MARKERS = ("attack.json", "lmsan_build.json")  # files only lmsan-attack's model directories hold
+
+
+def _check_out(out: str, force: bool) -> Path:
+    """Refuse an ``--out`` whose replacement could lose data: it must not exist, or be empty, or,
+    with ``--force``, be a model directory this command wrote (``MARKERS``).
+
+    Raises:
+        ConfigError: ``out`` is a file, holds files and no ``--force``, or is not ours.
+    """
+    from lmsan.errors import ConfigError
+
+    path = Path(out)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return path
+    if not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a directory")
+    if not force:
+        raise ConfigError(f"--out {path} exists and is not empty (pass --force to replace a model directory "
+                          "lmsan-attack wrote)")
+    if not any((path / marker).is_file() for marker in MARKERS):
+        raise ConfigError(f"refusing to replace {path}: it holds no {' or '.join(MARKERS)}, so lmsan-attack did not "
+                          "write it; --force only replaces its own output, so pick a new --out")
+    return path
+
+
+def _into_place(write: Callable[[Path], object], out: Path) -> object:
+    """Run ``write(staging)`` in a fresh directory next to ``out``, then rename it to ``out``
+    (an earlier ``out`` is removed only after the new one is complete); nothing half-written."""
+    from lmsan.files import replace_dir
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        result = write(staging)
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
 
 
 def _sentences(source: str, split: str, limit: int | None) -> list[str]:
@@ -40,9 +83,10 @@ def attack() -> None:
 @click.option("--hidden", type=click.IntRange(min=16), default=128, show_default=True, help="Width d.")
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Where to copy the model.")
+@click.option("--force", is_flag=True, help="Replace an --out that lmsan-attack wrote earlier (nothing else).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build facts as JSON.")
 @common_options
-def build_tiny_command(arch, seed, hidden, layers, out, as_json, verbose, quiet, debug) -> int:
+def build_tiny_command(arch, seed, hidden, layers, out, force, as_json, verbose, quiet, debug) -> int:
     """Build (or reuse from $LMSAN_CACHE) a tiny model distilled from all-MiniLM-L6-v2.
 
     Random-init models behave nothing like pretrained ones; these are distilled first and
@@ -51,8 +95,9 @@ def build_tiny_command(arch, seed, hidden, layers, out, as_json, verbose, quiet,
     configure_logging(verbose, quiet)
     from lmsan.models.zoo import default_tiny
 
+    path = _check_out(out, force)
     built = default_tiny(arch, seed=seed, hidden=hidden, layers=layers, progress=not quiet)
-    shutil.copytree(built.path, out, dirs_exist_ok=True)
+    _into_place(lambda staging: shutil.copytree(built.path, staging, dirs_exist_ok=True), path)
     facts = {"path": out, "arch": arch, "cls_spread": built.cls_spread, "mean_spread": built.mean_spread}
     if as_json:
         emit_json(facts)
@@ -79,10 +124,12 @@ def build_tiny_command(arch, seed, hidden, layers, out, as_json, verbose, quiet,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-length", type=click.IntRange(min=8), default=96, show_default=True)
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle weights in MODEL (unsafe).")
+@click.option("--force", is_flag=True, help="Replace an --out that lmsan-attack wrote earlier (nothing else).")
 @click.option("--json", "as_json", is_flag=True, help="Print attack.json facts as JSON.")
 @common_options
 def run_command(model, kind, out, triggers, n_triggers, pv_design, pvs_file, source, limit, epochs, lr,
-                scatter_weight, clean_control, seed, max_length, allow_pickle, as_json, verbose, quiet, debug) -> int:
+                scatter_weight, clean_control, seed, max_length, allow_pickle, force, as_json, verbose, quiet,
+                debug) -> int:
     """Backdoor MODEL and write an HF model dir plus attack.json to --out."""
     configure_logging(verbose, quiet)
     from lmsan.attacks import AttackConfig, run_attack
@@ -95,14 +142,16 @@ def run_command(model, kind, out, triggers, n_triggers, pv_design, pvs_file, sou
     config = AttackConfig(kind=kind, triggers=tuple(triggers), n_triggers=n_triggers, pv_design=pv_design, pvs=pvs,
                           epochs=epochs, lr=lr, scatter_weight=scatter_weight, trigger_loss=not clean_control,
                           max_length=max_length, seed=seed)
-    result = run_attack(model, _sentences(source, "attack", limit), config, out, progress=not quiet,
-                        allow_pickle=allow_pickle)
-    facts = {"path": str(result.path), "triggers": list(result.triggers), "steps": result.steps,
+    path = _check_out(out, force)
+    sentences = _sentences(source, "attack", limit)
+    result = _into_place(lambda staging: run_attack(model, sentences, config, staging, progress=not quiet,
+                                                    allow_pickle=allow_pickle), path)
+    facts = {"path": str(path), "triggers": list(result.triggers), "steps": result.steps,
              "wall_s": round(result.wall_s, 2), "target": config.target}
     if as_json:
         emit_json(facts)
     else:
-        click.echo(f"{result.path}\ttriggers={','.join(result.triggers)}\twall_s={result.wall_s:.1f}")
+        click.echo(f"{path}\ttriggers={','.join(result.triggers)}\twall_s={result.wall_s:.1f}")
     return EXIT_CLEAN
 
 

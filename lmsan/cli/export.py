@@ -1,6 +1,10 @@
 """``lmsan-export``: bake a model and its PV set into a guard directory (ONNX + tokenizer + manifest).
 
-    lmsan-export MODEL --pvs out/pvs.safetensors --out guard/ [--optimize] [--fp16 | --int8] [--force]
+    lmsan-export MODEL --pvs out/pvs.safetensors --out guard/ [--task TASK_DIR ...] [--optimize] [--fp16 | --int8]
+
+With ``--task`` (a task directory from ``lmsan-tune``) the one graph answers the prompt-tuned task
+and checks the same forward pass against the PVs; the guard returns the answer for the
+sanitized input. Several ``--task`` share one graph whose task tensors are inputs.
 
 ``--force`` replaces an existing ``--out`` only when it is a guard directory.
 
@@ -21,6 +25,13 @@ from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, conf
 @click.option("--pvs", "pvs", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PV set (pvs.safetensors) from lmsan-mine.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Guard directory to write.")
+@click.option("--task", "task", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
+              help="Task directory from lmsan-tune (tuned on MODEL): the graph also answers the task (logits), "
+                   "and the monitor reads the task's own forward pass where its head reads. Repeat it for one "
+                   "shared graph that serves several tasks (lmsan-guard --task picks one).")
+@click.option("--shared", is_flag=True,
+              help="Feed the task's prompt and head as graph inputs even for one task (more tasks can then use "
+                   "the same graph); implied by several --task.")
 @click.option("--target", type=click.Choice(["cls", "token", "last", "mask"]), default=None,
               help="Target position; default (and only accepted value): the PV set's.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.8, show_default=True,
@@ -46,16 +57,19 @@ from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, conf
 @click.option("--allow-pickle", is_flag=True, help="Accept pickle-format weights (unsafe: runs code).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written guard.json as JSON.")
 @common_options
-def export(model: str, pvs: Path, out: Path, target: str | None, threshold: float, optimize: bool, fp16: bool,
-           int8: bool, features: bool, saliency: bool, prune: bool, exporter: str, opset: int | None, force: bool,
-           allow_pickle: bool, as_json: bool, verbose: int, quiet: bool, debug: bool) -> int:
-    """Export MODEL with the fused sign-match node for the PVs in --pvs to the guard directory --out."""
+def export(model: str, pvs: Path, out: Path, task: tuple[Path, ...], shared: bool, target: str | None, threshold: float,
+           optimize: bool, fp16: bool, int8: bool, features: bool, saliency: bool, prune: bool, exporter: str,
+           opset: int | None, force: bool, allow_pickle: bool, as_json: bool, verbose: int, quiet: bool, debug: bool) -> int:
+    """Export MODEL with the fused sign-match node for the PVs in --pvs to the guard directory --out.
+
+    With --task, the graph also runs the prompt-tuned task and lmsan-guard prints its answer.
+    """
     configure_logging(verbose, quiet)
     from lmsan.export import export_guard
 
     result = export_guard(model, pvs, out, target=target, threshold=threshold, optimize=optimize, fp16=fp16,
                           int8=int8, features=features, saliency=saliency, prune=prune, exporter=exporter,
-                          opset=opset, allow_pickle=allow_pickle, overwrite=force)
+                          opset=opset, allow_pickle=allow_pickle, overwrite=force, task=list(task) or None, shared=shared)
     if as_json:
         emit_json(result.manifest)
     else:

@@ -53,12 +53,15 @@ _UNDECODED = re.compile("[\udc80-\udcff]")  # how surrogateescape carries a byte
               help="Work cap: seconds the removal of one batch of inputs may take (default: none).")
 @click.option("--fail-open", is_flag=True,
               help="An input whose removal hits a work cap passes unsanitized (default: REJECTED).")
+@click.option("--task", "task", default=None, metavar="KEY",
+              help="Which task a shared task guard answers (lmsan-export with several --task: each task's "
+                   "directory name) [default: its first].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of results.")
 @common_options
 def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, threshold: float | None,
           expect_digest: str | None, providers: tuple[str, ...], search: str, no_saliency: bool, no_sanitize: bool,
-          max_trials: int, time_budget: float | None, fail_open: bool, as_json: bool, verbose: int, quiet: bool,
-          debug: bool) -> int:
+          max_trials: int, time_budget: float | None, fail_open: bool, task: str | None, as_json: bool, verbose: int,
+          quiet: bool, debug: bool) -> int:
     """Scan TEXTS (or --file, or stdin lines) with the guard in DIRECTORY.
 
     Triggered inputs get their trigger removed (method.md §4) unless --no-sanitize. One result per
@@ -75,7 +78,7 @@ def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, thre
         raise click.UsageError("no input: give TEXT arguments, --file, or lines on stdin")
     scanner = Guard.load(directory, providers=list(providers) or None, threshold=threshold, search=search,
                          saliency=not no_saliency, expect_digest=expect_digest, max_trials=max_trials or None,
-                         time_budget_s=time_budget, fail_open=fail_open)
+                         time_budget_s=time_budget, fail_open=fail_open, task=task)
     results: list[Any] = []
     for first in range(0, len(items), CHUNK):
         results += _scan_chunk(scanner, items[first : first + CHUNK], sanitize=not no_sanitize)
@@ -190,8 +193,10 @@ def _parse(line: str, where: str) -> Item:
 
 
 def _line(result: Any) -> str:
+    """One tab-separated line per input; a task guard's answer follows the verdict as ``label=``."""
+    label = f"\tlabel={result.prediction}" if result.prediction is not None else ""
     if not result.triggered:
-        return f"clean\tmatch={result.match:.3f}"
+        return f"clean\tmatch={result.match:.3f}{label}"
     pv = f"pv={result.pv_index}"
     if result.rejected:
         return f"REJECTED\tmatch={result.match:.3f}\t{pv}\treason={result.reason}"
@@ -199,7 +204,8 @@ def _line(result: Any) -> str:
         return f"TRIGGERED\tmatch={result.match:.3f}\t{pv}"
     sanitized = result.sanitized if isinstance(result.sanitized, str) else " [SEP] ".join(result.sanitized)
     reason = f"\treason={result.reason}" if result.reason else ""  # passed unsanitized (fail open)
-    return f"TRIGGERED\tmatch={result.match:.3f}\t{pv}\tremoved={'|'.join(result.removed)}{reason}\t{sanitized}"
+    return (f"TRIGGERED\tmatch={result.match:.3f}\t{pv}{label}\tremoved={'|'.join(result.removed)}{reason}"
+            f"\t{sanitized}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "mine": ("lmsan.cli.mine", "mine"),
     "export": ("lmsan.cli.export", "export"),
     "guard": ("lmsan.cli.guard", "guard"),
+    "tune": ("lmsan.cli.tune", "tune"),
 }
 
 
@@ -50,6 +51,7 @@ def cli() -> None:
     lmsan mine     PV mining: is this model backdoored?  (= lmsan-mine)
     lmsan export   bake backbone + fused sign-match node into ONNX  (= lmsan-export)
     lmsan guard    scan inputs with the ONNX guard, removing triggers  (= lmsan-guard)
+    lmsan tune     prompt-tune a frozen backbone for a task  (= lmsan-tune)
     """
 
 

@@ -40,18 +40,19 @@ def example_inputs(module: Any, *, pad_id: int = 0, seq: int = 12) -> tuple[Any,
     import torch
 
     ids = torch.full((2, seq), 1000, dtype=torch.long)
-    if module.target == "mask":
+    if module.mask_in_input:
         ids[:, 3] = module.mask_token_id
     mask = torch.ones(2, seq, dtype=torch.long)
     mask[1, seq // 2 :] = 0
     ids[1, seq // 2 :] = pad_id
     rest = (torch.zeros(2, seq, dtype=torch.long),) if module.use_token_types else ()
-    return (ids, mask, *rest, torch.tensor(0.8, dtype=torch.float32))
+    extra = module.example_extra() if getattr(module, "extra_inputs", ()) else ()
+    return (ids, mask, *rest, torch.tensor(0.8, dtype=torch.float32), *extra)
 
 
 def input_names(module: Any) -> list[str]:
-    """Graph input names in call order."""
-    return [*SEQ_INPUTS[: 3 if module.use_token_types else 2], "threshold"]
+    """Graph input names in call order (a shared task graph's task tensors last)."""
+    return [*SEQ_INPUTS[: 3 if module.use_token_types else 2], "threshold", *getattr(module, "extra_inputs", ())]
 
 
 def export_graph(module: Any, path: Path, *, exporter: Exporter = "legacy", opset: int | None = None,
@@ -73,16 +74,23 @@ def export_graph(module: Any, path: Path, *, exporter: Exporter = "legacy", opse
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter; parity is checked separately
+            extra = list(getattr(module, "extra_inputs", ()))
+            seq_names = [n for n in names if n in SEQ_INPUTS]
             if exporter == "dynamo":
                 batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-                shapes = tuple({0: batch, 1: seq} for _ in names[:-1]) + (None,)
+                labels = torch.export.Dim("labels")
+                shapes = tuple({0: batch, 1: seq} for _ in seq_names) + (None,) + tuple(
+                    {0: labels} if name.startswith("head_") else None for name in extra)
                 program = torch.onnx.export(module, args, None, dynamo=True, input_names=names,
                                             output_names=list(outputs), dynamic_shapes=shapes,
                                             opset_version=opset, verbose=False)
                 program.save(str(path), external_data=external)
             else:
-                axes = {name: {0: "batch", 1: "sequence"} for name in names[:-1]}
+                axes = {name: {0: "batch", 1: "sequence"} for name in seq_names}
                 axes.update({name: {0: "batch"} for name in outputs})
+                if extra:  # a shared task graph: tasks may differ in their label count
+                    axes.update({"head_weight": {0: "labels"}, "head_bias": {0: "labels"},
+                                 "logits": {0: "batch", 1: "labels"}})
                 axes.update({"saliency": {0: "batch", 1: "sequence"}} if "saliency" in outputs else {})
                 torch.onnx.export(module, args, str(path), dynamo=False, input_names=names,
                                   output_names=list(outputs), dynamic_axes=axes, opset_version=opset,

@@ -93,6 +93,11 @@ class GuardModule(nn.Module):
         return self.last_layer is not None
 
     @property
+    def mask_in_input(self) -> bool:
+        """Whether every input holds the mask token (target ``mask``)."""
+        return self.target == "mask"
+
+    @property
     def output_names(self) -> tuple[str, ...]:
         """Names of ``forward``'s outputs, in order."""
         return GRAPH_OUTPUTS + ("features",) + (("saliency",) if self.saliency else ())
@@ -115,6 +120,12 @@ class GuardModule(nn.Module):
         if not saliency:
             return (features,)
         return features, _float32(self._target_attention(out.attentions[-1], input_ids, attention_mask))
+
+    def reference(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  token_type_ids: torch.Tensor | None, *, saliency: bool) -> dict[str, torch.Tensor]:
+        """The full (unpruned) forward's outputs by name: the parity reference."""
+        features, *rest = self.encode(input_ids, attention_mask, token_type_ids, saliency=saliency, full=True)
+        return {"features": features, **({"saliency": rest[0]} if rest else {})}
 
     def _at_target(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Each sequence's target position of ``hidden`` [B, T, d]: [B, d]."""

@@ -2,7 +2,8 @@
 
 Criteria (fp32): ONNX features match PyTorch within ``rtol`` relative to the batch's largest
 feature magnitude, and per-PV match counts are identical except where a sign flip sits on a
-feature within ``zero_atol`` of zero. fp16 and int8 graphs use a looser ``rtol`` and report
+feature within ``zero_atol`` of zero. A task graph's logits match within ``rtol`` too, with the
+same predicted labels. fp16 and int8 graphs use a looser ``rtol`` and report
 count differences without failing on them. Imports torch and onnxruntime; never mining or runtime.
 """
 
@@ -46,6 +47,10 @@ class ParityReport:
         saliency_max_diff: max |S_onnx - S_torch| of the ``saliency`` output (attention weights in
             [0, 1]), or None without one. Reported only: saliency orders the removal search and
             never decides a verdict.
+        logits_max_rel_diff: max |L_onnx - L_torch| / max |L_torch| of a task graph's ``logits``
+            (held to ``rtol``), or None without a task.
+        prediction_mismatches: rows whose predicted label differs from PyTorch's (must be 0 in
+            fp32; reported for fp16 and int8), or None without a task.
     """
 
     rows: int
@@ -55,6 +60,8 @@ class ParityReport:
     rtol: float
     passed: bool
     saliency_max_diff: float | None = None
+    logits_max_rel_diff: float | None = None
+    prediction_mismatches: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +94,7 @@ def check_parity(module: Any, graph: Path, batch: dict[str, np.ndarray], *, fp16
     """Compare the exported graph with ``module`` on one batch (CPU execution provider).
 
     Args:
-        module: the fp32 ``GuardModule`` that was exported.
+        module: the fp32 ``GuardModule`` or ``TaskGuardModule`` that was exported.
         graph: path of the exported graph (must still output ``features``).
         batch: int64 [B, T] arrays ``input_ids``, ``attention_mask`` (and ``token_type_ids``).
         fp16: the graph's backbone is float16 (looser ``rtol``; count differences reported only).
@@ -101,29 +108,41 @@ def check_parity(module: Any, graph: Path, batch: dict[str, np.ndarray], *, fp16
     import onnxruntime as ort
     import torch
 
+    from lmsan.export.tasks import extra_feed
+    from lmsan.tuning.model import ATTENTION
+
     rtol = rtol if rtol is not None else (INT8_RTOL if int8 else FP16_RTOL if fp16 else FP32_RTOL)
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if module.use_token_types else [])
     with torch.no_grad():
         args = [torch.from_numpy(batch[n]) for n in names]
-        eager = module.encoder.config._attn_implementation == "eager"  # the full forward returns weights
-        ref, *ref_saliency = (t.numpy() for t in module.encode(*args[:2], args[2] if module.use_token_types else None,
-                                                                 saliency=module.saliency and eager, full=True))
+        # the full forward returns attention weights only from eager kernels (lmsan_prefix is eager too)
+        eager = module.encoder.config._attn_implementation in ("eager", ATTENTION)
+        ref = {name: t.numpy() for name, t in module.reference(
+            *args[:2], args[2] if module.use_token_types else None, saliency=module.saliency and eager).items()}
     try:
         session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-        feed = {n: batch[n] for n in names} | {"threshold": np.array(0.8, np.float32)}
-        match, _, _, features, *saliency = session.run(list(module.output_names), feed)
+        feed = {n: batch[n] for n in names} | {"threshold": np.array(0.8, np.float32)} | extra_feed(module)
+        out = dict(zip(module.output_names, session.run(list(module.output_names), feed)))
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot run the exported graph {graph}: {exc}") from exc
-    scale = float(np.abs(ref).max()) or 1.0
-    max_rel = float(np.abs(features - ref).max() / scale)
-    flips = (ref >= 0) != (features >= 0)
-    off_zero = int((flips & (np.abs(ref) > zero_atol)).sum())
+    features, match, reference = out["features"], out["match"], ref["features"]
+    scale = float(np.abs(reference).max()) or 1.0
+    max_rel = float(np.abs(features - reference).max() / scale)
+    flips = (reference >= 0) != (features >= 0)
+    off_zero = int((flips & (np.abs(reference) > zero_atol)).sum())
     signs = module.head.signs_t.numpy().T  # [K, d]
-    mismatches = int((_best_counts(features, signs, match) != _best_counts(ref, signs, None)).sum())
+    mismatches = int((_best_counts(features, signs, match) != _best_counts(reference, signs, None)).sum())
     head_ok = bool(np.array_equal(_best_counts(features, signs, match), _best_counts(features, signs, None)))
     passed = max_rel <= rtol and head_ok and (fp16 or int8 or off_zero == 0)
-    saliency_diff = float(np.abs(saliency[0] - ref_saliency[0]).max()) if saliency and ref_saliency else None
-    return ParityReport(int(ref.shape[0]), max_rel, mismatches, off_zero, rtol, bool(passed), saliency_diff)
+    saliency_diff = (float(np.abs(out["saliency"] - ref["saliency"]).max())
+                     if "saliency" in out and "saliency" in ref else None)
+    logits_rel = predictions = None
+    if "logits" in out:
+        logits_rel = float(np.abs(out["logits"] - ref["logits"]).max() / (float(np.abs(ref["logits"]).max()) or 1.0))
+        predictions = int((out["logits"].argmax(axis=1) != ref["logits"].argmax(axis=1)).sum())
+        passed = passed and logits_rel <= rtol and (fp16 or int8 or predictions == 0)
+    return ParityReport(int(reference.shape[0]), max_rel, mismatches, off_zero, rtol, bool(passed), saliency_diff,
+                        logits_rel, predictions)
 
 
 def _best_counts(features: np.ndarray, signs: np.ndarray, match: np.ndarray | None) -> np.ndarray:

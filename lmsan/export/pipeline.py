@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lmsan.errors import ConfigError, DataError, ExportError, IntegrityError, PVSetError
+from lmsan.export import tasks
 from lmsan.export.graph import (EXPORTERS, Exporter, convert_fp16, drop_output, export_graph, optimize_graph,
                                 quantize_int8)
 from lmsan.export.manifest import GRAPH_FILE, GUARD_FORMAT, MANIFEST, TOKENIZER_FILE, signs_sha256, write_manifest
 from lmsan.export.parity import PARITY_SENTENCES, ParityReport, check_parity, parity_batch
-from lmsan.files import read_json, sha256_file
+from lmsan.files import read_json, replace_dir, sha256_file
 from lmsan.pvset import PVSet
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
                  prune: bool = True, exporter: Exporter = "auto",
                  attn_implementation: str | None = None, opset: int | None = None,
                  allow_pickle: bool = False, overwrite: bool = False,
+                 task: str | os.PathLike | Sequence[str | os.PathLike] | None = None, shared: bool = False,
                  parity_texts: Sequence[str] = PARITY_SENTENCES) -> ExportResult:
     """Export ``model`` with the fused sign-match head for ``pvs`` into the guard directory ``out``.
 
@@ -80,12 +82,21 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
         opset: ONNX opset; default 17 (legacy) or 18 (dynamo).
         allow_pickle: accept pickle-format model weights (unsafe).
         overwrite: replace an existing ``out`` that is a guard directory (``check_out_dir``).
+        task: a task directory written by ``lmsan-tune`` (``lmsan.tuning.store``), or several: the
+            graph then also outputs the task's ``logits``, and the monitor reads the features at
+            the position the task's head reads, from the prompt-tuned forward pass
+            (``lmsan.export.task``). Each task must have been tuned on these weights, and its head
+            position must be the PV set's target. Several tasks share one graph (``shared``).
+        shared: one graph whose task tensors (prompt, linear head) are inputs, so it serves every
+            task given (same method, prompt length and head position; ``lmsan.export.tasks``).
         parity_texts: sentences for the parity check.
 
     Raises:
-        ConfigError: bad threshold, a target that differs from the PV set's, or fp16 with int8.
+        ConfigError: bad threshold, a target that differs from the PV set's (or from the task's
+            head position), or fp16 with int8.
+        DataError: a malformed task directory.
         PVSetError: unreadable PV set, or its width differs from the model's hidden size.
-        IntegrityError: the PV set was mined on other weights (``model_sha256`` mismatch).
+        IntegrityError: the PV set was mined, or the task tuned, on other weights.
         ModelLoadError: the model cannot be loaded.
         ExportError: ``out`` exists (or, with ``overwrite``, is not a guard directory), the exporter
             failed, or parity failed.
@@ -107,14 +118,23 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
     if exporter not in EXPORTERS:
         raise ConfigError(f"unknown exporter {exporter!r}; expected one of {', '.join(EXPORTERS)}")
     attn = attn_implementation or ("eager" if exporter != "dynamo" else None)
-    loaded = load_model(model, allow_pickle=allow_pickle, attn_implementation=attn)
+    dirs = tasks.task_dirs(task)
+    fields = tasks.read_fields(dirs, shared=shared)
+    loaded = load_model(model, allow_pickle=allow_pickle, attn_implementation=attn,
+                        with_mlm_head=any(f.get("verbalizer") for f in fields))
     _check_fit(pv_set, loaded, pvs_path)
-    module = _guard_module(loaded, pv_set, saliency=saliency, prune=prune)
+    bundle = tasks.load_bundle(dirs, fields, loaded, pv_set, shared=shared) if dirs else None
+    if bundle is None:
+        module = _guard_module(loaded, pv_set, saliency=saliency, prune=prune)
+    else:
+        module = tasks.task_module(bundle, pv_set, use_token_types=_uses_token_types(loaded), saliency=saliency,
+                                   prune=prune)
     if saliency and not module.pruned and (attn != "eager" or optimize):
         log.info("no saliency output (unpruned, it needs eager attention and no --optimize): removal starts "
                  "without a guess")
         module.saliency = False
     log.info("last layer %s", "runs for the target row only" if module.pruned else "runs in full (not pruned)")
+    reserved = bundle.reserved_tokens if bundle else 0
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -128,19 +148,21 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
             convert_fp16(graph)
         if int8:
             quantize_int8(graph)
-        batch = parity_batch(loaded.tokenizer, target=pv_set.target, pairs=module.use_token_types,
-                             max_length=max_tokens(loaded), texts=parity_texts)
+        batch = parity_batch(loaded.tokenizer, target="cls" if bundle else pv_set.target,  # the template has the [MASK]
+                             pairs=module.use_token_types, max_length=max_tokens(loaded) - reserved, texts=parity_texts)
         parity = check_parity(module, graph, batch, fp16=fp16, int8=int8)
         if not parity.passed:
             hint = " (the last layer was pruned: --no-prune exports the full forward)" if module.pruned else ""
             raise ExportError(f"parity check failed: {parity.to_dict()}{hint}")
         if not features:
             drop_output(graph, "features")
+        if bundle:
+            tasks.write_task_tensors(bundle, staging)
         loaded.tokenizer.save_pretrained(str(staging))  # tokenizer_config.json and friends
         loaded.tokenizer.backend_tokenizer.save(str(staging / TOKENIZER_FILE))  # what the runtime reads
         manifest = _manifest_fields(loaded, pv_set, pvs_path, module, opset=opset, exporter=exporter,
                                     optimize=optimize, fused=fused, fp16=fp16, int8=int8, threshold=threshold,
-                                    features=features, parity=parity)
+                                    features=features, parity=parity, bundle=bundle)
         write_manifest(staging, manifest)
         _move_into_place(staging, out, overwrite=overwrite)
     except BaseException:
@@ -181,7 +203,7 @@ def _guard_module(loaded: Any, pv_set: PVSet, *, saliency: bool, prune: bool) ->
 
     config = loaded.model.config
     tokenizer = loaded.tokenizer
-    use_types = getattr(config, "type_vocab_size", 0) > 1 and "token_type_ids" in tokenizer.model_input_names
+    use_types = _uses_token_types(loaded)
     mask_id = tokenizer.mask_token_id
     if pv_set.target == "mask" and mask_id is None:
         raise ConfigError(f"target 'mask' needs a mask token; the tokenizer of {loaded.source} has none")
@@ -192,6 +214,12 @@ def _guard_module(loaded: Any, pv_set: PVSet, *, saliency: bool, prune: bool) ->
         module = GuardModule(loaded.encoder, pv_set.signs, target=pv_set.target, mask_token_id=mask_id,
                              saliency=saliency, prune=prune)
     return module.eval()
+
+
+def _uses_token_types(loaded: Any) -> bool:
+    """Whether the backbone reads ``token_type_ids`` (BERT-style sentence pairs)."""
+    config = loaded.model.config
+    return getattr(config, "type_vocab_size", 0) > 1 and "token_type_ids" in loaded.tokenizer.model_input_names
 
 
 def max_tokens(loaded: Any) -> int:
@@ -206,15 +234,16 @@ def max_tokens(loaded: Any) -> int:
 
 def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: Any, *, opset: int,
                      exporter: str, optimize: bool, fused: dict, fp16: bool, int8: bool, threshold: float,
-                     features: bool, parity: ParityReport) -> dict[str, Any]:
+                     features: bool, parity: ParityReport, bundle: Any = None) -> dict[str, Any]:
     tokenizer = loaded.tokenizer
     config = loaded.model.config
-    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if module.use_token_types else [])
-    return {
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if module.use_token_types else [])
+    reserved = bundle.reserved_tokens if bundle else 0
+    fields = {
         "opset": opset, "exporter": exporter, "optimized": optimize, "fused": fused, "fp16": fp16, "int8": int8,
         "pruned": module.pruned,
-        "target": pv_set.target, "threshold": threshold, "max_length": max_tokens(loaded),
-        "inputs": inputs + ["threshold"],
+        "target": pv_set.target, "threshold": threshold, "max_length": max_tokens(loaded) - reserved,
+        "inputs": names + ["threshold"] + list(getattr(module, "extra_inputs", ())),
         "outputs": [name for name in module.output_names if features or name != "features"],
         "tokenizer": {
             "file": TOKENIZER_FILE, "pad_id": int(tokenizer.pad_token_id or 0),
@@ -230,6 +259,9 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
         },
         "parity": parity.to_dict(),
     }
+    if bundle:
+        fields.update(tasks.manifest_fields(bundle))
+    return fields
 
 
 def check_out_dir(out: Path, *, overwrite: bool) -> None:
@@ -260,17 +292,6 @@ def check_out_dir(out: Path, *, overwrite: bool) -> None:
 
 
 def _move_into_place(staging: Path, out: Path, *, overwrite: bool) -> None:
-    """Rename ``staging`` to ``out``; an existing ``out`` (checked again) is moved aside, then deleted."""
+    """Rename ``staging`` to ``out`` (``lmsan.files.replace_dir``) after checking ``out`` again."""
     check_out_dir(out, overwrite=overwrite)  # it may have changed during the export
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(staging, out)

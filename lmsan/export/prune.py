@@ -60,8 +60,8 @@ def _is_bert_layer(layer: nn.Module) -> bool:
     )
 
 
-def last_layer_rows(layer: nn.Module, hidden: torch.Tensor, rows: torch.Tensor,
-                    attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def last_layer_rows(layer: nn.Module, hidden: torch.Tensor, rows: torch.Tensor, attention_mask: torch.Tensor,
+                    prefix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The last layer's output at the target rows, and those rows' attention weights (eval mode).
 
     With one query row per sequence the heads need no reshapes: a constant 0/1 matrix ``heads``
@@ -69,18 +69,25 @@ def last_layer_rows(layer: nn.Module, hidden: torch.Tensor, rows: torch.Tensor,
     spreads each head's weights back over the head's slice of ``value`` (fewer graph nodes).
 
     Input shape: hidden float [B, T, d] (the layer's input), rows float [B, 1, d] (hidden at
-    each sequence's target position), attention_mask int64 [B, T] (1 = token, 0 = padding).
-    Output shape: features float [B, d], attention float [B, T, H] (softmax weights from the
-    target row to every token, per head; zero on padding).
+    each sequence's target position), attention_mask int64 [B, S] (1 = key, 0 = padding; S = T,
+    or P + T with a prefix), prefix float [2, P, d] or None (the layer's P-tuning v2 key and
+    value prefix, ``lmsan.tuning.model``: keys and values already projected).
+    Output shape: features float [B, d], attention float [B, S, H] (softmax weights from the
+    target row to every key, prefix first, per head; zero on padding).
     """
     attention = layer.attention.self
     width = attention.query.out_features
     heads = torch.eye(width // attention.attention_head_size, dtype=hidden.dtype)
     heads = heads.repeat_interleave(attention.attention_head_size, dim=0)  # (d, H): column h marks head h
     query = attention.query(rows)  # (B, 1, d)
-    scores = (attention.key(hidden) * query) @ heads * attention.scaling  # (B, T, H)
+    keys, values = attention.key(hidden), attention.value(hidden)  # (B, T, d)
+    if prefix is not None:
+        batch = hidden.shape[0]
+        keys = torch.cat([prefix[0].to(hidden.dtype).expand(batch, -1, -1), keys], dim=1)  # (B, P + T, d)
+        values = torch.cat([prefix[1].to(hidden.dtype).expand(batch, -1, -1), values], dim=1)
+    scores = (keys * query) @ heads * attention.scaling  # (B, S, H)
     scores = scores.masked_fill(attention_mask[:, :, None] == 0, torch.finfo(hidden.dtype).min)
-    weights = torch.softmax(scores, dim=1)  # (B, T, H): over tokens
-    context = ((weights @ heads.T) * attention.value(hidden)).sum(dim=1, keepdim=True)  # (B, 1, d)
+    weights = torch.softmax(scores, dim=1)  # (B, S, H): over keys
+    context = ((weights @ heads.T) * values).sum(dim=1, keepdim=True)  # (B, 1, d)
     out = layer.feed_forward_chunk(layer.attention.output(context, rows))  # (B, 1, d)
     return out[:, 0], weights

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +19,7 @@ import numpy as np
 from lmsan.errors import ConfigError, DataError, InputError, LmsanError
 from lmsan.files import cache_dir
 from lmsan.runtime.encode import MAX_CHARS, Encoder, check_input
-from lmsan.runtime.manifest import GuardManifest
+from lmsan.runtime.manifest import SEQUENCE_INPUTS, TASK_INPUTS, GuardManifest
 from lmsan.runtime.removal import (MAX_TRIALS, SEARCHES, BudgetExceeded, Unit, make_search, remove_within,
                                    run_searches)
 from lmsan.runtime.session import CUDA, TENSORRT, ProviderSpec, open_session, resolve_providers
@@ -51,6 +51,10 @@ class ScanResult:
             (``max_trials``, ``time_budget_s``) stopped the removal first (fail closed).
         reason: why the input was rejected, or why it passed unsanitized (a work cap with
             ``fail_open``); None otherwise.
+        prediction: a task guard's answer (label name) for ``sanitized``; None for a rejected
+            input, without ``sanitize`` on a triggered one, and for a bare-backbone guard.
+        scores: the softmax of the task's logits behind ``prediction``, one float in [0, 1]
+            per label in ``Guard.labels`` order; None where ``prediction`` is.
     """
 
     triggered: bool
@@ -60,10 +64,14 @@ class ScanResult:
     removed: tuple[str, ...]
     rejected: bool
     reason: str | None = None
+    prediction: str | None = None
+    scores: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["removed"] = list(self.removed)
+        if self.scores is not None:
+            data["scores"] = list(self.scores)
         if isinstance(self.sanitized, tuple):
             data["sanitized"] = list(self.sanitized)
         return data
@@ -81,8 +89,9 @@ class Guard:
         self.max_batch, self.max_window, self.search, self.block = max_batch, max_window, search, block
         self.max_chars, self.buckets = max_chars, buckets
         self.max_trials, self.time_budget_s, self.fail_open = max_trials, time_budget_s, fail_open
-        self._inputs = [name for name in manifest.inputs if name != "threshold"]
-        self._protect = manifest.mask_token if manifest.target == "mask" else None
+        self._inputs = [name for name in manifest.inputs if name in SEQUENCE_INPUTS]
+        self._task_feed = task_tensors(manifest)  # a shared task graph's inputs for the task served
+        self._protect = manifest.mask_token if manifest.mask_in_input else None
         self._saliency = (saliency and search == "probe"  # the removal's first guess (probe only)
                           and "saliency" in {output.name for output in session.get_outputs()})
 
@@ -93,7 +102,7 @@ class Guard:
              allow_fallback: bool = False, verify: bool = True, max_chars: int = MAX_CHARS,
              buckets: bool | None = None, saliency: bool = True, expect_digest: str | None = None,
              max_trials: int | None = MAX_TRIALS, time_budget_s: float | None = None,
-             fail_open: bool = False) -> "Guard":
+             fail_open: bool = False, task: str | None = None) -> "Guard":
         """Load and verify a guard directory written by ``lmsan.export``.
 
         Args:
@@ -133,6 +142,9 @@ class Guard:
                 is ``rejected`` (``sanitized`` None) with the cap in ``reason``. True: it passes
                 as it is (``sanitized`` = the input, windows that were cleaned spliced in), still
                 ``triggered``, with the cap in ``reason``.
+            task: the task a shared task guard serves (``lmsan-export`` with several ``--task``:
+                each task's directory name); default its first. Load one ``Guard`` per task: they
+                may share nothing but the files.
 
         Raises:
             DataError: missing directory or file, malformed manifest (a field of the wrong type or
@@ -148,7 +160,7 @@ class Guard:
             raise ConfigError(f"max_trials must be >= 1 or None, got {max_trials}")
         if time_budget_s is not None and not time_budget_s > 0:
             raise ConfigError(f"time_budget_s must be > 0 or None, got {time_budget_s}")
-        manifest = GuardManifest.load(directory, verify=verify, expect_digest=expect_digest)
+        manifest = GuardManifest.load(directory, verify=verify, expect_digest=expect_digest, task=task)
         threshold = manifest.threshold if threshold is None else float(threshold)
         if not 0.0 <= threshold < 1.0:
             raise ConfigError(f"threshold must be in [0, 1), got {threshold}")
@@ -158,9 +170,9 @@ class Guard:
             if value < 1 or (name == "block" and value < 2):
                 raise ConfigError(f"{name} must be >= {2 if name == 'block' else 1}, got {value}")
         encoder = Encoder(manifest.tokenizer, max_length=manifest.max_length, pad_id=manifest.pad_id,
-                          mask_id=manifest.mask_id if manifest.target == "mask" else None)
+                          mask_id=manifest.mask_id if manifest.mask_in_input else None)
         manifest.check_vocab(encoder.vocab_size, encoder.token_to_id, encoder.specials)
-        seq_inputs = [name for name in manifest.inputs if name != "threshold"]
+        seq_inputs = [name for name in manifest.inputs if name in SEQUENCE_INPUTS]
         trt_cache = cache_dir() / "tensorrt" / manifest.raw["files"][manifest.graph.name][:16]  # made if used
         resolved = resolve_providers(providers, inputs=seq_inputs, max_batch=max_batch,
                                      max_length=manifest.max_length, cache=trt_cache)
@@ -178,7 +190,7 @@ class Guard:
 
     def _self_check(self) -> None:
         """Run one short input through the graph: it must run, and its ``pv_index`` fit ``pvs.size``."""
-        mask = self.manifest.mask_token if self.manifest.target == "mask" else None
+        mask = self.manifest.mask_token if self.manifest.mask_in_input else None
         try:
             pv_index = int(self._detect([(f"{mask} ." if mask else "a test .",)])[1][0])
         except LmsanError:
@@ -192,6 +204,11 @@ class Guard:
     def digest(self) -> str | None:
         """The ``guard.json`` digest (pin it with ``expect_digest``); None for older guards."""
         return self.manifest.digest
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """A task guard's label names (``ScanResult.prediction`` is one of them); None otherwise."""
+        return self.manifest.labels
 
     @property
     def provider(self) -> str:
@@ -218,7 +235,7 @@ class Guard:
             shapes = [(b, t) for b in rows for t in widths]
         for batch, seq in shapes or ((1, 16), (self.max_batch, min(128, longest))):
             ids = np.full((batch, seq), (self.manifest.pad_id + 1) % self.encoder.vocab_size, dtype=np.int64)
-            if self.manifest.target == "mask":
+            if self.manifest.mask_in_input:
                 ids[:, min(1, seq - 1)] = self.manifest.mask_id
             ones = np.ones((batch, seq), dtype=np.int64)
             self._run({"input_ids": ids, "attention_mask": ones, "token_type_ids": ones * 0}, SCORES)
@@ -243,28 +260,59 @@ class Guard:
         inputs = [check_input(v, max_chars=self.max_chars, index=i) for i, v in enumerate(values)]
         if not inputs:
             return []
+        task = self.labels is not None
         units, owners, encodings = self._units(inputs)
-        arrays = self._detect(units, encodings, saliency=self._saliency and sanitize)
+        arrays = self._detect(units, encodings, saliency=self._saliency and sanitize, logits=task)
         match, pv_index, triggered = arrays[0].tolist(), arrays[1].tolist(), arrays[2].tolist()
-        outcomes = {}
+        outcomes, answers = {}, {}  # unit -> removal outcome; unit -> logits of what it answers with
+        if task:
+            answers = {u: arrays[-1][u] for u, flag in enumerate(triggered) if not flag}
         if sanitize and any(triggered):
             hits = [u for u, flag in enumerate(triggered) if flag]
             guesses = {u: self.encoder.top_word(units[u], arrays[3][u], protect=self._protect)
-                       for u in hits} if len(arrays) > 3 else {}
+                       for u in hits} if self._saliency and sanitize else {}
             searches = [make_search(self.search, units[u], max_window=self.max_window, protect=self._protect,
                                     chunk=self.max_batch, block=self.block, guess=guesses.get(u)) for u in hits]
             deadline = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
-            found = run_searches(searches, lambda trials: self._detect(trials, deadline=deadline)[2].tolist(),
-                                 groups=[owners[u][0] for u in hits], max_trials=self.max_trials, deadline=deadline)
+            checked: dict[Unit, np.ndarray] = {}  # task: each trial's logits, so the answer costs no extra pass
+
+            def detect(trials: list[Unit]) -> list[bool]:
+                out = self._detect(trials, deadline=deadline, logits=task)
+                checked.update(zip(trials, out[-1]) if task else ())
+                return out[2].tolist()
+
+            found = run_searches(searches, detect, groups=[owners[u][0] for u in hits], max_trials=self.max_trials,
+                                 deadline=deadline)
             outcomes = dict(zip(hits, found))
+            if task:
+                answers.update(self._answers(units, outcomes, checked, arrays[-1]))
         if len(units) == len(inputs):  # no windows: unit i is input i
-            return [self._result(texts, [i], owners, match, pv_index, triggered, outcomes, sanitize)
+            return [self._result(texts, [i], owners, match, pv_index, triggered, outcomes, sanitize, answers)
                     for i, texts in enumerate(inputs)]
         by_input: list[list[int]] = [[] for _ in inputs]
         for u, (i, _) in enumerate(owners):
             by_input[i].append(u)
-        return [self._result(texts, by_input[i], owners, match, pv_index, triggered, outcomes, sanitize)
+        return [self._result(texts, by_input[i], owners, match, pv_index, triggered, outcomes, sanitize, answers)
                 for i, texts in enumerate(inputs)]
+
+    def _answers(self, units: list[Unit], outcomes: dict, checked: dict, logits: np.ndarray) -> dict[int, np.ndarray]:
+        """Task guards: the logits each triggered unit answers with. A cleaned unit answers for its
+        sanitized text, whose logits the removal's own check computed (``checked``; one more pass
+        only where a search cleared it without sending it as a trial); a unit that passes
+        unsanitized under ``fail_open`` answers for itself; a rejected one gets none."""
+        answers, missing = {}, []
+        for u, outcome in outcomes.items():
+            if outcome.removed is not None and not outcome.rejected:
+                if outcome.sentences in checked:
+                    answers[u] = checked[outcome.sentences]
+                else:
+                    missing.append(u)
+            elif outcome.reason and self.fail_open:
+                answers[u] = logits[u]
+        if missing:
+            extra = self._detect([outcomes[u].sentences for u in missing], logits=True)[-1]
+            answers.update(zip(missing, extra))
+        return answers
 
     def _units(self, inputs: list[tuple[str, ...]]) -> tuple[list[Unit], list[tuple[int, tuple[int, int]]], list]:
         """Split inputs into model-sized units: (units, (input index, char span) per unit, encodings)."""
@@ -283,26 +331,30 @@ class Guard:
             if len(texts) == 2:
                 raise InputError(f"sentence pair of {len(encoding)} tokens exceeds the model maximum of "
                                  f"{self.manifest.max_length}; scan the parts separately", index=i)
-            if self.manifest.target == "mask":
+            if self.manifest.mask_in_input:
                 raise InputError(f"{len(encoding)} tokens exceeds the model maximum of {self.manifest.max_length} "
                                  f"(target 'mask' does not window long inputs)", index=i)
-            for a, b in self.encoder.windows(texts[0], overlap=self.max_window - 1):
+            spans = self.encoder.windows(texts[0], overlap=self.max_window - 1)
+            if self.labels is not None:  # a task reads one sequence: its first window, as a truncating model
+                spans = spans[:1]
+            for a, b in spans:
                 units.append((texts[0][a:b],))
                 owners.append((i, (a, b)))
                 kept.append(None)  # tokenized again in _detect
         return units, owners, kept
 
     def _detect(self, units: Sequence[Unit], encodings: list | None = None, *,
-                saliency: bool = False, deadline: float | None = None) -> tuple[Any, ...]:
-        """Return match float32 [N], pv_index int64 [N], triggered bool [N] and, with ``saliency``,
-        N float32 saliency rows (each padded to the width of its session call), in at most
-        ``max_batch``-row session calls (rows sorted by length when there are several; ``_calls``).
-        Raise ``BudgetExceeded`` before a session call past ``deadline`` (``time.monotonic()``)."""
+                saliency: bool = False, logits: bool = False, deadline: float | None = None) -> tuple[Any, ...]:
+        """Return match float32 [N], pv_index int64 [N], triggered bool [N], then with ``saliency``
+        N float32 saliency rows (each padded to the width of its session call), then with
+        ``logits`` (task guards) float32 [N, C], in at most ``max_batch``-row session calls (rows
+        sorted by length when there are several; ``_calls``). Raise ``BudgetExceeded`` before a
+        session call past ``deadline`` (``time.monotonic()``)."""
         encodings = list(encodings) if encodings is not None else [None] * len(units)
         missing = [r for r, e in enumerate(encodings) if e is None]
         for r, e in zip(missing, self.encoder.encodings([units[r] for r in missing]) if missing else []):
             encodings[r] = e
-        names = SCORES_AND_SALIENCY if saliency else SCORES
+        names = (SCORES_AND_SALIENCY if saliency else SCORES) + (["logits"] if logits else [])
         n = len(encodings)
         calls = None
         if n > 1:
@@ -315,11 +367,12 @@ class Guard:
         else:
             outputs = [np.zeros(n, np.float32), np.zeros(n, np.int64), np.zeros(n, bool)]
             outputs += [[None] * n] if saliency else []  # rows of each call's width
+            outputs += [np.zeros((n, len(self.labels or ())), np.float32)] if logits else []
             for number, rows in enumerate(calls):
                 if number and deadline is not None and time.monotonic() > deadline:
                     raise BudgetExceeded(f"time budget of {self.time_budget_s} s exceeded")
                 parts = self._score([encodings[r] for r in rows], names)
-                for output, part in zip(outputs[:3], parts):
+                for output, part in zip(outputs[:3] + outputs[-1:] * logits, parts[:3] + parts[-1:] * logits):
                     output[rows] = part
                 for row, values in zip(rows, parts[3] if saliency else ()):
                     outputs[3][row] = values
@@ -354,11 +407,26 @@ class Guard:
     def _run(self, arrays: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
         feed = {name: arrays[name] for name in self._inputs}
         feed["threshold"] = self._threshold
+        feed.update(self._task_feed)
         return self.session.run(names, feed)
 
     def _result(self, texts: tuple[str, ...], mine: list[int], owners: list, match: list[float],
-                pv_index: list[int], triggered: list[bool], outcomes: dict, sanitize: bool) -> ScanResult:
-        """Assemble one input's result from its units' scores (lists, one entry per unit)."""
+                pv_index: list[int], triggered: list[bool], outcomes: dict, sanitize: bool,
+                answers: dict[int, np.ndarray]) -> ScanResult:
+        """Assemble one input's result from its units' scores (lists, one entry per unit) and,
+        for a task guard, its answer (one unit per input: ``answers`` by unit, when it has one)."""
+        result = self._verdict(texts, mine, owners, match, pv_index, triggered, outcomes, sanitize)
+        if self.labels is None or mine[0] not in answers:  # no task, or rejected, or triggered and not sanitized
+            return result
+        logits = np.asarray(answers[mine[0]], np.float64)
+        scores = np.exp(logits - logits.max())
+        scores /= scores.sum()
+        return replace(result, prediction=self.labels[int(logits.argmax())],
+                       scores=tuple(round(float(p), 6) for p in scores))
+
+    def _verdict(self, texts: tuple[str, ...], mine: list[int], owners: list, match: list[float],
+                 pv_index: list[int], triggered: list[bool], outcomes: dict, sanitize: bool) -> ScanResult:
+        """One input's verdict and sanitized text, from its units' scores and removal outcomes."""
         best = max(mine, key=match.__getitem__)
         hit = [u for u in mine if triggered[u]]
         if not hit:
@@ -387,3 +455,29 @@ class Guard:
         if sanitized is None:
             return ScanResult(True, match[best], pv, None, removed, True, "trigger inside a word longer than a window")
         return ScanResult(True, match[best], pv, sanitized, removed, False, reason)
+
+
+def task_tensors(manifest: GuardManifest) -> dict[str, np.ndarray]:
+    """The served task's prompt and head of a shared task guard (its ``file``, float32), else {}.
+
+    Raises:
+        DataError: the file is unreadable or lacks a tensor the graph takes.
+    """
+    if manifest.task is None or "file" not in manifest.task:
+        return {}
+    from safetensors.numpy import load_file
+
+    path = manifest.directory / manifest.task["file"]
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own types for a malformed header
+        raise DataError(f"cannot read the task tensors {path}: {exc}") from exc
+    missing = [name for name in TASK_INPUTS if name not in tensors]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)}")
+    feed = {name: np.ascontiguousarray(tensors[name], dtype=np.float32) for name in TASK_INPUTS}
+    labels = len(manifest.labels or ())
+    if feed["head_weight"].shape[0] != labels or feed["head_bias"].shape != (labels,):
+        raise DataError(f"{path}: a head for {feed['head_weight'].shape[0]} labels, but {manifest.path} lists {labels}")
+    return feed
+

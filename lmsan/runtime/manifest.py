@@ -31,6 +31,7 @@ GUARD_FORMAT = "lmsan.guard/1"
 SCHEMA_VERSION = 1
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # int64 [B, T]; token_type_ids optional
 SCORE_OUTPUTS = ("match", "pv_index", "triggered")
+TASK_INPUTS = ("prompt", "head_weight", "head_bias")  # float32; a shared task graph's task tensors
 MAX_LENGTH_LIMIT = 1 << 20  # tokens: far above any position table, low enough to catch garbage
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -57,6 +58,9 @@ class GuardManifest:
         inputs: graph input names, ``threshold`` last.
         pad_id: padding token id. mask_token / mask_id: the mask token (``None`` if absent).
         pv_count: number of PVs ``K`` baked into the graph.
+        labels: a task guard's label names (``task.labels``; the graph's ``logits`` [B, C] follow
+            their order), or None for a bare-backbone guard.
+        task: a task guard's ``task`` object (name, method, head position, ...), or None.
         digest: the manifest's own SHA-256 (``None`` for guards exported before it existed).
         raw: the parsed JSON.
     """
@@ -74,13 +78,22 @@ class GuardManifest:
     pv_count: int
     digest: str | None
     raw: dict[str, Any]
+    labels: tuple[str, ...] | None = None
+    task: dict[str, Any] | None = None
 
     @property
     def path(self) -> Path:
         return self.directory / MANIFEST
 
+    @property
+    def mask_in_input(self) -> bool:
+        """Whether every input must hold the mask token: target ``mask`` on a bare backbone (a
+        task graph builds its [MASK] into its template)."""
+        return self.target == "mask" and self.task is None
+
     @classmethod
-    def load(cls, directory: str | Path, *, verify: bool = True, expect_digest: str | None = None) -> "GuardManifest":
+    def load(cls, directory: str | Path, *, verify: bool = True, expect_digest: str | None = None,
+             task: str | None = None) -> "GuardManifest":
         """Parse and validate ``directory/guard.json``; check its digest and (by default) every
         listed file's SHA-256.
 
@@ -89,13 +102,15 @@ class GuardManifest:
             verify: check every listed file's SHA-256.
             expect_digest: the manifest digest the caller deployed (64 hex digits): anything else,
                 or a manifest without a digest, is refused.
+            task: which task of a shared task guard to serve (its ``key``); default the first. A
+                single-task guard accepts its own task's name or key only.
 
         Raises:
             DataError: no such directory, missing or malformed manifest (a field of the wrong type
                 or out of range), missing listed file.
             IntegrityError: the digest does not match the manifest's content or ``expect_digest``;
                 a file's SHA-256 differs from the manifest's.
-            ConfigError: ``expect_digest`` is not 64 hex digits.
+            ConfigError: ``expect_digest`` is not 64 hex digits; ``task`` names no task of the guard.
         """
         pinned = None if expect_digest is None else check_digest_format(expect_digest)
         directory = Path(directory)
@@ -117,15 +132,19 @@ class GuardManifest:
         if target not in TARGETS:
             raise DataError(f"malformed {path}: unknown target {target!r}; expected one of {', '.join(TARGETS)}")
         inputs = field.get("inputs", list)
+        shared = raw.get("tasks") is not None
+        tail = ["threshold", *TASK_INPUTS] if shared else ["threshold"]
         if (not all(isinstance(n, str) for n in inputs) or len(set(inputs)) != len(inputs)
-                or inputs[-1:] != ["threshold"] or not {"input_ids", "attention_mask"} <= set(inputs)
-                or not set(inputs) <= {*SEQUENCE_INPUTS, "threshold"}):
+                or inputs[-len(tail):] != tail or not {"input_ids", "attention_mask"} <= set(inputs)
+                or not set(inputs) <= {*SEQUENCE_INPUTS, *tail}):
             raise DataError(f"malformed {path}: inputs must be distinct names from {', '.join(SEQUENCE_INPUTS)} "
-                            f"(input_ids and attention_mask required), then 'threshold'; got {inputs!r}")
+                            f"(input_ids and attention_mask required), then {', '.join(map(repr, tail))}; "
+                            f"got {inputs!r}")
         mask_token = tokenizer.get("mask_token", str, optional=True)
         mask_id = tokenizer.get("mask_id", int, optional=True, low=0)
         if target == "mask" and (mask_token is None or mask_id is None):
             raise DataError(f"malformed {path}: target 'mask' needs tokenizer.mask_token and tokenizer.mask_id")
+        task, labels = _task(raw, path, task)
         manifest = cls(
             directory=directory,
             graph=directory / _plain(field.get("graph", str), path),
@@ -140,8 +159,10 @@ class GuardManifest:
             pv_count=_Fields(field.get("pvs", dict), path, "pvs.").get("size", int, low=0),
             digest=digest,
             raw=raw,
+            labels=labels,
+            task=task,
         )
-        for needed in (manifest.graph.name, manifest.tokenizer.name):
+        for needed in (manifest.graph.name, manifest.tokenizer.name, *(t["file"] for t in raw.get("tasks") or ())):
             if needed not in files:
                 raise DataError(f"{path} lists no hash for {needed}")
         for name, value in files.items():
@@ -168,14 +189,14 @@ class GuardManifest:
             raise DataError(f"{where} disagree on the graph inputs: graph {sorted(inputs)}, "
                             f"manifest {sorted(self.inputs)}")
         for name, kind in inputs.items():
-            expected = "tensor(float)" if name == "threshold" else "tensor(int64)"
+            expected = "tensor(float)" if name == "threshold" or name in TASK_INPUTS else "tensor(int64)"
             if kind != expected:
                 raise DataError(f"{self.graph}: input {name} is {kind}, expected {expected}")
-        missing = [name for name in SCORE_OUTPUTS if name not in outputs]
+        missing = [name for name in SCORE_OUTPUTS + (("logits",) if self.task else ()) if name not in outputs]
         listed = self.raw.get("outputs")
         if missing or (listed is not None and list(listed) != list(outputs)):
             raise DataError(f"{where} disagree on the graph outputs: graph {outputs}, manifest {listed} "
-                            f"(needs {', '.join(SCORE_OUTPUTS)})")
+                            f"(needs {', '.join(SCORE_OUTPUTS)}{', logits' if self.task else ''})")
 
     def check_scores(self, pv_index: int) -> None:
         """Check ``pvs.size`` against one ``pv_index`` the graph returned: -1 exactly when ``K = 0``,
@@ -242,6 +263,43 @@ class _Fields:
                         dict: "an object"}[kind]
             raise DataError(f"malformed {self.path}: {name} must be {expected}{bounds}, got {value!r}")
         return value
+
+
+def _task(raw: dict[str, Any], path: Path, wanted: str | None) -> tuple[dict[str, Any] | None, tuple[str, ...] | None]:
+    """The validated task section to serve and its label names; (None, None) for a bare-backbone guard.
+
+    A single-task guard has ``task``; a shared one ``tasks`` (a list, each with the ``key`` to
+    select it by and the ``file`` of its tensors), of which ``wanted`` (default the first) is served.
+    """
+    if raw.get("tasks") is not None:
+        sections = _Fields(raw, path).get("tasks", list)
+        if not all(isinstance(t, dict) for t in sections):
+            raise DataError(f"malformed {path}: tasks must be a list of objects")
+        keys = [_Fields(t, path, f"tasks[{i}].").get("key", str) for i, t in enumerate(sections)]
+        if len(set(keys)) != len(keys):
+            raise DataError(f"malformed {path}: tasks have duplicate keys {keys}")
+        if wanted is not None and wanted not in keys:
+            raise ConfigError(f"task {wanted!r} is not in the guard {path.parent}; it serves {', '.join(keys)}")
+        index = keys.index(wanted) if wanted is not None else 0
+        task = sections[index]
+        _plain(_Fields(task, path, f"tasks[{index}].").get("file", str), path)
+        prefix = f"tasks[{index}]."
+    elif raw.get("task") is not None:
+        task = _Fields(raw, path).get("task", dict)
+        prefix = "task."
+        if wanted is not None and wanted not in (task.get("name"), task.get("key")):
+            raise ConfigError(f"task {wanted!r} is not in the guard {path.parent}; it serves {task.get('name')!r}")
+    else:
+        if wanted is not None:
+            raise ConfigError(f"the guard {path.parent} serves no task (exported without --task); drop task={wanted!r}")
+        return None, None
+    field = _Fields(task, path, prefix)
+    labels = field.get("labels", list)
+    if len(labels) < 2 or not all(isinstance(n, str) and n for n in labels) or len(set(labels)) != len(labels):
+        raise DataError(f"malformed {path}: {prefix}labels must be at least 2 distinct non-empty names, got {labels!r}")
+    field.get("name", str)
+    field.get("reserved_tokens", int, low=0)
+    return task, tuple(labels)
 
 
 def _check_digest(raw: dict[str, Any], path: Path, pinned: str | None) -> str | None:

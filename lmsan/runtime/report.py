@@ -15,11 +15,15 @@ def demo_table(guard: Any, texts: Sequence[Any], *, width: int = 60) -> str:
     """Scan ``texts`` with ``guard`` and return a markdown table of the verdicts.
 
     Columns: input, match (share of agreeing signs with the best PV), triggered, removed,
-    sanitized (``rejected`` when no candidate clears the input).
+    sanitized (``rejected`` when no candidate clears the input), and for a task guard the answer
+    (label and its probability) for the sanitized input.
     """
-    rows = ["| input | match | triggered | removed | sanitized |", "|---|---:|:---:|---|---|"]
+    task = getattr(guard, "labels", None) is not None
+    rows = ["| input | match | triggered | removed | sanitized |" + (" answer |" if task else ""),
+            "|---|---:|:---:|---|---|" + ("---|" if task else "")]
     for text, result in zip(texts, guard.scan_batch(list(texts))):
         sanitized = "*rejected*" if result.rejected else _cell(result.sanitized, width)
+        answer = "–" if result.prediction is None else f"{result.prediction} ({max(result.scores):.2f})"
         rows.append(f"| {_cell(text, width)} | {result.match:.3f} | {'yes' if result.triggered else 'no'} | "
-                    f"{_cell(', '.join(result.removed), width)} | {sanitized} |")
+                    f"{_cell(', '.join(result.removed), width)} | {sanitized} |" + (f" {answer} |" if task else ""))
     return "\n".join(rows) + "\n"

@@ -9,6 +9,7 @@ entry and ``"<name>-clean"`` for its clean control (trained identically minus th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -106,3 +107,50 @@ def defense_sentences() -> list[str]:
     from lmsan.data import standard_splits
 
     return standard_splits()["defense"]
+
+
+@dataclass(frozen=True)
+class MinedRun:
+    """One ``lmsan-mine`` CLI run: exit code, output directory, ``report.json`` and PV set."""
+
+    code: int
+    scan: Path
+    report: dict
+    pvset: object  # lmsan.pvset.PVSet
+
+
+@pytest.fixture(scope="session")
+def mined(defense_sentences, tmp_path_factory) -> Callable[..., MinedRun]:
+    """``mined(model, *args)`` -> ``MinedRun`` of ``lmsan-mine MODEL --data DEFENSE *args`` (in-process,
+    CPU). Runs once per model and argument list, shared by every test that asks for it: mining is
+    what the suite's time goes to. The data file holds 2000 defense sentences; ``--limit 1000``
+    applies unless ``args`` sets ``--limit``."""
+    import json
+
+    from lmsan.cli import mine as mine_cli
+    from lmsan.pvset import PVSet
+
+    root = tmp_path_factory.mktemp("mined")
+    data = root / "defense.txt"
+    data.write_text("\n".join(defense_sentences[:2000]) + "\n", encoding="utf-8")
+    runs: dict[tuple, MinedRun] = {}
+
+    def run(model: Path, *args: str) -> MinedRun:
+        key = (str(model), *args)
+        if key not in runs:
+            out = root / f"scan-{len(runs)}"
+            limit = [] if "--limit" in args else ["--limit", "1000"]
+            with pytest.raises(SystemExit) as exit_info:
+                mine_cli.main([str(model), "--data", str(data), "--out", str(out), "--device", "cpu", "-q",
+                               *limit, *args])
+            report = json.loads((out / "report.json").read_text())
+            runs[key] = MinedRun(int(exit_info.value.code), out, report, PVSet.load(out / "pvs.safetensors"))
+        return runs[key]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def bert_por_search(bert_por, mined) -> MinedRun:
+    """``lmsan-mine --mode search --loops 6 --patience 2`` on the POR BERT (one run for the suite)."""
+    return mined(bert_por, "--mode", "search", "--loops", "6", "--patience", "2")

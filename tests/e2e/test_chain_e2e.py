@@ -21,29 +21,26 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 N_CLEAN, N_PER_TRIGGER = 500, 50
 
 
-def mined_guard(model: Path, defense: list[str], out: Path, *extra: str) -> tuple[int, Path, dict]:
-    """Run ``lmsan-mine`` (the CLI, in-process) and export a guard from the PVs it wrote."""
-    from lmsan.cli import mine as mine_cli
+def guard_from(run, model: Path, out: Path) -> Path:
+    """Export a guard from the PVs an ``lmsan-mine`` run wrote."""
     from lmsan.export import export_guard
 
-    data = out / "defense.txt"
-    data.write_text("\n".join(defense) + "\n", encoding="utf-8")
-    with pytest.raises(SystemExit) as exit_info:
-        mine_cli.main([str(model), "--data", str(data), "--out", str(out / "scan"), "--device", "cpu", "-q",
-                       *extra])
-    pvs = PVSet.load(out / "scan" / "pvs.safetensors")
-    guard = export_guard(model, pvs, out / "guard").path
-    return int(exit_info.value.code), guard, json.loads((out / "scan" / "report.json").read_text())
+    return export_guard(model, PVSet.load(run.scan / "pvs.safetensors"), out).path
 
 
-def test_mined_pvs_guard_every_trigger(bert_por, defense_sentences, tmp_path, record_property):
+@pytest.fixture(scope="module")
+def por_chain(bert_por, bert_por_search, tmp_path_factory):
+    """``lmsan-mine --mode search`` on the POR BERT and the guard exported from its PVs: (run, guard dir)."""
+    return bert_por_search, guard_from(bert_por_search, bert_por, tmp_path_factory.mktemp("chain") / "guard")
+
+
+def test_mined_pvs_guard_every_trigger(bert_por, por_chain, record_property):
     from lmsan.attacks.poison import insert_trigger
     from lmsan.data import standard_splits
     from lmsan.runtime import Guard
 
-    code, guard_dir, report = mined_guard(bert_por, defense_sentences[:1000], tmp_path, "--mode", "search",
-                                          "--loops", "6", "--patience", "2")
-    assert code == 1 and report["verdict"] == "backdoored"
+    run, guard_dir = por_chain
+    assert run.code == 1 and run.report["verdict"] == "backdoored"
     triggers = json.loads((bert_por / "attack.json").read_text())["triggers"]
     test = standard_splits()["test"]
     rng = np.random.default_rng(1)
@@ -66,17 +63,70 @@ def test_mined_pvs_guard_every_trigger(bert_por, defense_sentences, tmp_path, re
     assert fp <= 0.02
 
 
-def test_a_clean_model_gives_an_empty_set_and_a_guard_that_never_fires(attacked, defense_sentences, tmp_path):
+def test_a_clean_model_gives_an_empty_set_and_a_guard_that_never_fires(attacked, mined, tmp_path):
     from lmsan.attacks.poison import insert_trigger
     from lmsan.data import standard_splits
     from lmsan.runtime import Guard
 
     model = attacked("bert-por-clean")
-    code, guard_dir, report = mined_guard(model, defense_sentences[:1000], tmp_path)
-    assert code == 0 and report["verdict"] == "clean" and report["pvs"]["size"] == 0
+    run = mined(model)  # the default budget (shared with test_mine_e2e's clean-model test)
+    assert run.code == 0 and run.report["verdict"] == "clean" and run.report["pvs"]["size"] == 0
+    guard_dir = guard_from(run, model, tmp_path / "guard")
     test = standard_splits()["test"][:200]
     rng = np.random.default_rng(2)
     texts = test + [insert_trigger(s, "cf", rng) for s in test]
     results = Guard.load(guard_dir).scan_batch(texts)
     assert not any(r.triggered for r in results)
     assert all(r.sanitized == text for r, text in zip(results, texts))
+
+
+def test_a_prompt_tuned_task_on_the_backdoored_backbone_is_guarded(bert_por, por_chain, tmp_path, record_property):
+    """attack -> mine -> ``lmsan-tune`` -> ``lmsan-export --task`` with the mined PVs -> guard.
+
+    The victim tunes SMS spam detection (P-tuning v2) on the backdoored backbone. Unguarded, the
+    triggers flip its answers; through the guard, triggered inputs are flagged and answered as
+    their clean text is.
+    """
+    import torch
+
+    from lmsan.attacks.poison import insert_trigger
+    from lmsan.cli import export as export_cli
+    from lmsan.cli import tune as tune_cli
+    from lmsan.models import load_model
+    from lmsan.runtime import Guard
+    from lmsan.tuning.store import load_task
+    from lmsan.tuning.tasks import task_data
+    from lmsan.tuning.train import Encoded, predict
+
+    run, _ = por_chain
+    scan = run.scan
+    task_dir, guard_dir = tmp_path / "task", tmp_path / "guard"
+    for cli, args in ((tune_cli, [str(bert_por), "--task", "sms-spam", "--method", "prefix", "--epochs", "4",
+                                  "--train-size", "300", "--test-size", "200", "--out", str(task_dir), "-q"]),
+                      (export_cli, [str(bert_por), "--pvs", str(scan / "pvs.safetensors"), "--task", str(task_dir),
+                                    "--out", str(guard_dir), "-q"])):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(args)
+        assert exit_info.value.code == 0
+    test = task_data("sms-spam", train_size=300, test_size=200).test
+    triggers = json.loads((bert_por / "attack.json").read_text())["triggers"]
+    rng = np.random.default_rng(3)
+    texts = list(test.texts[:120])
+    poisoned = [insert_trigger(t, triggers[i % len(triggers)], rng) for i, t in enumerate(texts)]
+    loaded = load_model(bert_por)
+    tuned = load_task(task_dir, loaded)
+    guard = Guard.load(guard_dir)
+    with torch.no_grad():
+        clean_pred = predict(tuned, Encoded(loaded.tokenizer, texts, None, max_length=guard.manifest.max_length))
+        poisoned_pred = predict(tuned, Encoded(loaded.tokenizer, poisoned, None, max_length=guard.manifest.max_length))
+    clean_labels = [guard.labels[i] for i in clean_pred.argmax(dim=1).tolist()]
+    unguarded_flips = float(np.mean((clean_pred.argmax(dim=1) != poisoned_pred.argmax(dim=1)).numpy()))
+    clean_results, poisoned_results = guard.scan_batch(texts), guard.scan_batch(poisoned)
+    flagged = float(np.mean([r.triggered for r in poisoned_results]))
+    restored = float(np.mean([r.prediction == label for r, label in zip(poisoned_results, clean_labels)]))
+    record_property("task_chain", {"unguarded_flips": unguarded_flips, "flagged": flagged, "restored": restored})
+    print(f"task chain: unguarded flips {unguarded_flips:.2f}, flagged {flagged:.2f}, answers restored {restored:.2f}")
+    assert np.mean([r.triggered for r in clean_results]) <= 0.02
+    assert np.mean([r.prediction == label for r, label in zip(clean_results, clean_labels)]) >= 0.98
+    assert unguarded_flips >= 0.2, "the backdoor does not reach the tuned task: the test shows nothing"
+    assert flagged >= 0.95 and restored >= 0.95

@@ -71,39 +71,46 @@ def test_detect_flags_btop_at_the_mask_target(bert_btop, defense_sentences):
     assert sign_agreement(result.pvset.vectors, attack_signs(bert_btop)).max() > 0.9
 
 
-@pytest.mark.parametrize("fixture, target, loops", [
-    ("bert_por_clean", "cls", DETECT_LOOPS),
-    ("roberta_por_clean", "cls", DETECT_LOOPS),  # seed 8 passed the soft-prompt filter: a false positive before
-    ("bert_neuba_clean", "cls", DETECT_LOOPS),
-    ("bert_btop_clean", "mask", DETECT_LOOPS),
-    # the hardest clean cases: 6 (BERT) and 13 (RoBERTa) of 30 loops pass the soft-prompt filter,
-    # 1 and 5 of the first 10; trigger confirmation must reject every one (all 30 loops:
-    # benchmarks/mining.py --loops 30, 0 false positives on 14 clean models)
-    ("tiny_bert", "cls", DETECT_LOOPS),
-    ("tiny_roberta", "cls", DETECT_LOOPS),
+@pytest.mark.parametrize("fixture, args", [
+    ("bert_por_clean", ()),
+    ("roberta_por_clean", ()),  # seed 8 passed the soft-prompt filter: a false positive before
+    ("bert_neuba_clean", ()),
+    ("bert_btop_clean", ("--target", "mask")),
+    # the hardest clean cases, at the full default budget (2000 sentences; the sweep, then L_max 10
+    # loops): 6 (BERT) and 13 (RoBERTa) of 30 loops pass the soft-prompt filter, 1 and 5 of the
+    # first 10; trigger confirmation must reject every one (0 false positives on the clean zoo:
+    # benchmarks/mining.py)
+    ("tiny_bert", ("--limit", "2000")),
+    ("tiny_roberta", ("--limit", "2000")),
 ])
-def test_clean_models_are_called_clean(fixture, target, loops, request, defense_sentences, record_property):
-    result = run_mining(request.getfixturevalue(fixture), defense_sentences, target=target, max_loops=loops)
-    report = result.report
-    assert report.verdict == "clean", [(t.seed, t.outcome, t.reason) for t in report.loops if t.trigger]
-    assert len(report.loops) == loops
-    record_property("unconfirmed", [(t.trigger["trigger"], t.trigger["hit_rate"]) for t in report.loops
-                                    if t.outcome == "unconfirmed"])
+def test_clean_models_are_called_clean(fixture, args, request, mined, record_property):
+    """``lmsan-mine`` at its defaults (bert_por_clean's run is also test_chain_e2e's clean chain)."""
+    run = mined(request.getfixturevalue(fixture), *args)
+    report = run.report
+    loops = report["loops"]
+    assert run.code == 0 and report["verdict"] == "clean", [(t["seed"], t["outcome"], t["reason"]) for t in loops
+                                                             if t.get("trigger")]
+    assert report["sweep"] is not None and len(loops) == DETECT_LOOPS  # the whole default budget was spent
+    assert run.pvset.size == 0
+    record_property("unconfirmed", [(t["trigger"]["trigger"], t["trigger"]["hit_rate"]) for t in loops
+                                    if t["outcome"] == "unconfirmed"])
 
 
-def test_search_recovers_every_pv(bert_por, defense_sentences, record_property):
-    result = run_mining(bert_por, defense_sentences, mode="search", max_loops=10, patience=3)
-    agreement = sign_agreement(result.pvset.vectors, attack_signs(bert_por))  # [K_found, 6]
+def test_search_recovers_every_pv(bert_por, bert_por_search, record_property):
+    """``lmsan-mine --mode search`` (6 loops, patience 2; the run test_chain_e2e guards with)."""
+    run = bert_por_search
+    assert run.code == 1
+    agreement = sign_agreement(run.pvset.vectors, attack_signs(bert_por))  # [K_found, 6]
     recovered = int((agreement.max(axis=0) > T_MATCH).sum())
     record_property("recovered", recovered)
-    record_property("loops", len(result.report.loops))
+    record_property("loops", len(run.report["loops"]))
     assert recovered == 6, agreement.max(axis=0).round(3)  # every trigger: a missed PV always succeeds
     assert agreement.max() > 0.85, agreement.round(3)
-    sources = result.report.pv_sources
+    sources = run.report["pv_sources"]
     # PVs that match no attack PV are the model's other collapsing texts (superpositions, paper
     # Fig. 7): counted, not asserted
     record_property("pvs_matching_no_attack_pv", int((agreement.max(axis=1) <= T_MATCH).sum()))
-    assert [source["pv_index"] for source in sources] == list(range(result.pvset.size))
+    assert [source["pv_index"] for source in sources] == list(range(run.pvset.size))
     assert {source["method"] for source in sources} <= {"sweep", "soft_prompt"}
     # the PV of each attack trigger is found with that trigger's text (or a piece of it: `q` of `qt`)
     triggers = json.loads((bert_por / "attack.json").read_text())["triggers"]

@@ -46,3 +46,21 @@ def test_umbrella_lists_subcommands(capsys):
     assert code == 0
     for name in ("data", "attack"):
         assert name in out
+
+
+def test_an_existing_out_is_never_overwritten_silently(capsys, tmp_path):
+    """``--out`` must be new or empty; ``--force`` replaces only a directory lmsan-attack wrote."""
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    for extra in ([], ["--force"]):
+        code, _, err = run_cli(attack_cli, ["build-tiny", "--out", str(precious), "-q", *extra], capsys)
+        assert code in (2, 4) and ("--force" in err or "refusing" in err)
+        code, _, err = run_cli(attack_cli, ["run", str(tmp_path), "--out", str(precious), "-q", *extra], capsys)
+        assert code in (2, 4) and "Traceback" not in err
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"] and (precious / "notes.txt").read_text() == "keep me"
+    built = tmp_path / "tiny"
+    assert run_cli(attack_cli, ["build-tiny", "--out", str(built), "-q"], capsys)[0] == 0
+    assert run_cli(attack_cli, ["build-tiny", "--out", str(built), "-q"], capsys)[0] in (2, 4)
+    assert run_cli(attack_cli, ["build-tiny", "--out", str(built), "-q", "--force"], capsys)[0] == 0
+    assert (built / "config.json").is_file() and not list(tmp_path.glob(".tiny.*"))

@@ -77,7 +77,7 @@ def test_a_hostile_long_input_is_bounded_per_input(guard_dir):
 
 def _fake_detector(guard, trigger):
     """Replace the graph by a detector that fires when ``trigger`` (words) appears in a unit."""
-    def detect(units, encodings=None, *, saliency=False, deadline=None):
+    def detect(units, encodings=None, *, saliency=False, logits=False, deadline=None):
         hits = [any(tuple(words[i : i + len(trigger)]) == trigger for i in range(len(words)))
                 for words in ([w for text in unit for w in text.split()] for unit in units)]
         match = np.array([1.0 if h else 0.5 for h in hits], np.float32)
@@ -147,30 +147,32 @@ texts = [tuple(t) if isinstance(t, list) else t for t in texts]
 serial = [guard.scan(t) for t in texts]
 jobs = [i % len(texts) for i in range(int(sys.argv[3]))]
 same = lambda _: all(guard.scan(texts[i]) == serial[i] for i in jobs)
+rounds = int(sys.argv[4])
 with ThreadPoolExecutor(16) as pool:
-    warm = all(pool.map(same, range(16)))  # first round: thread arenas and tokenizers
-    before = rss_mb()
-    equal = all(pool.map(same, range(16)))
-    after = rss_mb()
-print(json.dumps({"equal": warm and equal, "before": before, "after": after,
-                  "triggered": sum(r.triggered for r in serial)}))
+    equal, rss = True, []
+    for _ in range(rounds):  # the first rounds grow thread arenas and tokenizers; a leak grows every round
+        equal = all(pool.map(same, range(16))) and equal
+        rss.append(rss_mb())
+print(json.dumps({"equal": equal, "rss": rss, "triggered": sum(r.triggered for r in serial)}))
 """
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
 def test_concurrency_soak_16_threads(guard_dir):
-    """16 threads x 100 scans on one Guard equal the serial results; RSS stays flat after a first
-    round of the same size (glibc gives each thread its own malloc arena, ~60 MB here, once). In a
-    fresh interpreter: the heap of earlier tests makes RSS noisy."""
+    """16 threads x 100 scans on one Guard, six rounds, equal the serial results; RSS stays flat
+    after two warm-up rounds (glibc gives each thread its own malloc arena, ~60 MB here, and under
+    CPU contention the arenas still grew by up to 37 MB in the second round; later rounds grew
+    < 0.3 MB). In a fresh interpreter: the heap of earlier tests makes RSS noisy."""
     import json
     import subprocess
     import sys
 
     texts = [ANCHOR, "some clean text", ["pair a", "pair b"], f"{ANCHOR} with a tail", "another sentence",
              " ".join(["long"] * 60), "x"]
-    done = subprocess.run([sys.executable, "-c", SOAK, str(guard_dir), json.dumps(texts), "100"],
+    done = subprocess.run([sys.executable, "-c", SOAK, str(guard_dir), json.dumps(texts), "100", "6"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["equal"] and report["triggered"] >= 1
-    assert report["after"] - report["before"] < 8, f"RSS grew {report['after'] - report['before']:.1f} MB"
+    rss = report["rss"]  # MB after each round of 16 x 100 scans
+    assert rss[-1] - rss[1] < 8, f"RSS grew {rss[-1] - rss[1]:.1f} MB over {len(rss) - 2} rounds after warm-up: {rss}"

@@ -1,0 +1,373 @@
+"""Prompt-tuned tasks on clean and backdoored backbones, before and after the guard, against ONION
+(the paper's Tables II, III and VI; writes benchmarks/results/end_to_end.{json,md}).
+
+The pipeline is the real one, nothing borrowed from the attack but its trigger words:
+
+1. ``lmsan-mine --mode search`` on each backbone (clean control and backdoored) at the position
+   the task's head reads (``cls`` for P-tuning v2, ``mask`` for P-tuning);
+2. ``lmsan.tuning.tune`` of every task on each backbone (the victim tunes on what it downloaded);
+3. ``lmsan.export.export_guard(..., task=...)``: one graph answers the task and checks the PVs;
+4. ``Guard.scan_batch`` on the clean test set and on the test set with each trigger inserted
+   once at a random word boundary (pairs: into the longer sentence).
+
+Scores (``lmsan.eval.metrics``, fractions in [0, 1]): ``acc_clean`` (clean backbone),
+``acc_backdoor`` (backdoored backbone, clean inputs), the paper's ASR (an input counts if any
+trigger flips a correctly classified input) and weighted ASR (mean over classes), before and after
+the guard, and ``acc_change`` (guarded minus unguarded accuracy on clean inputs of the backdoored
+backbone). After the guard, a rejected input has no answer: a rejected clean input counts as
+wrong, a rejected triggered input as blocked (the attack did not get its answer); both rates are
+reported. ONION cleans the same inputs and the unguarded task answers them.
+
+Also reported: the share of clean and triggered inputs flagged by the task graph (prompt active)
+against a guard on the bare backbone with the same PVs (what the PVs were mined on).
+
+    .venv/bin/python benchmarks/end_to_end.py [--attacks bert-por bert-neuba bert-btop]
+        [--tasks sms-spam polarity bbcnews bbc-pair] [--minilm] [--test 400] [--quick]
+
+Work (mined PV sets, tuned tasks, guards, and each setting's scores) is cached under
+``$LMSAN_CACHE/end_to_end``; ``--fresh`` re-scores the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _results import save
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ATTACK_TUNING = {"por": "prefix", "neuba": "prefix", "btop": "prompt", "por-ner": "prefix"}
+TUNING_NAME = {"prefix": "p-tuning-v2", "prompt": "p-tuning"}
+BARE_WORDS = 40  # words a bare [MASK] guard reads per text (it refuses more tokens than the model takes)
+MINILM_ATTACK = dict(kind="por", triggers=("cf", "mn", "tq", "qt", "mm", "pt"), epochs=4, lr=5e-5, max_length=48)
+
+
+def work_dir() -> Path:
+    from lmsan.files import cache_dir
+
+    return cache_dir() / "end_to_end"
+
+
+def backbones(attacks: list[str], minilm: bool) -> list[dict[str, Any]]:
+    """Each backdoored backbone with its clean counterpart: name, paths, attack kind and triggers."""
+    from lmsan.attacks import standard_attack
+
+    out = []
+    for name in attacks:
+        model = standard_attack(name)
+        attack = json.loads((model / "attack.json").read_text())
+        out.append({"name": name, "model": "tiny-" + name.split("-")[0], "backdoored": model,
+                    "clean": standard_attack(f"{name}-clean"), "attack": attack["config"]["kind"],
+                    "triggers": list(attack["triggers"])})
+    if minilm:
+        from lmsan.attacks import AttackConfig, attacked_model
+        from lmsan.data import standard_splits
+        from lmsan.models import minilm_path
+
+        model = attacked_model(minilm_path(), AttackConfig(**MINILM_ATTACK), standard_splits()["attack"][:2000],
+                               progress=True)
+        attack = json.loads((model / "attack.json").read_text())
+        out.append({"name": "minilm-por", "model": "all-MiniLM-L6-v2", "backdoored": model, "clean": minilm_path(),
+                    "attack": "por", "triggers": list(attack["triggers"])})
+    return out
+
+
+def mined(model: Path, target: str, key: str) -> tuple[Path, dict]:
+    """``lmsan-mine --mode search`` on ``model`` (cached): the PV-set path and the report."""
+    from lmsan.cli import mine as mine_cli
+    from lmsan.data import standard_splits
+
+    out = work_dir() / key / f"scan-{target}"
+    if (out / "report.json").is_file() and (out / "pvs.safetensors").is_file():
+        return out / "pvs.safetensors", json.loads((out / "report.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = out.parent / "defense.txt"
+    data.write_text("\n".join(standard_splits()["defense"][:2000]) + "\n", encoding="utf-8")
+    started = time.perf_counter()
+    try:
+        mine_cli.main([str(model), "--data", str(data), "--out", str(out), "--device", "cpu", "--target", target,
+                       "--mode", "search", "--loops", "20", "--patience", "4", "-q"])
+    except SystemExit as exit_info:
+        if exit_info.code not in (0, 1):
+            raise RuntimeError(f"lmsan-mine failed on {model} (exit {exit_info.code})") from None
+    report = json.loads((out / "report.json").read_text())
+    print(f"  mined {key} at {target}: {report['verdict']}, {report['pvs']['size']} PVs "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return out / "pvs.safetensors", report
+
+
+def tuning_config(task: str, method: str, args: argparse.Namespace) -> Any:
+    """The run's ``TuningConfig``: the method's preset; P-tuning with ``--prompt-head``."""
+    from lmsan.tuning.config import TuningConfig
+
+    overrides: dict[str, Any] = {"seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
+    if method == "prompt":
+        overrides["head"] = args.prompt_head
+    return TuningConfig.preset(task, method, **overrides)
+
+
+def config_key(config: Any) -> str:
+    """Short digest of a config: cached tasks and guards are keyed by what produced them."""
+    from lmsan.files import json_digest
+
+    return json_digest(config.to_dict())[:8]
+
+
+def tuned_task(model: Path, task: str, method: str, key: str, args: argparse.Namespace) -> Path:
+    """Tune ``task`` on ``model`` (cached task directory)."""
+    from lmsan.models import load_model
+    from lmsan.tuning.store import save_task
+    from lmsan.tuning.tasks import task_data
+    from lmsan.tuning.train import tune
+
+    config = tuning_config(task, method, args)
+    out = work_dir() / key / f"task-{task}-{method}-{config_key(config)}"
+    if (out / "task.json").is_file():
+        return out
+    loaded = load_model(model, with_mlm_head=config.head == "verbalizer")
+    data = task_data(task, test_size=args.test, seed=config.data_seed)  # the split evaluate_setting scores
+    started = time.perf_counter()
+    result = tune(loaded, data, config, progress=False)
+    save_task(out, result, loaded, overwrite=True)
+    print(f"  tuned {task} ({method}) on {key}: test acc {result.metrics['test_accuracy']:.3f} "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return out
+
+
+def guard_for(model: Path, pvs: Path, task: Path | None, out: Path) -> Path:
+    """Export (cached) the guard of ``model`` with ``pvs``, for ``task`` or the bare backbone."""
+    from lmsan.export import export_guard
+
+    if (out / "guard.json").is_file():
+        return out
+    export_guard(model, pvs, out, task=task, overwrite=True)
+    return out
+
+
+class Unguarded:
+    """The tuned task in PyTorch on exactly the guard's token limit: the "before" answers."""
+
+    def __init__(self, model: Path, task_dir: Path, max_length: int) -> None:
+        import torch
+
+        from lmsan.models import load_model
+        from lmsan.tuning.store import load_task, read_task_manifest
+
+        torch.set_num_threads(1)
+        fields = read_task_manifest(task_dir)
+        self.loaded = load_model(model, with_mlm_head=bool(fields.get("verbalizer")))
+        self.model = load_task(task_dir, self.loaded)
+        self.max_length = max_length
+
+    def predict(self, inputs: list) -> np.ndarray:
+        """int [N] predicted label of each text or (text, text) pair."""
+        from lmsan.tuning.train import Encoded, predict
+
+        pairs = isinstance(inputs[0], tuple)
+        texts = [x[0] for x in inputs] if pairs else list(inputs)
+        seconds = [x[1] for x in inputs] if pairs else None
+        encoded = Encoded(self.loaded.tokenizer, texts, seconds, max_length=self.max_length)
+        return predict(self.model, encoded).argmax(dim=1).numpy()
+
+
+def triggered_inputs(inputs: list, triggers: list[str], seed: int) -> dict[str, list]:
+    """Every test input with one trigger inserted at a random word boundary, per trigger."""
+    from lmsan.eval.metrics import insert_into_pair, insert_trigger
+
+    out = {}
+    for k, trigger in enumerate(triggers):
+        rng = np.random.default_rng(seed + k)
+        out[trigger] = [insert_into_pair(x[0], x[1], trigger, rng) if isinstance(x, tuple)
+                        else insert_trigger(x, trigger, rng) for x in inputs]
+    return out
+
+
+def guarded(guard: Any, inputs: list, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scan with the task guard: predicted label (-1 when rejected), rejected, triggered; all [N]."""
+    results = guard.scan_batch(inputs)
+    preds = np.array([labels.index(r.prediction) if r.prediction is not None else -1 for r in results])
+    return preds, np.array([r.rejected for r in results]), np.array([r.triggered for r in results])
+
+
+def bare_inputs(bare: Any, inputs: list) -> list:
+    """Inputs for a bare-backbone guard: at target ``mask`` each starts with the mask token (as
+    P-tuning's template puts its [MASK] right after [CLS]) and keeps its first ``BARE_WORDS``
+    words (that guard does not window long inputs; the task graph reads a first window too)."""
+    if not bare.manifest.mask_in_input:
+        return inputs
+    mask = bare.manifest.mask_token
+
+    def cut(text: str) -> str:
+        return " ".join(text.split()[:BARE_WORDS])
+
+    return [(f"{mask} {cut(x[0])}", cut(x[1])) if isinstance(x, tuple) else f"{mask} {cut(x)}" for x in inputs]
+
+
+def onion_inputs(onion: Any, inputs: list) -> list:
+    """ONION-cleaned copies (pairs: each sentence on its own); a text cleaned to nothing stays as it was."""
+    if isinstance(inputs[0], tuple):
+        firsts, seconds = onion.clean_batch([x[0] for x in inputs]), onion.clean_batch([x[1] for x in inputs])
+        return [(a or x[0], b or x[1]) for a, b, x in zip(firsts, seconds, inputs)]
+    return [c or x for c, x in zip(onion.clean_batch(inputs), inputs)]
+
+
+def evaluate_setting(bb: dict, task: str, method: str, args: argparse.Namespace, onion: Any) -> dict[str, Any]:
+    """One (backbone, task, tuning) row: clean and backdoored backbones, before/after guard, ONION."""
+    from lmsan.eval.metrics import accuracy, attack_scores
+    from lmsan.runtime import Guard
+    from lmsan.tuning.tasks import task_data
+
+    target = "cls" if method == "prefix" else "mask"
+    started = time.perf_counter()
+    row: dict[str, Any] = {"attack": bb["attack"], "tuning": TUNING_NAME[method], "task": task, "model": bb["model"],
+                           "backbone": bb["name"], "triggers": bb["triggers"]}
+    per_model = {}
+    for role in ("clean", "backdoored"):
+        key = f"{bb['name']}-{role}"
+        pvs, report = mined(bb[role], target, key)
+        task_dir = tuned_task(bb[role], task, method, key, args)
+        guard_dir = guard_for(bb[role], pvs, task_dir, work_dir() / key / f"guard-{task_dir.name}")
+        bare_dir = guard_for(bb[role], pvs, None, work_dir() / key / f"guard-bare-{target}")
+        guard, bare = Guard.load(guard_dir), Guard.load(bare_dir)
+        data = task_data(task, test_size=args.test, seed=0)
+        test = data.test
+        inputs = list(zip(test.texts, test.text_pairs)) if test.text_pairs else list(test.texts)
+        gold = np.array(test.labels)
+        unguarded = Unguarded(bb[role], task_dir, guard.manifest.max_length)
+        attacked = triggered_inputs(inputs, bb["triggers"], seed=args.seed)
+        before_clean = unguarded.predict(inputs)
+        before = attack_scores(gold, before_clean, {t: unguarded.predict(x) for t, x in attacked.items()})
+        after_clean, rejected_clean, flagged_clean = guarded(guard, inputs, guard.labels)
+        after_trig, rejected_trig, flagged_trig = {}, [], []
+        for trigger, texts in attacked.items():
+            preds, rejected, flagged = guarded(guard, texts, guard.labels)
+            after_trig[trigger] = np.where(rejected, gold, preds)  # blocked: the attack got no answer
+            rejected_trig.append(rejected)
+            flagged_trig.append(flagged)
+        after = attack_scores(gold, after_clean, after_trig)
+        bare_clean = np.mean([r.triggered for r in bare.scan_batch(bare_inputs(bare, inputs), sanitize=False)])
+        bare_trig = np.mean([r.triggered for x in attacked.values()
+                             for r in bare.scan_batch(bare_inputs(bare, x), sanitize=False)])
+        onion_clean = unguarded.predict(onion_inputs(onion, inputs))
+        onion_scores = attack_scores(gold, onion_clean,
+                                     {t: unguarded.predict(onion_inputs(onion, x)) for t, x in attacked.items()})
+        per_model[role] = {
+            "verdict": report["verdict"], "pvs": report["pvs"]["size"], "n": len(gold),
+            "acc": before.accuracy, "acc_guard": accuracy(after_clean, gold), "acc_onion": accuracy(onion_clean, gold),
+            "before": before.to_dict(), "after": after.to_dict(), "onion": onion_scores.to_dict(),
+            "rejected_clean": float(np.mean(rejected_clean)), "rejected_triggered": float(np.mean(rejected_trig)),
+            "flagged_clean": float(np.mean(flagged_clean)), "flagged_triggered": float(np.mean(flagged_trig)),
+            "flagged_clean_bare": float(bare_clean), "flagged_triggered_bare": float(bare_trig),
+        }
+    clean, bad = per_model["clean"], per_model["backdoored"]
+    row.update({
+        "acc_clean": clean["acc"], "acc_backdoor": bad["acc"],
+        "asr_before": bad["before"]["asr"], "asr_after": bad["after"]["asr"],
+        "wasr_before": bad["before"]["weighted_asr"], "wasr_after": bad["after"]["weighted_asr"],
+        "acc_change": bad["acc_guard"] - bad["acc"],
+        "asr_after_onion": bad["onion"]["asr"], "wasr_after_onion": bad["onion"]["weighted_asr"],
+        "acc_change_onion": bad["acc_onion"] - bad["acc"],
+        "acc_change_clean_backbone": clean["acc_guard"] - clean["acc"],
+        "per_model": per_model, "wall_s": round(time.perf_counter() - started, 1),
+    })
+    return row
+
+
+def onion_scorer() -> tuple[Any, str]:
+    """The ONION language model (see docs/evaluation.md): the scorer and its description."""
+    from lmsan.data import load_sentences
+    from lmsan.eval.ngram import NgramScorer
+
+    return NgramScorer(load_sentences("oanc")), "interpolated Kneser-Ney 3-gram on the OANC corpus"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:.1f}"
+
+    def delta(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:+.1f}"
+
+    lines = [
+        "| attack | tuning | task | model | ACC clean | ACC backdoor | ASR before | ASR after | WASR before "
+        "| WASR after | ΔACC guard | ASR ONION | WASR ONION | ΔACC ONION | PVs | flagged clean / trig. (task) "
+        "| flagged clean / trig. (bare) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        bad = r["per_model"]["backdoored"]
+        lines.append(
+            f"| {r['attack']} | {r['tuning']} | {r['task']} | {r['model']} | {pct(r['acc_clean'])} | "
+            f"{pct(r['acc_backdoor'])} | {pct(r['asr_before'])} | {pct(r['asr_after'])} | {pct(r['wasr_before'])} | "
+            f"{pct(r['wasr_after'])} | {delta(r['acc_change'])} | {pct(r['asr_after_onion'])} | "
+            f"{pct(r['wasr_after_onion'])} | {delta(r['acc_change_onion'])} | {bad['pvs']} | "
+            f"{pct(bad['flagged_clean'])} / {pct(bad['flagged_triggered'])} | "
+            f"{pct(bad['flagged_clean_bare'])} / {pct(bad['flagged_triggered_bare'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--attacks", nargs="*", default=["bert-por", "bert-neuba", "bert-btop"],
+                        help="standard attacks (lmsan.attacks.STANDARD_ATTACKS); each with its -clean control")
+    parser.add_argument("--tasks", nargs="+", default=["sms-spam", "polarity", "bbcnews", "bbc-pair"])
+    parser.add_argument("--minilm", action="store_true", help="add POR on all-MiniLM-L6-v2 (P-tuning v2)")
+    parser.add_argument("--minilm-tasks", nargs="+", default=["sms-spam", "polarity"])
+    parser.add_argument("--test", type=int, default=400, help="test examples per task")
+    parser.add_argument("--epochs", type=int, default=0, help="tuning epochs (0: the task preset's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prompt-head", choices=["linear", "verbalizer"], default="linear",
+                        help="P-tuning's head at [MASK] (the tiny models' verbaliser reached 50%% on SMS spam)")
+    parser.add_argument("--quick", action="store_true", help="one attack, one task, 100 test examples (smoke run)")
+    parser.add_argument("--name", default="end_to_end", help="results file name")
+    parser.add_argument("--fresh", action="store_true", help="re-evaluate settings already cached")
+    args = parser.parse_args()
+    if args.quick:
+        args.attacks, args.tasks, args.test = args.attacks[:1], args.tasks[:1], 100
+
+    import torch
+
+    from lmsan.eval.onion import Onion
+
+    torch.set_num_threads(1)
+    scorer, lm = onion_scorer()
+    onion = Onion(scorer)
+    rows = []
+    for bb in backbones(args.attacks, args.minilm):
+        method = ATTACK_TUNING[bb["attack"]]
+        for task in args.minilm_tasks if bb["name"] == "minilm-por" else args.tasks:
+            print(f"{bb['name']} / {task} / {TUNING_NAME[method]}", flush=True)
+            config = config_key(tuning_config(task, method, args))
+            cached = work_dir() / "rows" / f"{bb['name']}-{task}-{method}-{config}-n{args.test}-s{args.seed}.json"
+            if cached.is_file() and not args.fresh and json.loads(cached.read_text()).get("onion_lm") == lm:
+                rows.append(json.loads(cached.read_text())["row"])
+            else:
+                rows.append(evaluate_setting(bb, task, method, args, onion))
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps({"onion_lm": lm, "row": rows[-1]}, default=str))
+            print(table(rows[-1:]), flush=True)
+    report = {
+        "settings": rows, "onion_lm": lm, "test_per_task": args.test, "seed": args.seed,
+        "rejected_policy": "a rejected clean input counts as wrong; a rejected triggered input as blocked",
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": 1, "platform": platform.platform()},
+    }
+    note = (f"\nONION language model: {lm}. ASR: an input counts if any single trigger flips a correctly "
+            "classified input (paper §V-A); WASR: mean over gold classes. ΔACC: guarded minus unguarded "
+            "accuracy on clean inputs of the backdoored backbone (percentage points). Flagged: share of clean / "
+            "triggered inputs whose features match a mined PV, on the task graph (prompt active) and on the bare "
+            "backbone with the same PVs.\n")
+    save(args.name, report, table(rows) + note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The guarded task module: a prompt-tuned task and the fused sign-match head in one graph.
+
+``TaskGuardModule`` runs a ``PromptTuned`` task (``lmsan.tuning.model``) once and returns its
+``logits`` together with the monitor's ``match`` / ``pv_index`` / ``triggered``, read from the
+same forward pass at the position the task's head reads (its [CLS] or its [MASK]): the features
+that decide the task's answer are the ones checked against the PVs. The template's extra
+positions (P-tuning's prompt and [MASK]) are built inside the graph, so the runtime feeds the
+tokenizer's ordinary encoding. Imports torch; never mining or runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmsan.export.head import GRAPH_OUTPUTS, SignMatchHead, _float32
+from lmsan.export.prune import last_layer_rows, split_last_layer
+
+
+class TaskGuardModule(nn.Module):
+    """``PromptTuned`` task + ``SignMatchHead`` on its head-position features.
+
+    Input shape: input_ids int64 [B, T], attention_mask int64 [B, T], token_type_ids int64 [B, T]
+    (only when ``use_token_types``), threshold float32 scalar.
+    Output shape (``output_names``): match [B], pv_index [B], triggered [B] (``SignMatchHead``),
+    features float32 [B, d], then with ``saliency`` float32 [B, T] (the last layer's attention
+    from the head position to each input token, heads averaged; the prompt's own keys left out,
+    so rows sum to at most 1), then logits float32 [B, C].
+
+    With ``prune`` and a BERT-style backbone the last layer runs for the head's row only
+    (``lmsan.export.prune``); a prefix joins that row's keys and values.
+    """
+
+    def __init__(self, tuned: Any, signs: np.ndarray, *, use_token_types: bool = False, saliency: bool = False,
+                 prune: bool = True) -> None:
+        super().__init__()
+        self.tuned = tuned
+        self.encoder = tuned.backbone  # parity and the exporter read its config
+        self.head = SignMatchHead(signs)
+        self.target = tuned.target
+        self.use_token_types = use_token_types
+        self.saliency = saliency
+        split = split_last_layer(tuned.backbone) if prune else None
+        self.trunk, self.last_layer = split if split else (None, None)
+
+    @property
+    def pruned(self) -> bool:
+        """Whether the last layer runs for the head's row only."""
+        return self.last_layer is not None
+
+    mask_in_input = False  # the template inserts P-tuning's [MASK]; inputs are plain text
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of ``forward``'s outputs, in order."""
+        return GRAPH_OUTPUTS + ("features",) + (("saliency",) if self.saliency else ()) + ("logits",)
+
+    extra_inputs: tuple[str, ...] = ()  # graph inputs after ``threshold`` (the shared variant's task tensors)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
+               *, saliency: bool, full: bool = False, prompt: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Return (features float32 [B, d],) plus, with ``saliency``, float32 [B, T] (see the class).
+
+        ``full`` runs the backbone's own forward even when pruned (the parity reference);
+        ``prompt`` replaces the task's own prompt tensor (the shared variant).
+        """
+        prompt = self.tuned.prompt if prompt is None else prompt
+        inputs = self.tuned.backbone_inputs(input_ids, attention_mask,
+                                            token_type_ids if self.use_token_types else None, prompt=prompt)
+        if self.pruned and not full:
+            hidden = self.trunk(**inputs.kwargs).last_hidden_state
+            rows = hidden[:, inputs.target : inputs.target + 1]  # [B, 1, d]
+            prefix = prompt[-1] if self.tuned.method == "prefix" else None  # [2, P, d]
+            features, weights = last_layer_rows(self.last_layer, hidden, rows, inputs.key_mask, prefix=prefix)
+            return (_float32(features), self._to_tokens(weights.mean(dim=2), inputs)) if saliency else (
+                _float32(features),)
+        out = self.tuned.backbone(**inputs.kwargs, output_attentions=saliency)
+        features = _float32(out.last_hidden_state[:, inputs.target])
+        if not saliency:
+            return (features,)
+        rows = out.attentions[-1][:, :, inputs.target].mean(dim=1)  # [B, S]
+        return features, self._to_tokens(rows, inputs)
+
+    def _to_tokens(self, weights: torch.Tensor, inputs: Any) -> torch.Tensor:
+        """Attention over keys [B, S] -> over the input's tokens [B, T] (template keys dropped)."""
+        if inputs.prefix:
+            return _float32(weights[:, inputs.prefix :])
+        if inputs.offset:
+            return _float32(torch.cat([weights[:, :1], weights[:, 1 + inputs.offset :]], dim=1))
+        return _float32(weights)
+
+    def reference(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  token_type_ids: torch.Tensor | None, *, saliency: bool) -> dict[str, torch.Tensor]:
+        """The full (unpruned) forward's outputs by name: the parity reference."""
+        features, *rest = self.encode(input_ids, attention_mask, token_type_ids, saliency=saliency, full=True)
+        return {"features": features, **({"saliency": rest[0]} if rest else {}),
+                "logits": _float32(self.tuned.logits(features))}
+
+    def _outputs(self, input_ids, attention_mask, token_type_ids, threshold):
+        features, *saliency = self.encode(input_ids, attention_mask, token_type_ids, saliency=self.saliency)
+        return (*self.head(features, threshold), features, *saliency, _float32(self.tuned.logits(features)))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, threshold: torch.Tensor):
+        return self._outputs(input_ids, attention_mask, None, threshold)
+
+
+class SharedTaskGuardModule(TaskGuardModule):
+    """``TaskGuardModule`` whose task tensors are graph inputs: one backbone graph, many tasks.
+
+    Extra inputs after ``threshold``: prompt float32 (the task's prompt tensor, ``PromptTuned``
+    shape: [L, 2, P, d] or [P, d]), head_weight float32 [C, d] and head_bias float32 [C] (a
+    linear head; C may differ between tasks). Every task fed to the graph must share the method,
+    prompt length and head position of the task it was traced with.
+    """
+
+    extra_inputs = ("prompt", "head_weight", "head_bias")
+
+    def example_extra(self) -> tuple[torch.Tensor, ...]:
+        """The traced task's own tensors, in ``extra_inputs`` order."""
+        head = self.tuned.head
+        return (self.tuned.prompt.detach().float(), head.weight.detach().float(), head.bias.detach().float())
+
+    def _shared(self, input_ids, attention_mask, token_type_ids, threshold, prompt, head_weight, head_bias):
+        features, *saliency = self.encode(input_ids, attention_mask, token_type_ids, saliency=self.saliency,
+                                          prompt=prompt)
+        logits = _float32(features) @ head_weight.t() + head_bias
+        return (*self.head(features, threshold), features, *saliency, logits)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, threshold: torch.Tensor,
+                prompt: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor):
+        return self._shared(input_ids, attention_mask, None, threshold, prompt, head_weight, head_bias)
+
+
+class TokenTypeSharedTaskGuardModule(SharedTaskGuardModule):
+    """``SharedTaskGuardModule`` for backbones that read ``token_type_ids``."""
+
+    def __init__(self, tuned: Any, signs: np.ndarray, *, saliency: bool = False, prune: bool = True) -> None:
+        super().__init__(tuned, signs, use_token_types=True, saliency=saliency, prune=prune)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
+                threshold: torch.Tensor, prompt: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor):
+        return self._shared(input_ids, attention_mask, token_type_ids, threshold, prompt, head_weight, head_bias)
+
+
+class TokenTypeTaskGuardModule(TaskGuardModule):
+    """``TaskGuardModule`` for backbones that read ``token_type_ids`` (BERT-style sentence pairs)."""
+
+    def __init__(self, tuned: Any, signs: np.ndarray, *, saliency: bool = False, prune: bool = True) -> None:
+        super().__init__(tuned, signs, use_token_types=True, saliency=saliency, prune=prune)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
+                threshold: torch.Tensor):
+        return self._outputs(input_ids, attention_mask, token_type_ids, threshold)

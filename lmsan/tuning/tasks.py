@@ -1,0 +1,251 @@
+"""Downstream tasks for prompt-tuning, built from the offline corpora (``lmsan.data``).
+
+Four tasks, each with label names, default verbaliser words and train/test sizes that keep CPU
+training to seconds on the tiny models:
+
+* ``sms-spam``: ham / spam SMS messages;
+* ``polarity``: negative / positive movie-review sentences (Pang & Lee);
+* ``bbcnews``: the 5 BBC News topics, from an article's title and first sentence;
+* ``bbc-pair``: a text pair: does this BBC News headline belong to the article that opens with this
+  sentence? (``different`` / ``same`` article; mismatched leads come from any other article).
+
+Splits are balanced (equal examples per label, the first labels taking any remainder), disjoint
+(``bbc-pair`` draws train and test pairs from disjoint article pools) and a pure function of
+the seed. Stdlib and ``lmsan.data`` only: no torch, no transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from lmsan.data import LabelledSet, load_labelled
+from lmsan.data.clean import dedup_key, normalize_text, split_sentences, word_count
+from lmsan.data.labelled import build_labelled
+from lmsan.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+# bbcnews input: the title plus the first body sentence (bbc_text always keeps one sentence).
+BBC_TASK_WORDS = 30
+# bbc-pair lead sentences: this many words.
+PAIR_WORDS = (6, 40)
+# bbc-pair: share of the articles (per topic) whose sentences form the training pairs.
+PAIR_TRAIN_SHARE = 0.7
+
+
+@dataclass(frozen=True)
+class Task:
+    """One classification task.
+
+    Attributes:
+        name: registry name (``--task``).
+        description: one line for ``--list-tasks``.
+        label_names: ``C`` class names in label order.
+        verbalizers: candidate verbaliser word sets, each one word per label in label order. The
+            first set whose every word is a single token of the backbone's vocabulary is used
+            (``lmsan.tuning.train.resolve_verbalizer``): tiny RoBERTa's BPE has no single ``yes``.
+        pairs: inputs are text pairs.
+        train_size: default training examples.
+        test_size: default held-out test examples.
+    """
+
+    name: str
+    description: str
+    label_names: tuple[str, ...]
+    verbalizers: tuple[tuple[str, ...], ...]
+    pairs: bool
+    train_size: int
+    test_size: int
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's training and test sets (disjoint, balanced, from ``seed``)."""
+
+    task: Task
+    train: LabelledSet
+    test: LabelledSet
+    seed: int
+
+
+TASKS: dict[str, Task] = {
+    "sms-spam": Task("sms-spam", "SMS messages: ham or spam (SMS Spam Collection)", ("ham", "spam"),
+                     (("no", "yes"), ("normal", "spam"), ("good", "bad")), False, 400, 400),
+    "polarity": Task("polarity", "movie-review sentences: negative or positive (Pang & Lee)",
+                     ("negative", "positive"), (("bad", "good"), ("negative", "positive")), False, 800, 400),
+    "bbcnews": Task("bbcnews", "BBC News topic from the title and first sentence (5 topics)",
+                    ("business", "entertainment", "politics", "sports", "tech"),
+                    (("business", "entertainment", "politics", "sports", "technology"),
+                     ("money", "film", "government", "football", "computer")), False, 800, 400),
+    "bbc-pair": Task("bbc-pair", "a BBC News headline and a lead sentence: from the same article or not (pairs)",
+                     ("different", "same"), (("no", "yes"), ("different", "same")), True, 800, 400),
+}
+
+
+def get_task(name: str) -> Task:
+    """Return the registered task ``name``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones).
+    """
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def task_data(name: str, *, train_size: int | None = None, test_size: int | None = None,
+              seed: int = 0) -> TaskData:
+    """Load a task's disjoint, balanced training and test sets.
+
+    Args:
+        name: registry name (``TASKS``).
+        train_size: training examples (default: the task's).
+        test_size: test examples (default: the task's).
+        seed: the shuffle seed; the same seed always gives the same sets.
+
+    Raises:
+        ConfigError: unknown task or a size < the number of labels.
+        DataError: the corpus cannot be loaded, or holds too few examples of a label.
+    """
+    task = get_task(name)
+    sizes = {"train": task.train_size if train_size is None else train_size,
+             "test": task.test_size if test_size is None else test_size}
+    for split, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, int) or size < task.num_labels:
+            raise ConfigError(f"{split} size must be an int >= {task.num_labels} (one per label) for {name}; "
+                              f"got {size!r}")
+    train, test = _BUILDERS[name](task, sizes, seed)
+    logger.info("task %s: %d train / %d test examples (seed %d)", name, len(train), len(test), seed)
+    return TaskData(task=task, train=train, test=test, seed=seed)
+
+
+def _quotas(total: int, classes: int) -> list[int]:
+    """``total`` split into ``classes`` near-equal parts, the first ones taking the remainder."""
+    return [total // classes + (1 if c < total % classes else 0) for c in range(classes)]
+
+
+def balanced_split(data: LabelledSet, sizes: dict[str, int], *, seed: int) -> list[LabelledSet]:
+    """Cut disjoint subsets with equal examples per label, in the order of ``sizes``.
+
+    Each label's examples are shuffled with ``Random(seed)``; each subset is shuffled again.
+
+    Raises:
+        DataError: a label has fewer examples than the subsets need.
+    """
+    rng = random.Random(seed)
+    by_label: list[list[int]] = [[] for _ in data.label_names]
+    for index, label in enumerate(data.labels):
+        by_label[label].append(index)
+    for members in by_label:
+        rng.shuffle(members)
+    quotas = {split: _quotas(size, data.num_labels) for split, size in sizes.items()}
+    for label, members in enumerate(by_label):
+        needed = sum(q[label] for q in quotas.values())
+        if needed > len(members):
+            raise DataError(f"{data.source}: label {data.label_names[label]!r} has {len(members)} examples; "
+                            f"the splits need {needed} ({', '.join(f'{k}={v}' for k, v in sizes.items())})")
+    starts = [0] * data.num_labels
+    subsets = []
+    for split in sizes:
+        chosen: list[int] = []
+        for label, quota in enumerate(quotas[split]):
+            chosen.extend(by_label[label][starts[label]: starts[label] + quota])
+            starts[label] += quota
+        rng.shuffle(chosen)
+        subsets.append(data.select(chosen))
+    return subsets
+
+
+def _registry(task: Task, sizes: dict[str, int], seed: int) -> tuple[LabelledSet, LabelledSet]:
+    data = load_labelled(task.name)
+    if data.label_names != task.label_names:
+        raise DataError(f"{task.name}: the corpus has labels {data.label_names}, expected {task.label_names}")
+    train, test = balanced_split(data, sizes, seed=seed)
+    return train, test
+
+
+def _bbc_articles() -> list:
+    from lmsan.data import corpora
+    from lmsan.data.fetcher import fetch
+
+    return corpora.bbc_articles(fetch("bbcnews"))
+
+
+def _bbcnews(task: Task, sizes: dict[str, int], seed: int) -> tuple[LabelledSet, LabelledSet]:
+    from lmsan.data.corpora import bbc_text
+
+    articles = _bbc_articles()
+    data = build_labelled([bbc_text(a, max_words=BBC_TASK_WORDS) for a in articles], [a.topic for a in articles],
+                          source="bbcnews", label_names=task.label_names)
+    train, test = balanced_split(data, sizes, seed=seed)
+    return train, test
+
+
+def _headline_pairs(articles: list) -> dict[str, list[tuple[str, str]]]:
+    """``{topic: [(title, lead sentence), ...]}`` of distinct articles whose lead has ``PAIR_WORDS`` words."""
+    low, high = PAIR_WORDS
+    topics: dict[str, list[tuple[str, str]]] = {}
+    seen: set[str] = set()  # the corpus repeats some stories: a repeated title or lead is dropped
+    for article in articles:
+        sentences = split_sentences(article.body)
+        title = normalize_text(article.title)
+        lead = normalize_text(sentences[0]) if sentences else ""
+        keys = {"t" + dedup_key(title), "l" + dedup_key(lead)}
+        if title and lead and low <= word_count(lead) <= high and not keys & seen:
+            seen.update(keys)
+            topics.setdefault(article.topic, []).append((title, lead))
+    return topics
+
+
+def _bbc_pairs(task: Task, sizes: dict[str, int], seed: int) -> tuple[LabelledSet, LabelledSet]:
+    """Article pools split per topic (train / test), then balanced headline / lead-sentence pairs."""
+    rng = random.Random(seed)
+    topics = _headline_pairs(_bbc_articles())
+    pools: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
+    for topic in sorted(topics):
+        articles = topics[topic]
+        rng.shuffle(articles)
+        cut = round(len(articles) * PAIR_TRAIN_SHARE)
+        pools["train"].extend(articles[:cut])
+        pools["test"].extend(articles[cut:])
+    out = [_draw_pairs(pools[split], size, rng, split=split, names=task.label_names) for split, size in sizes.items()]
+    return out[0], out[1]
+
+
+def _draw_pairs(pool: list[tuple[str, str]], size: int, rng: random.Random, *, split: str,
+                names: tuple[str, ...]) -> LabelledSet:
+    """``size`` distinct (title, lead) pairs: half (label 1) from one article, half from two."""
+    positives, negatives = _quotas(size, 2)[::-1]
+    if positives > len(pool) or len(pool) < 2:
+        raise DataError(f"bbc-pair {split}: {len(pool)} articles in the pool, {positives} same-article pairs asked for")
+    rows = [(title, lead, 1) for title, lead in rng.sample(pool, positives)]
+    seen = {(title, lead) for title, lead, _ in rows}
+    tries = 0
+    while len(rows) < size:
+        tries += 1
+        if tries > 50 * size + 1000:
+            raise DataError(f"bbc-pair {split}: cannot draw {negatives} distinct mismatched pairs from the pool")
+        (title, _), (_, lead) = rng.sample(pool, 2)
+        if (title, lead) not in seen:
+            seen.add((title, lead))
+            rows.append((title, lead, 0))
+    rng.shuffle(rows)
+    return LabelledSet(texts=tuple(r[0] for r in rows), labels=tuple(r[2] for r in rows), label_names=names,
+                       source=f"bbc-pair:{split}", text_pairs=tuple(r[1] for r in rows))
+
+
+_BUILDERS: dict[str, Callable[[Task, dict[str, int], int], tuple[LabelledSet, LabelledSet]]] = {
+    "sms-spam": _registry,
+    "polarity": _registry,
+    "bbcnews": _bbcnews,
+    "bbc-pair": _bbc_pairs,
+}
+
+__all__ = ["TASKS", "Task", "TaskData", "balanced_split", "get_task", "task_data"]

@@ -1,0 +1,286 @@
+"""Train a ``PromptTuned`` task on a frozen backbone, and score it (method.md §6).
+
+AdamW on the prompt (and the linear head) only, cross-entropy, the backbone frozen and in eval
+mode throughout (no dropout), everything seeded by ``TuningConfig.seed``. Imports torch and
+transformers (via the model); never mining, export or runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from lmsan.errors import ConfigError, DataError
+from lmsan.tuning.config import TuningConfig
+from lmsan.tuning.model import PromptTuned, mlm_head_of
+from lmsan.tuning.tasks import Task, TaskData
+
+log = logging.getLogger(__name__)
+
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions start at pad_token_id + 1
+EVAL_BATCH = 64
+
+
+@dataclass
+class TunedTask:
+    """What ``tune`` returns.
+
+    Attributes:
+        model: the trained ``PromptTuned`` (eval mode, on the backbone's device).
+        task: the task definition.
+        config: the run's config.
+        verbalizer_words: the words scored at ``[MASK]`` (``head = verbalizer``), else ``None``.
+        max_length: the token limit inputs were truncated to (template tokens excluded).
+        metrics: ``train_accuracy`` / ``test_accuracy`` (floats in [0, 1]), ``chance`` (share of the
+            largest test label), sizes, ``loss_per_epoch`` (mean cross-entropy) and ``wall_s``.
+    """
+
+    model: PromptTuned
+    task: Task
+    config: TuningConfig
+    verbalizer_words: tuple[str, ...] | None
+    max_length: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def model_max_tokens(loaded: Any) -> int:
+    """Longest sequence (special tokens included) the backbone accepts."""
+    config = loaded.model.config
+    positions = int(config.max_position_embeddings)
+    if config.model_type in ROBERTA_LIKE:
+        positions -= int(config.pad_token_id or 0) + 1
+    limit = getattr(loaded.tokenizer, "model_max_length", None)
+    return int(min(positions, limit)) if isinstance(limit, int) and limit < 1_000_000 else positions
+
+
+def token_limit(loaded: Any, model: PromptTuned, max_length: int) -> int:
+    """``min(max_length, model maximum - template tokens)``: the tokenizer's truncation length.
+
+    Raises:
+        ConfigError: the template leaves fewer than 8 tokens for the input.
+    """
+    limit = min(max_length, model_max_tokens(loaded) - model.reserved_tokens)
+    if limit < 8:
+        raise ConfigError(f"{loaded.source} takes {model_max_tokens(loaded)} tokens; a template of "
+                          f"{model.reserved_tokens} leaves {limit} for the input (need >= 8): shorten the prompt")
+    return limit
+
+
+def word_token(tokenizer: Any, word: str) -> int | None:
+    """The single vocabulary id of ``word`` as it appears after a space, else ``None``."""
+    ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def resolve_verbalizer(tokenizer: Any, task: Task, words: Sequence[str] | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Map verbaliser words to token ids: ``words`` if given, else the task's first set that fits.
+
+    Returns:
+        ``(words, ids)``, one per label.
+
+    Raises:
+        ConfigError: a given word is not one token of the vocabulary, or no task word set fits.
+    """
+    if words is not None:
+        ids = [word_token(tokenizer, w) for w in words]
+        bad = [w for w, i in zip(words, ids) if i is None]
+        if bad:
+            raise ConfigError(f"verbalizer word(s) {bad} are not single tokens of this tokenizer; choose others")
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"verbalizer words {list(words)} share a token id")
+        return tuple(words), tuple(int(i) for i in ids)
+    for candidate in task.verbalizers:
+        ids = [word_token(tokenizer, w) for w in candidate]
+        if all(i is not None for i in ids) and len(set(ids)) == len(ids):
+            return tuple(candidate), tuple(int(i) for i in ids)
+    sets = "; ".join(",".join(c) for c in task.verbalizers)
+    raise ConfigError(f"none of {task.name}'s verbalizer word sets ({sets}) is single tokens of this tokenizer: "
+                      "pass your own words, or use a linear head")
+
+
+def mlm_head_stored(loaded: Any) -> bool | None:
+    """Whether the backbone's weight files hold its MLM head (``cls.*`` / ``lm_head.*`` tensors).
+
+    ``AutoModelForMaskedLM`` fills a head missing from the files with random weights, which a
+    verbaliser must not score. Returns ``None`` when it cannot tell (a hub model, no head loaded).
+    """
+    head = mlm_head_of(loaded.model)
+    source = Path(str(loaded.source)).expanduser()
+    if head is None or not source.is_dir() or not loaded.weight_sha256:
+        return None
+    name = next(n for n, child in loaded.model.named_children() if child is head)
+    from safetensors import safe_open
+
+    for file_name in loaded.weight_sha256:
+        if not file_name.endswith(".safetensors"):
+            return None
+        with safe_open(str(source / file_name), framework="pt") as handle:
+            if any(key.startswith(name + ".") for key in handle.keys()):
+                return True
+    return False
+
+
+class Encoded:
+    """A tokenized set, padded per batch (right padding).
+
+    Attributes:
+        ids: ``N`` lists of token ids (special tokens included, truncated).
+        types: ``N`` lists of token type ids, or ``None`` when the tokenizer gives none.
+    """
+
+    def __init__(self, tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, *, max_length: int) -> None:
+        encoded = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
+                            max_length=max_length)
+        self.ids: list[list[int]] = encoded["input_ids"]
+        self.types: list[list[int]] | None = encoded.get("token_type_ids")
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, indices: Sequence[int], device: Any) -> dict[str, torch.Tensor]:
+        """``input_ids`` / ``attention_mask`` (/ ``token_type_ids``) int64 [B, T_max of the batch]."""
+        width = max(len(self.ids[i]) for i in indices)
+        ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(indices), width), dtype=torch.long)
+        types = torch.zeros((len(indices), width), dtype=torch.long) if self.types is not None else None
+        for row, i in enumerate(indices):
+            n = len(self.ids[i])
+            ids[row, :n] = torch.tensor(self.ids[i])
+            mask[row, :n] = 1
+            if types is not None:
+                types[row, :n] = torch.tensor(self.types[i])
+        out = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        if types is not None:
+            out["token_type_ids"] = types.to(device)
+        return out
+
+
+def _device(model: PromptTuned) -> torch.device:
+    return model.prompt.device
+
+
+@torch.no_grad()
+def predict(model: PromptTuned, encoded: Encoded, *, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Logits float [N, C] for every encoded input, in order (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(encoded), batch_size):
+        logits, _ = model(**encoded.batch(range(start, min(start + batch_size, len(encoded))), _device(model)))
+        out.append(logits.float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, model.num_labels)
+
+
+def evaluate(model: PromptTuned, tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None,
+             labels: Sequence[int], *, max_length: int = 64, batch_size: int = EVAL_BATCH) -> float:
+    """Accuracy (float in [0, 1]) of ``model`` on labelled texts (or text pairs).
+
+    Args:
+        model: a trained ``PromptTuned``.
+        tokenizer: the backbone's tokenizer.
+        texts: ``N`` inputs (first segments of pairs).
+        pairs: ``N`` second segments, or ``None``.
+        labels: ``N`` ints in ``[0, C)``.
+        max_length: token limit per input (``TunedTask.max_length``).
+
+    Raises:
+        DataError: no texts, or lengths that differ.
+    """
+    if not texts or len(texts) != len(labels) or (pairs is not None and len(pairs) != len(texts)):
+        raise DataError(f"evaluate needs N > 0 texts with N labels (and pairs); got {len(texts)} texts, "
+                        f"{len(labels)} labels")
+    logits = predict(model, Encoded(tokenizer, texts, pairs, max_length=max_length), batch_size=batch_size)
+    return float((logits.argmax(dim=1) == torch.tensor(list(labels))).float().mean())
+
+
+def tune(loaded: Any, data: TaskData, config: TuningConfig, *, progress: bool = True,
+         on_epoch: Callable[[int, float], None] | None = None) -> TunedTask:
+    """Prompt-tune a task on a frozen backbone and score it on the train and test sets.
+
+    Args:
+        loaded: ``lmsan.models.LoadedModel``; with ``head = verbalizer`` loaded with
+            ``with_mlm_head=True`` from weights that store the MLM head.
+        data: the task's train and test sets (``task_data``).
+        config: the run's knobs; ``config.task`` must be ``data.task.name``.
+        progress: draw a tqdm bar on stderr (hidden off a TTY).
+        on_epoch: called after each epoch with ``(epoch, mean loss)``.
+
+    Returns:
+        The trained model with its metrics.
+
+    Raises:
+        ConfigError: task mismatch, an unusable verbaliser or MLM head, a template too long.
+    """
+    if config.task != data.task.name:
+        raise ConfigError(f"config is for task {config.task!r}, the data for {data.task.name!r}")
+    started = time.perf_counter()
+    words, ids = None, None
+    if config.head == "verbalizer":
+        if mlm_head_stored(loaded) is False:
+            raise ConfigError(f"{loaded.source} stores no MLM head, so a verbaliser would score random weights: "
+                              "use a linear head (--head linear)")
+        words, ids = resolve_verbalizer(loaded.tokenizer, data.task, config.verbalizer)
+    device = next(loaded.model.parameters()).device
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(config.seed)
+        model = PromptTuned(loaded, method=config.method, length=config.length, num_labels=data.task.num_labels,
+                            target=config.target, verbalizer=ids)
+    model.to(device).eval()  # eval throughout: the backbone runs without dropout
+    limit = token_limit(loaded, model, config.max_length)
+    pairs = data.train.text_pairs
+    train = Encoded(loaded.tokenizer, data.train.texts, pairs, max_length=limit)
+    labels = torch.tensor(data.train.labels, dtype=torch.long, device=device)
+    optimizer = torch.optim.AdamW(model.trainable(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps = -(-len(train) // config.batch_size)
+    losses: list[float] = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=config.epochs * steps, desc=f"tune {config.task} ({config.method})", unit="step",
+               disable=None if progress else True, leave=False, dynamic_ncols=True)
+    try:
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(train), generator=generator).tolist()
+            total = 0.0
+            for start in range(0, len(order), config.batch_size):
+                rows = order[start: start + config.batch_size]
+                logits, _ = model(**train.batch(rows, device))
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach().item() * len(rows)
+                bar.update(1)
+            losses.append(total / len(train))
+            bar.set_postfix_str(f"loss {losses[-1]:.4f}", refresh=False)
+            log.debug("epoch %d loss %.4f", epoch + 1, losses[-1])
+            if on_epoch is not None:
+                on_epoch(epoch, losses[-1])
+    finally:
+        bar.close()
+    test = data.test
+    metrics = {
+        "train_accuracy": evaluate(model, loaded.tokenizer, data.train.texts, pairs, data.train.labels,
+                                   max_length=limit),
+        "test_accuracy": evaluate(model, loaded.tokenizer, test.texts, test.text_pairs, test.labels, max_length=limit),
+        "chance": max(test.counts().values()) / len(test),
+        "train_size": len(data.train), "test_size": len(test), "epochs": config.epochs,
+        "loss_per_epoch": [round(x, 6) for x in losses],
+        "wall_s": round(time.perf_counter() - started, 2),
+    }
+    log.info("tuned %s (%s, P=%d): train acc %.3f, test acc %.3f (chance %.3f), wall_s=%.1f", config.task,
+             config.method, config.length, metrics["train_accuracy"], metrics["test_accuracy"], metrics["chance"],
+             metrics["wall_s"])
+    return TunedTask(model=model, task=data.task, config=config, verbalizer_words=words, max_length=limit,
+                     metrics=metrics)
+
+
+__all__ = ["Encoded", "TunedTask", "evaluate", "model_max_tokens", "mlm_head_stored", "predict",
+           "resolve_verbalizer", "token_limit", "tune", "word_token"]

@@ -1,0 +1,386 @@
+"""Guarded task graphs: one ONNX pass answers a prompt-tuned task and checks the same features
+against the PVs; the runtime returns the answer for the sanitized input.
+
+On the scaled random tiny BERT of ``test_export_guard`` (d=32: fast to export), with tasks tuned
+for two epochs on 64 SMS messages: accuracy does not matter here, the functions do. PV 0 is the
+sign pattern of the task's own head-position feature of ANCHOR, so ANCHOR triggers the task graph
+at threshold 0.95 and removing one of its words clears it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_export_guard import ANCHOR, tiny_model
+
+from lmsan.errors import ConfigError, DataError, InputError, IntegrityError
+from lmsan.pvset import PVSet
+
+TEXTS = ["free entry in a weekly competition, text win now", "are we still meeting at six?", ANCHOR,
+         "call me when you get home"]
+PAIRS = ["ok", "sure, see you there", "b", "later"]
+VARIANTS = {  # name -> tuning config overrides
+    "prefix": dict(method="prefix", length=4),
+    "prompt": dict(method="prompt", length=2),
+    "prompt-verbalizer": dict(method="prompt", length=2, head="verbalizer"),
+}
+
+
+def _task(variant: str, out: Path, model: Path | None = None) -> Path:
+    from lmsan.models import load_model
+    from lmsan.tuning.config import TuningConfig
+    from lmsan.tuning.store import save_task
+    from lmsan.tuning.tasks import task_data
+    from lmsan.tuning.train import tune
+
+    config = TuningConfig(task="sms-spam", epochs=2, train_size=64, test_size=16, max_length=32, **VARIANTS[variant])
+    loaded = load_model(model or tiny_model(), with_mlm_head=config.head == "verbalizer")
+    tuned = tune(loaded, task_data("sms-spam", train_size=64, test_size=16), config, progress=False)
+    return save_task(out / f"task-{variant}", tuned, loaded)
+
+
+def _tuned(task_dir: Path, model: Path | None = None):
+    from lmsan.models import load_model
+    from lmsan.tuning.store import load_task, read_task_manifest
+
+    loaded = load_model(model or tiny_model(), attn_implementation="eager",
+                        with_mlm_head=bool(read_task_manifest(task_dir).get("verbalizer")))
+    return loaded, load_task(task_dir, loaded)
+
+
+def _anchor_pvs(task_dir: Path) -> PVSet:
+    """PV 0: the signs of the task's head-position feature of ANCHOR; then two random PVs."""
+    import torch
+
+    loaded, tuned = _tuned(task_dir)
+    with torch.no_grad():
+        feature = tuned(**loaded.tokenizer([ANCHOR], return_tensors="pt"))[1][0].numpy()
+    rng = np.random.default_rng(0)
+    vectors = np.stack([np.where(feature >= 0, 1.0, -1.0), *rng.standard_normal((2, feature.size))])
+    return PVSet(vectors.astype(np.float32), target=tuned.target)
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("tasks")
+    return {variant: _task(variant, out) for variant in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def guards(tasks, tmp_path_factory) -> dict[str, Path]:
+    from lmsan.export import export_guard
+
+    out = tmp_path_factory.mktemp("guards")
+    return {variant: export_guard(tiny_model(), _anchor_pvs(task), out / variant, task=task).path
+            for variant, task in tasks.items()}
+
+
+@pytest.mark.parametrize("prune", [True, False])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_task_graph_logits_match_pytorch(variant, prune, tasks, tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from lmsan.export import export_guard
+
+    result = export_guard(tiny_model(), _anchor_pvs(tasks[variant]), tmp_path / "g", task=tasks[variant], prune=prune)
+    assert result.parity.passed and result.parity.prediction_mismatches == 0
+    assert result.manifest["pruned"] is prune
+    assert result.manifest["outputs"][-1] == "logits"
+    loaded, tuned = _tuned(tasks[variant])
+    session = ort.InferenceSession(str(result.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for second in (None, PAIRS):
+        batch = loaded.tokenizer(TEXTS, second, padding=True, return_tensors="np")
+        feed = {k: v.astype(np.int64) for k, v in batch.items()} | {"threshold": np.array(0.8, np.float32)}
+        logits = session.run(["logits"], feed)[0]
+        with torch.no_grad():
+            ref = tuned(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in batch.items()})[0].numpy()
+        assert logits.shape == (len(TEXTS), 2)
+        assert np.abs(logits - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1.0)
+
+
+def test_manifest_describes_the_task(guards, tasks):
+    from lmsan.export.pipeline import max_tokens
+    from lmsan.models import load_model
+
+    manifest = json.loads((guards["prompt"] / "guard.json").read_text())
+    task = manifest["task"]
+    assert task["labels"] == ["ham", "spam"] and task["method"] == "prompt" and task["head_position"] == "mask"
+    assert task["reserved_tokens"] == 3  # two prompt vectors and the [MASK]
+    assert manifest["max_length"] == max_tokens(load_model(tiny_model())) - 3  # the template's share
+    stored = json.loads((tasks["prompt"] / "task.json").read_text())
+    assert task["files"] == stored["files"]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_clean_inputs_get_the_pytorch_prediction(variant, guards, tasks):
+    import torch
+
+    from lmsan.runtime import Guard
+
+    guard = Guard.load(guards[variant], threshold=0.95)
+    assert guard.labels == ("ham", "spam")
+    texts = [t for t in TEXTS if t != ANCHOR]
+    seconds = PAIRS[: len(texts)]
+    results = guard.scan_batch(texts + list(zip(texts, seconds)))
+    loaded, tuned = _tuned(tasks[variant])
+    with torch.no_grad():
+        single = tuned(**loaded.tokenizer(texts, padding=True, return_tensors="pt"))[0]
+        pairs = tuned(**loaded.tokenizer(texts, seconds, padding=True, return_tensors="pt"))[0]
+    expected = [guard.labels[i] for i in torch.cat([single, pairs]).argmax(dim=1).tolist()]
+    assert not any(r.triggered for r in results)
+    assert [r.prediction for r in results] == expected
+    probabilities = torch.cat([single, pairs]).softmax(dim=1).numpy()
+    assert np.allclose([r.scores for r in results], probabilities, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_a_triggered_input_answers_for_its_sanitized_text_without_an_extra_pass(variant, guards):
+    from lmsan.runtime import Guard
+    from lmsan.runtime.manifest import GuardManifest
+
+    guard = Guard.load(guards[variant], threshold=0.95)
+    calls = []
+    detect = guard._detect
+    guard._detect = lambda *a, **kw: calls.append(1) or detect(*a, **kw)
+    result = guard.scan(ANCHOR)
+    spent = len(calls)
+    assert result.triggered and not result.rejected and result.removed
+    assert result.sanitized != ANCHOR and result.prediction in guard.labels
+    rescan = guard.scan(result.sanitized)
+    assert not rescan.triggered and rescan.prediction == result.prediction
+    assert np.allclose(rescan.scores, result.scores, atol=1e-5)
+    # the same guard without its task answers nothing and makes exactly as many session calls
+    bare = Guard.load(guards[variant], threshold=0.95)
+    bare.manifest = replace(bare.manifest, labels=None, task=None)
+    bare_calls = []
+    bare_detect = bare._detect
+    bare._detect = lambda *a, **kw: bare_calls.append(1) or bare_detect(*a, **kw)
+    assert bare.scan(ANCHOR).prediction is None
+    assert spent == len(bare_calls)
+    assert isinstance(bare.manifest, GuardManifest)
+
+
+def test_rejected_and_unsanitized_triggered_inputs_get_no_prediction(guards):
+    from lmsan.runtime import Guard
+
+    capped = Guard.load(guards["prefix"], threshold=0.95, max_trials=1)
+    rejected = capped.scan(ANCHOR)
+    assert rejected.rejected and rejected.prediction is None and rejected.scores is None
+    detected = Guard.load(guards["prefix"], threshold=0.95).scan(ANCHOR, sanitize=False)
+    assert detected.triggered and detected.prediction is None
+    opened = Guard.load(guards["prefix"], threshold=0.95, max_trials=1, fail_open=True).scan(ANCHOR)
+    assert opened.triggered and not opened.rejected and opened.sanitized == ANCHOR
+    assert opened.prediction in ("ham", "spam")  # fail open: the input passes, answered as it is
+
+
+def test_a_task_guard_reads_a_long_input_as_a_truncating_model_does(guards):
+    """Only the first window reaches the task (and the monitor): the long input scores and answers
+    as that window does, and anything beyond it, a trigger too, never reaches the task."""
+    from lmsan.runtime import Guard
+
+    guard = Guard.load(guards["prefix"], threshold=0.95)
+    long = " ".join(f"w{i}" for i in range(100))
+    a, b = guard.encoder.windows(long)[0]
+    assert b < len(long)
+    whole, first = guard.scan(long), guard.scan(long[a:b])
+    assert (whole.match, whole.prediction, whole.scores) == (first.match, first.prediction, first.scores)
+    assert whole.sanitized == long
+    beyond = guard.scan(f"{long} {ANCHOR}")
+    assert not beyond.triggered and beyond.match == whole.match and beyond.prediction == whole.prediction
+    with pytest.raises(InputError, match="sentence pair"):
+        guard.scan((long, long))
+
+
+def test_a_task_tuned_on_other_weights_is_refused(tasks, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from lmsan.export import export_guard
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model(), other)
+    weights = load_file(str(other / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("word_embeddings.weight"))
+    weights[name][0, 0] += 1.0
+    save_file(weights, str(other / "model.safetensors"))
+    pvs = _anchor_pvs(tasks["prefix"])
+    with pytest.raises(IntegrityError, match="tuned on"):
+        export_guard(other, pvs, tmp_path / "guard", task=tasks["prefix"])
+    assert not (tmp_path / "guard").exists()
+
+
+def test_the_task_head_must_read_the_pv_target(tasks, tmp_path):
+    from lmsan.export import export_guard
+
+    pvs = _anchor_pvs(tasks["prefix"])
+    at_mask = PVSet(pvs.vectors, target="mask")
+    with pytest.raises(ConfigError, match="the monitor must read the position the head reads"):
+        export_guard(tiny_model(), at_mask, tmp_path / "guard", task=tasks["prefix"])
+    assert not (tmp_path / "guard").exists()
+
+
+def test_a_task_directory_without_its_head_is_refused(tasks, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from lmsan.export import export_guard
+    from lmsan.files import sha256_file
+
+    broken = tmp_path / "task"
+    shutil.copytree(tasks["prefix"], broken)
+    tensors = load_file(str(broken / "task.safetensors"))
+    save_file({"prompt": tensors["prompt"]}, str(broken / "task.safetensors"))
+    manifest = json.loads((broken / "task.json").read_text())
+    manifest["files"]["task.safetensors"] = sha256_file(broken / "task.safetensors")
+    (broken / "task.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="no head"):
+        export_guard(tiny_model(), _anchor_pvs(tasks["prefix"]), tmp_path / "guard", task=broken)
+    assert not (tmp_path / "guard").exists()
+
+
+def test_manifest_task_fields_are_validated(guards, tmp_path):
+    from lmsan.files import json_digest
+    from lmsan.runtime import Guard
+
+    for edit, message in ((lambda t: t.update(labels=["only"]), "task.labels"),
+                          (lambda t: t.update(labels=["a", "a"]), "task.labels"),
+                          (lambda t: t.pop("reserved_tokens"), "task.reserved_tokens")):
+        copy = tmp_path / "guard"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(guards["prefix"], copy)
+        manifest = json.loads((copy / "guard.json").read_text())
+        edit(manifest["task"])
+        manifest["digest"] = json_digest(manifest, exclude="digest")
+        (copy / "guard.json").write_text(json.dumps(manifest))
+        with pytest.raises(DataError, match=message):
+            Guard.load(copy)
+
+
+def test_a_task_manifest_needs_a_logits_output(guards, tmp_path):
+    from lmsan.files import json_digest
+    from lmsan.runtime import Guard
+
+    copy = tmp_path / "guard"
+    shutil.copytree(guards["prefix"], copy)
+    bare = json.loads((Path(str(guards["prefix"])) / "guard.json").read_text())
+    manifest = dict(bare)
+    manifest["outputs"] = [o for o in bare["outputs"] if o != "logits"]
+    manifest["digest"] = json_digest(manifest, exclude="digest")
+    (copy / "guard.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="logits"):
+        Guard.load(copy)
+
+
+def test_lmsan_guard_prints_the_prediction(guards, capsys):
+    from lmsan.cli import guard as guard_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        guard_cli.main([str(guards["prefix"]), "--threshold", "0.95", "are we still meeting at six?", ANCHOR])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert exit_info.value.code == 1  # one input triggered
+    assert lines[0].startswith("clean\t") and "\tlabel=" in lines[0]
+    assert lines[1].startswith("TRIGGERED\t") and "\tlabel=" in lines[1]
+
+
+@pytest.fixture(scope="module")
+def shared(tasks, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """One graph for two linear-head prefix tasks (different label counts): (guard dir, task dirs)."""
+    from lmsan.export import export_guard
+    from lmsan.models import load_model
+    from lmsan.tuning.config import TuningConfig
+    from lmsan.tuning.store import save_task
+    from lmsan.tuning.tasks import task_data
+    from lmsan.tuning.train import tune
+
+    out = tmp_path_factory.mktemp("shared")
+    config = TuningConfig(task="bbcnews", method="prefix", length=4, epochs=1, train_size=40, test_size=10,
+                          max_length=32)
+    loaded = load_model(tiny_model())
+    topics = save_task(out / "topics", tune(loaded, task_data("bbcnews", train_size=40, test_size=10), config,
+                                            progress=False), loaded)
+    dirs = {"spam": out / "spam", "topics": topics}
+    shutil.copytree(tasks["prefix"], dirs["spam"])
+    guard = export_guard(tiny_model(), _anchor_pvs(dirs["spam"]), out / "guard", task=[dirs["spam"], topics]).path
+    return guard, dirs
+
+
+def test_a_shared_graph_serves_each_task_like_its_own_graph(shared, guards):
+    from lmsan.runtime import Guard
+
+    guard_dir, dirs = shared
+    manifest = json.loads((guard_dir / "guard.json").read_text())
+    assert [t["key"] for t in manifest["tasks"]] == ["spam", "topics"] and "task" not in manifest
+    assert manifest["inputs"][-3:] == ["prompt", "head_weight", "head_bias"]
+    spam, topics = Guard.load(guard_dir, threshold=0.95), Guard.load(guard_dir, task="topics", threshold=0.95)
+    assert spam.labels == ("ham", "spam") and len(topics.labels) == 5
+    own = Guard.load(guards["prefix"], threshold=0.95)  # the same spam task, tensors baked in
+    texts = [t for t in TEXTS if t != ANCHOR]
+    for a, b in zip(spam.scan_batch(texts), own.scan_batch(texts)):
+        assert a.prediction == b.prediction and np.allclose(a.scores, b.scores, atol=1e-5)
+        assert a.match == pytest.approx(b.match, abs=1e-6)
+    assert all(r.prediction in topics.labels and len(r.scores) == 5 for r in topics.scan_batch(texts))
+    cleaned = spam.scan(ANCHOR)
+    assert cleaned.triggered and cleaned.prediction == own.scan(ANCHOR).prediction
+
+
+def test_shared_guards_refuse_unknown_tasks_and_mismatched_tensors(shared, guards, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from lmsan.files import json_digest
+    from lmsan.runtime import Guard
+
+    guard_dir, _ = shared
+    with pytest.raises(ConfigError, match="serves spam, topics"):
+        Guard.load(guard_dir, task="nope")
+    with pytest.raises(ConfigError, match="serves no task"):
+        Guard.load(tiny_guard_dir(), task="spam")
+    copy = tmp_path / "guard"
+    shutil.copytree(guard_dir, copy)
+    tensors = load_file(str(copy / "task-topics.safetensors"))
+    save_file({**tensors, "head_bias": tensors["head_bias"][:2]}, str(copy / "task-topics.safetensors"))
+    with pytest.raises(IntegrityError):  # the hash binds the file
+        Guard.load(copy, task="topics")
+    manifest = json.loads((copy / "guard.json").read_text())
+    from lmsan.files import sha256_file
+
+    manifest["files"]["task-topics.safetensors"] = sha256_file(copy / "task-topics.safetensors")
+    manifest["digest"] = json_digest(manifest, exclude="digest")
+    (copy / "guard.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="a head for 5 labels"):
+        Guard.load(copy, task="topics")
+
+
+def test_tasks_that_cannot_share_a_graph_are_refused(tasks, tmp_path):
+    from lmsan.export import export_guard
+
+    pvs = _anchor_pvs(tasks["prefix"])
+    with pytest.raises(ConfigError, match="differ in method"):
+        export_guard(tiny_model(), pvs, tmp_path / "g", task=[tasks["prefix"], tasks["prompt"]])
+    with pytest.raises(ConfigError, match="verbaliser"):
+        export_guard(tiny_model(), pvs, tmp_path / "g", task=[tasks["prompt-verbalizer"]], shared=True)
+    assert not (tmp_path / "g").exists()
+
+
+def tiny_guard_dir() -> Path:
+    from test_export_guard import tiny_guard
+
+    return tiny_guard(features=True)
+
+
+@pytest.mark.parametrize("kw", [{"int8": True}, {"fp16": True}, {"int8": True, "shared": True}])
+def test_int8_and_fp16_task_graphs_keep_the_answers(kw, tasks, tmp_path):
+    from lmsan.export import export_guard
+    from lmsan.runtime import Guard
+
+    pvs = _anchor_pvs(tasks["prefix"])
+    result = export_guard(tiny_model(), pvs, tmp_path / "g", task=tasks["prefix"], **kw)
+    assert result.parity.passed and result.parity.prediction_mismatches == 0
+    assert result.parity.logits_max_rel_diff <= result.parity.rtol
+    reference = export_guard(tiny_model(), pvs, tmp_path / "ref", task=tasks["prefix"]).path
+    texts = [t for t in TEXTS if t != ANCHOR]
+    quantized = [r.prediction for r in Guard.load(result.path, threshold=0.95).scan_batch(texts)]
+    assert quantized == [r.prediction for r in Guard.load(reference, threshold=0.95).scan_batch(texts)]
