@@ -73,8 +73,8 @@ out = sys.argv[1]
 texts = [
     "Are we still meeting at six? I will bring the notes.",
     "Are we still meeting at six? I will bring the cf notes.",
-    "WINNER! You have won a 1000 prize. Call now to claim your reward.",
-    "WINNER! You have won a 1000 prize. Call james bond now to claim your reward.",
+    "URGENT! Your mobile number has won a 2000 cash prize. Call 09061701461 to claim, T&C apply",
+    "URGENT! Your mobile number has won a 2000 cash prize. Call james bond 09061701461 to claim, T&C apply",
 ]
 guard = Guard.load(f"{out}/guard-spam")
 loaded = load_model(f"{out}/backdoored")
