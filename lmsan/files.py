@@ -128,3 +128,30 @@ def replace_dir(staging: Path, out: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_replaceable(out: Path, *, overwrite: bool, manifest: str, fmt: str, kind: str,
+                      error: type[Exception]) -> None:
+    """Refuse an output directory whose replacement could lose data.
+
+    ``out`` must not exist, unless ``overwrite`` is set and it is an empty directory or a ``kind``
+    directory lmsan wrote (its ``manifest`` JSON has ``format`` ``fmt``). Nothing else is deleted.
+
+    Raises:
+        error: ``out`` exists and may not be replaced (the message says why).
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise error(f"output {out} is a file, not a {kind} directory")
+    if not overwrite:
+        raise error(f"output directory exists: {out} (pass overwrite / --force to replace it)")
+    if not any(out.iterdir()):
+        return
+    try:
+        fields = read_json(out / manifest)
+    except DataError:
+        fields = {}
+    if fields.get("format") != fmt:
+        raise error(f"refusing to replace {out}: it is not an lmsan {kind} directory (no {manifest} of format "
+                    f"{fmt}); --force only replaces a {kind}, so pick a new --out")

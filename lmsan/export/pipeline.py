@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from lmsan.errors import ConfigError, DataError, ExportError, IntegrityError, PVSetError
+from lmsan.errors import ConfigError, ExportError, IntegrityError, PVSetError
 from lmsan.export import tasks
 from lmsan.export.graph import (EXPORTERS, Exporter, convert_fp16, drop_output, export_graph, optimize_graph,
                                 quantize_int8)
 from lmsan.export.manifest import GRAPH_FILE, GUARD_FORMAT, MANIFEST, TOKENIZER_FILE, signs_sha256, write_manifest
 from lmsan.export.parity import PARITY_SENTENCES, ParityReport, check_parity, parity_batch
-from lmsan.files import read_json, replace_dir, sha256_file
+from lmsan.files import check_replaceable, read_json, replace_dir, sha256_file
 from lmsan.pvset import PVSet
 
 log = logging.getLogger(__name__)
@@ -274,21 +274,7 @@ def check_out_dir(out: Path, *, overwrite: bool) -> None:
     Raises:
         ExportError: ``out`` exists and may not be replaced.
     """
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ExportError(f"output {out} is a file, not a guard directory")
-    if not overwrite:
-        raise ExportError(f"output directory exists: {out} (pass overwrite / --force to replace it)")
-    if not any(out.iterdir()):
-        return
-    try:
-        manifest = read_json(out / MANIFEST)
-    except DataError:
-        manifest = {}
-    if manifest.get("format") != GUARD_FORMAT:
-        raise ExportError(f"refusing to replace {out}: it is not an lmsan guard directory (no {MANIFEST} of "
-                          f"format {GUARD_FORMAT}); --force only replaces a guard, so pick a new --out")
+    check_replaceable(out, overwrite=overwrite, manifest=MANIFEST, fmt=GUARD_FORMAT, kind="guard", error=ExportError)
 
 
 def _move_into_place(staging: Path, out: Path, *, overwrite: bool) -> None:

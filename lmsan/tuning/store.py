@@ -20,7 +20,7 @@ from typing import Any
 
 from lmsan import __version__
 from lmsan.errors import ConfigError, DataError, IntegrityError
-from lmsan.files import read_json, replace_dir, sha256_file, write_json
+from lmsan.files import check_replaceable, read_json, replace_dir, sha256_file, write_json
 from lmsan.tuning.config import METHODS
 from lmsan.tuning.train import TunedTask
 
@@ -112,21 +112,7 @@ def check_out_dir(out: Path, *, overwrite: bool) -> None:
     Raises:
         FileExistsError: ``out`` exists and may not be replaced.
     """
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise FileExistsError(f"output {out} is a file, not a task directory")
-    if not overwrite:
-        raise FileExistsError(f"output directory exists: {out} (pass overwrite / --force to replace it)")
-    if not any(out.iterdir()):
-        return
-    try:
-        manifest = read_json(out / MANIFEST)
-    except DataError:
-        manifest = {}
-    if manifest.get("format") != TASK_FORMAT:
-        raise FileExistsError(f"refusing to replace {out}: it is not an lmsan task directory (no {MANIFEST} of "
-                              f"format {TASK_FORMAT}); --force only replaces a task, so pick a new --out")
+    check_replaceable(out, overwrite=overwrite, manifest=MANIFEST, fmt=TASK_FORMAT, kind="task", error=FileExistsError)
 
 
 def _move_into_place(staging: Path, out: Path, *, overwrite: bool) -> None:
