@@ -25,6 +25,7 @@ from lmsan.cli._common import (CONTEXT_SETTINGS, EXIT_CLEAN, EXIT_ERROR, EXIT_FO
 from lmsan.runtime.removal import MAX_TRIALS, SEARCHES
 
 CHUNK = 256  # inputs per scan_batch call
+SHOWN_TAGS = 40  # a token task's text line shows this many word/TAG pairs (--json has them all)
 _UNDECODED = re.compile("[\udc80-\udcff]")  # how surrogateescape carries a byte that is not UTF-8
 
 
@@ -66,7 +67,9 @@ def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, thre
 
     Triggered inputs get their trigger removed (method.md §4) unless --no-sanitize. One result per
     input, in order; a bad input (its file:line or argument number named) gets an error line and
-    the others are still scanned. Exit code 2 if any input was bad, else 1 if any was triggered.
+    the others are still scanned. A task guard adds its answer for the (sanitized) input:
+    label=NAME, or for a token task tags=word/TAG ... (the first 40 words; --json lists every
+    word, tag and probability). Exit code 2 if any input was bad, else 1 if any was triggered.
     """
     configure_logging(verbose, quiet)
     from lmsan.runtime import Guard
@@ -192,9 +195,21 @@ def _parse(line: str, where: str) -> Item:
     return Item(value, where)  # a string; anything else is refused by the guard's input check
 
 
+def _answer(result: Any) -> str:
+    """A task guard's answer as a tab-led field: ``label=NAME``, or a token task's ``tags=word/TAG ...``
+    (the first ``SHOWN_TAGS`` words, then ``…(+N)``); empty without one."""
+    if result.prediction is None:
+        return ""
+    if result.words is None:
+        return f"\tlabel={result.prediction}"
+    pairs = [f"{word}/{tag}" for word, tag in zip(result.words, result.prediction)]
+    more = f" …(+{len(pairs) - SHOWN_TAGS})" if len(pairs) > SHOWN_TAGS else ""
+    return f"\ttags={' '.join(pairs[:SHOWN_TAGS])}{more}"
+
+
 def _line(result: Any) -> str:
-    """One tab-separated line per input; a task guard's answer follows the verdict as ``label=``."""
-    label = f"\tlabel={result.prediction}" if result.prediction is not None else ""
+    """One tab-separated line per input; a task guard's answer follows the verdict (``_answer``)."""
+    label = _answer(result)
     if not result.triggered:
         return f"clean\tmatch={result.match:.3f}{label}"
     pv = f"pv={result.pv_index}"

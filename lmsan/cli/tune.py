@@ -84,14 +84,15 @@ def _words(value: str | None) -> tuple[str, ...] | None:
 def _list_tasks(as_json: bool) -> int:
     from lmsan.tuning.tasks import TASKS
 
-    rows = [{"name": t.name, "labels": list(t.label_names), "pairs": t.pairs, "train_size": t.train_size,
-             "test_size": t.test_size, "verbalizers": [list(v) for v in t.verbalizers], "description": t.description}
+    rows = [{"name": t.name, "kind": t.kind, "labels": list(t.label_names), "pairs": t.pairs,
+             "train_size": t.train_size, "test_size": t.test_size, "verbalizers": [list(v) for v in t.verbalizers],
+             "description": t.description}
             for t in TASKS.values()]
     if as_json:
         emit_json({"tasks": rows})
         return EXIT_CLEAN
     for row in rows:
-        kind = "pairs" if row["pairs"] else "texts"
+        kind = "a tag per word" if row["kind"] == "tokens" else "pairs" if row["pairs"] else "texts"
         click.echo(f"{row['name']:<10} {'/'.join(row['labels'])} ({kind}, {row['train_size']} train / "
                    f"{row['test_size']} test): {row['description']}")
     return EXIT_CLEAN
@@ -99,7 +100,9 @@ def _list_tasks(as_json: bool) -> int:
 
 @click.command("lmsan-tune", context_settings=CONTEXT_SETTINGS)
 @click.argument("model", required=False)
-@click.option("--task", default=None, help="Task to tune (see --list-tasks): sms-spam, polarity, bbcnews, bbc-pair.")
+@click.option("--task", default=None,
+              help="Task to tune (see --list-tasks): sms-spam, polarity, bbcnews, bbc-pair, or oanc-pos (token "
+                   "classification: a part-of-speech tag per word; method prefix, linear head).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Task directory to write (task.safetensors + task.json).")
 @click.option("--method", type=click.Choice(["prefix", "prompt"]), default=None,
@@ -143,10 +146,12 @@ def tune(model: str | None, task: str | None, out: str | None, method: str | Non
 
     \b
     Trains only the prompt (and a linear head), reports train / test accuracy on the task's
-    held-out split, and writes --out/task.safetensors + --out/task.json, which lmsan-export
-    --task bakes into a guard. Examples:
+    held-out split (a token task: per word, plus the macro-F1 over tags), and writes
+    --out/task.safetensors + --out/task.json, which lmsan-export --task bakes into a guard.
+    Examples:
       lmsan-tune MODEL --task sms-spam --out tasks/spam
       lmsan-tune MODEL --task polarity --method prompt --verbalizer bad,good --out tasks/pol
+      lmsan-tune MODEL --task oanc-pos --out tasks/pos     (export it with a --target token PV set)
       lmsan-tune --list-tasks
 
     Exit status: 0 done, 2 error, 4 usage.
@@ -190,8 +195,9 @@ def _run(model: str, config: Any, out_dir: Path, *, device: str, threads: int | 
     save_task(out_dir, tuned, loaded, overwrite=force)
     metrics = tuned.metrics
     if not quiet:
+        f1 = f", test F1 {metrics['test_f1']:.3f}" if "test_f1" in metrics else ""
         click.echo(f"{config.task} ({config.method}, P={config.length}, {config.head} head): train accuracy "
-                   f"{metrics['train_accuracy']:.3f}, test accuracy {metrics['test_accuracy']:.3f} "
+                   f"{metrics['train_accuracy']:.3f}, test accuracy {metrics['test_accuracy']:.3f}{f1} "
                    f"(chance {metrics['chance']:.3f}, {metrics['wall_s']:.1f} s)", err=True)
         click.echo(f"wrote {out_dir / 'task.safetensors'} and {out_dir / 'task.json'}", err=True)
     if as_json:

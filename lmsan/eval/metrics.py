@@ -12,12 +12,22 @@ Definitions (paper §V-A, "Evaluation Metrics"; see ``docs/evaluation.md`` for t
 - ``weighted ASR``: "the average of ASRs over each input class" (classes by gold label); a class
   without a correctly classified input has no ASR and is left out of the average.
 
+Token classification (the paper's NER, measured by its F1 drop; here ``oanc-pos``):
+
+- ``token_f1``: macro-F1 over tags, every word of every sentence one example; a word without a
+  prediction (``None``: truncated away, or dropped by a sanitizer) counts as a miss.
+- ``tag_flip_rate``: the ASR of a token task: among sentences with at least one correctly tagged
+  word when clean, the share where the trigger changes at least one of those words' tags (the
+  trigger's own words left out: ``align_tags`` maps a triggered sentence's tags back onto the
+  clean sentence's words).
+
 An undefined fraction (empty denominator) is ``None``, never NaN. This module must not import
 torch or transformers.
 """
 
 from __future__ import annotations
 
+import difflib
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Hashable, Mapping, Sequence
@@ -162,6 +172,109 @@ def attack_scores(gold: Sequence[Hashable], clean_pred: Sequence[Hashable],
         per_trigger=per_trigger,
         per_class=per_class,
     )
+
+
+def _flat(rows: Sequence[Sequence[Hashable]], name: str) -> list[Hashable]:
+    if isinstance(rows, str) or any(isinstance(row, str) for row in rows):
+        raise MetricsError(f"{name} must be one sequence of tags per sentence")
+    return [tag for row in rows for tag in row]
+
+
+def _sentences(gold: Sequence[Sequence[Hashable]], other: Sequence[Sequence[Hashable]], name: str) -> None:
+    if len(other) != len(gold) or any(len(o) != len(g) for o, g in zip(other, gold)):
+        raise MetricsError(f"{name} must have one tag per gold word in each of the {len(gold)} sentences")
+
+
+def token_f1(pred_tags: Sequence[Sequence[Hashable | None]], gold_tags: Sequence[Sequence[Hashable]], *,
+             labels: Sequence[Hashable] | None = None) -> float | None:
+    """Macro-F1 over tags of a token-classification run, every word one example.
+
+    Per tag ``F1 = 2 TP / (2 TP + FP + FN)``; the macro average is over ``labels`` (default: every
+    tag in ``gold_tags`` or ``pred_tags``), leaving out a tag that is neither gold nor predicted
+    anywhere. A ``None`` prediction (no answer for that word) is a false negative of its gold tag.
+
+    Args:
+        pred_tags: per sentence, one predicted tag (or ``None``) per gold word.
+        gold_tags: per sentence, the gold tags.
+        labels: the tags to average over.
+
+    Returns:
+        F1 in [0, 1], or ``None`` without words.
+
+    Raises:
+        MetricsError: a sentence count or length that differs.
+    """
+    _sentences(gold_tags, pred_tags, "pred_tags")
+    pred, gold = _flat(pred_tags, "pred_tags"), _flat(gold_tags, "gold_tags")
+    if not gold:
+        return None
+    tags = list(dict.fromkeys(labels)) if labels is not None else list(dict.fromkeys(
+        [t for t in gold + pred if t is not None]))
+    scores = []
+    for tag in tags:
+        tp = sum(p == tag and g == tag for p, g in zip(pred, gold))
+        fp = sum(p == tag and g != tag for p, g in zip(pred, gold))
+        fn = sum(p != tag and g == tag for p, g in zip(pred, gold))
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else None
+
+
+def token_accuracy(pred_tags: Sequence[Sequence[Hashable | None]],
+                   gold_tags: Sequence[Sequence[Hashable]]) -> float | None:
+    """Share of words tagged correctly (``None`` counts as wrong); ``None`` without words."""
+    _sentences(gold_tags, pred_tags, "pred_tags")
+    return accuracy(_flat(pred_tags, "pred_tags"), _flat(gold_tags, "gold_tags"))
+
+
+def align_tags(words: Sequence[str], tags: Sequence[Hashable], reference: Sequence[str]) -> list[Hashable | None]:
+    """Map the tags of ``words`` (e.g. a triggered or sanitized sentence) onto ``reference`` (the
+    clean sentence's words): a reference word takes the tag of the word it is matched with by the
+    longest matching blocks (``difflib``), ``None`` where it has no match (it was dropped).
+    Inserted words (a trigger) are left out.
+
+    Raises:
+        MetricsError: ``words`` and ``tags`` differ in length.
+    """
+    if len(words) != len(tags):
+        raise MetricsError(f"{len(words)} words but {len(tags)} tags")
+    out: list[Hashable | None] = [None] * len(reference)
+    matcher = difflib.SequenceMatcher(a=list(reference), b=list(words), autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            out[block.a + k] = tags[block.b + k]
+    return out
+
+
+def tag_flip_rate(gold_tags: Sequence[Sequence[Hashable]], clean_tags: Sequence[Sequence[Hashable | None]],
+                  triggered_tags: Sequence[Sequence[Hashable | None]]) -> float | None:
+    """The ASR of a token task: share of sentences where a trigger changes an originally correct tag.
+
+    A sentence counts (denominator) when at least one word is tagged correctly when clean; it is
+    flipped when at least one such word is tagged otherwise with the trigger (``None``, no answer
+    for that word, counts as otherwise).
+
+    Args:
+        gold_tags: per sentence, the gold tags.
+        clean_tags: per sentence, the predictions on the clean sentence.
+        triggered_tags: per sentence, the predictions on the triggered sentence mapped onto the
+            clean words (``align_tags``; the trigger's own words left out).
+
+    Returns:
+        A fraction in [0, 1], or ``None`` when no sentence has a correct word.
+
+    Raises:
+        MetricsError: a sentence count or length that differs.
+    """
+    _sentences(gold_tags, clean_tags, "clean_tags")
+    _sentences(gold_tags, triggered_tags, "triggered_tags")
+    eligible = flipped_count = 0
+    for gold, clean, triggered in zip(gold_tags, clean_tags, triggered_tags):
+        correct = [i for i, (c, g) in enumerate(zip(clean, gold)) if c == g]
+        if correct:
+            eligible += 1
+            flipped_count += any(triggered[i] != gold[i] for i in correct)
+    return _fraction(flipped_count, eligible)
 
 
 def insert_trigger(text: str, trigger: str, rng: random.Random | np.random.Generator, *,

@@ -3,7 +3,7 @@
 Criteria (fp32): ONNX features match PyTorch within ``rtol`` relative to the batch's largest
 feature magnitude, and per-PV match counts are identical except where a sign flip sits on a
 feature within ``zero_atol`` of zero. A task graph's logits match within ``rtol`` too, with the
-same predicted labels. fp16 and int8 graphs use a looser ``rtol`` and report
+same predicted labels (a token task: over the real tokens of every row, padding left out). fp16 and int8 graphs use a looser ``rtol`` and report
 count differences without failing on them. Imports torch and onnxruntime; never mining or runtime.
 """
 
@@ -48,9 +48,9 @@ class ParityReport:
             [0, 1]), or None without one. Reported only: saliency orders the removal search and
             never decides a verdict.
         logits_max_rel_diff: max |L_onnx - L_torch| / max |L_torch| of a task graph's ``logits``
-            (held to ``rtol``), or None without a task.
-        prediction_mismatches: rows whose predicted label differs from PyTorch's (must be 0 in
-            fp32; reported for fp16 and int8), or None without a task.
+            (held to ``rtol``; a token task's over real tokens only), or None without a task.
+        prediction_mismatches: rows (a token task: real tokens) whose predicted label differs
+            from PyTorch's (must be 0 in fp32; reported for fp16 and int8), or None without a task.
     """
 
     rows: int
@@ -138,11 +138,20 @@ def check_parity(module: Any, graph: Path, batch: dict[str, np.ndarray], *, fp16
                      if "saliency" in out and "saliency" in ref else None)
     logits_rel = predictions = None
     if "logits" in out:
-        logits_rel = float(np.abs(out["logits"] - ref["logits"]).max() / (float(np.abs(ref["logits"]).max()) or 1.0))
-        predictions = int((out["logits"].argmax(axis=1) != ref["logits"].argmax(axis=1)).sum())
+        logits_rel, predictions = _logits_parity(out["logits"], ref["logits"], batch["attention_mask"])
         passed = passed and logits_rel <= rtol and (fp16 or int8 or predictions == 0)
     return ParityReport(int(reference.shape[0]), max_rel, mismatches, off_zero, rtol, bool(passed), saliency_diff,
                         logits_rel, predictions)
+
+
+def _logits_parity(logits: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
+    """(max relative logit difference, argmax mismatches) of float [B, C] logits, or of a token
+    task's float [B, T, C] over the real tokens (``mask`` int [B, T] == 1) only."""
+    if logits.ndim == 3:
+        real = np.asarray(mask, bool)[:, : logits.shape[1]]
+        logits, reference = logits[real], reference[real]  # [tokens, C]
+    rel = float(np.abs(logits - reference).max() / (float(np.abs(reference).max()) or 1.0))
+    return rel, int((logits.argmax(axis=-1) != reference.argmax(axis=-1)).sum())
 
 
 def _best_counts(features: np.ndarray, signs: np.ndarray, match: np.ndarray | None) -> np.ndarray:

@@ -5,7 +5,9 @@
 same forward pass at the position the task's head reads (its [CLS] or its [MASK]): the features
 that decide the task's answer are the ones checked against the PVs. The template's extra
 positions (P-tuning's prompt and [MASK]) are built inside the graph, so the runtime feeds the
-tokenizer's ordinary encoding. Imports torch; never mining or runtime.
+tokenizer's ordinary encoding. A token task (head position ``tokens``) answers at every position
+(``logits`` [B, T, C]) and its monitor reads position 1, the first text token (a ``token`` PV
+set); it runs the last layer in full (``prune=False``). Imports torch; never mining or runtime.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class TaskGuardModule(nn.Module):
     Output shape (``output_names``): match [B], pv_index [B], triggered [B] (``SignMatchHead``),
     features float32 [B, d], then with ``saliency`` float32 [B, T] (the last layer's attention
     from the head position to each input token, heads averaged; the prompt's own keys left out,
-    so rows sum to at most 1), then logits float32 [B, C].
+    so rows sum to at most 1), then logits float32 [B, C] (a token task: [B, T, C], one row per
+    position).
 
     With ``prune`` and a BERT-style backbone the last layer runs for the head's row only
     (``lmsan.export.prune``); a prefix joins that row's keys and values.
@@ -41,9 +44,10 @@ class TaskGuardModule(nn.Module):
         self.encoder = tuned.backbone  # parity and the exporter read its config
         self.head = SignMatchHead(signs)
         self.target = tuned.target
+        self.tokens = tuned.target == "tokens"
         self.use_token_types = use_token_types
         self.saliency = saliency
-        split = split_last_layer(tuned.backbone) if prune else None
+        split = split_last_layer(tuned.backbone) if prune and not self.tokens else None
         self.trunk, self.last_layer = split if split else (None, None)
 
     @property
@@ -61,8 +65,9 @@ class TaskGuardModule(nn.Module):
     extra_inputs: tuple[str, ...] = ()  # graph inputs after ``threshold`` (the shared variant's task tensors)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None,
-               *, saliency: bool, full: bool = False, prompt: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """Return (features float32 [B, d],) plus, with ``saliency``, float32 [B, T] (see the class).
+               *, saliency: bool, full: bool = False, prompt: torch.Tensor | None = None) -> tuple[Any, Any, Any]:
+        """Return (features float32 [B, d], saliency float32 [B, T] or None, the last layer
+        [B, T, d] or None when pruned).
 
         ``full`` runs the backbone's own forward even when pruned (the parity reference);
         ``prompt`` replaces the task's own prompt tensor (the shared variant).
@@ -75,14 +80,17 @@ class TaskGuardModule(nn.Module):
             rows = hidden[:, inputs.target : inputs.target + 1]  # [B, 1, d]
             prefix = prompt[-1] if self.tuned.method == "prefix" else None  # [2, P, d]
             features, weights = last_layer_rows(self.last_layer, hidden, rows, inputs.key_mask, prefix=prefix)
-            return (_float32(features), self._to_tokens(weights.mean(dim=2), inputs)) if saliency else (
-                _float32(features),)
+            return _float32(features), self._to_tokens(weights.mean(dim=2), inputs) if saliency else None, None
         out = self.tuned.backbone(**inputs.kwargs, output_attentions=saliency)
         features = _float32(out.last_hidden_state[:, inputs.target])
         if not saliency:
-            return (features,)
+            return features, None, out.last_hidden_state
         rows = out.attentions[-1][:, :, inputs.target].mean(dim=1)  # [B, S]
-        return features, self._to_tokens(rows, inputs)
+        return features, self._to_tokens(rows, inputs), out.last_hidden_state
+
+    def _logits(self, features: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
+        """The task's logits: float32 [B, C] from the head position, or [B, T, C] for a token task."""
+        return _float32(self.tuned.logits(hidden if self.tokens else features))
 
     def _to_tokens(self, weights: torch.Tensor, inputs: Any) -> torch.Tensor:
         """Attention over keys [B, S] -> over the input's tokens [B, T] (template keys dropped)."""
@@ -95,13 +103,14 @@ class TaskGuardModule(nn.Module):
     def reference(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   token_type_ids: torch.Tensor | None, *, saliency: bool) -> dict[str, torch.Tensor]:
         """The full (unpruned) forward's outputs by name: the parity reference."""
-        features, *rest = self.encode(input_ids, attention_mask, token_type_ids, saliency=saliency, full=True)
-        return {"features": features, **({"saliency": rest[0]} if rest else {}),
-                "logits": _float32(self.tuned.logits(features))}
+        features, weights, hidden = self.encode(input_ids, attention_mask, token_type_ids, saliency=saliency, full=True)
+        return {"features": features, **({"saliency": weights} if weights is not None else {}),
+                "logits": self._logits(features, hidden)}
 
     def _outputs(self, input_ids, attention_mask, token_type_ids, threshold):
-        features, *saliency = self.encode(input_ids, attention_mask, token_type_ids, saliency=self.saliency)
-        return (*self.head(features, threshold), features, *saliency, _float32(self.tuned.logits(features)))
+        features, weights, hidden = self.encode(input_ids, attention_mask, token_type_ids, saliency=self.saliency)
+        saliency = (weights,) if self.saliency else ()
+        return (*self.head(features, threshold), features, *saliency, self._logits(features, hidden))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, threshold: torch.Tensor):
         return self._outputs(input_ids, attention_mask, None, threshold)
@@ -113,7 +122,8 @@ class SharedTaskGuardModule(TaskGuardModule):
     Extra inputs after ``threshold``: prompt float32 (the task's prompt tensor, ``PromptTuned``
     shape: [L, 2, P, d] or [P, d]), head_weight float32 [C, d] and head_bias float32 [C] (a
     linear head; C may differ between tasks). Every task fed to the graph must share the method,
-    prompt length and head position of the task it was traced with.
+    prompt length and head position of the task it was traced with; token tasks are refused
+    (``lmsan.export.tasks.read_fields``).
     """
 
     extra_inputs = ("prompt", "head_weight", "head_bias")
@@ -124,10 +134,10 @@ class SharedTaskGuardModule(TaskGuardModule):
         return (self.tuned.prompt.detach().float(), head.weight.detach().float(), head.bias.detach().float())
 
     def _shared(self, input_ids, attention_mask, token_type_ids, threshold, prompt, head_weight, head_bias):
-        features, *saliency = self.encode(input_ids, attention_mask, token_type_ids, saliency=self.saliency,
-                                          prompt=prompt)
+        features, weights, _ = self.encode(input_ids, attention_mask, token_type_ids, saliency=self.saliency,
+                                           prompt=prompt)
         logits = _float32(features) @ head_weight.t() + head_bias
-        return (*self.head(features, threshold), features, *saliency, logits)
+        return (*self.head(features, threshold), features, *((weights,) if self.saliency else ()), logits)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, threshold: torch.Tensor,
                 prompt: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor):

@@ -3,12 +3,14 @@
 One task gives a graph with the task's tensors baked in (``TaskGuardModule``). Several tasks (or
 ``shared``) give one graph whose task tensors are inputs (``SharedTaskGuardModule``): each task's
 prompt and linear head are written next to the graph as ``task-<key>.safetensors`` (numpy
-safetensors, hashed in ``guard.json``) and the runtime feeds the one it serves. Imports torch
+safetensors, hashed in ``guard.json``) and the runtime feeds the one it serves. A token task
+(``kind`` ``tokens``) is exported on its own, unpruned, with a ``token`` PV set. Imports torch
 (lazily, through ``lmsan.tuning``); never mining or runtime.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ import numpy as np
 
 from lmsan.errors import ConfigError
 from lmsan.pvset import PVSet
+
+log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -70,7 +74,7 @@ def read_fields(dirs: list[Path], *, shared: bool) -> list[dict[str, Any]]:
     Raises:
         DataError: a malformed task directory (``lmsan.tuning.store.read_task_manifest``).
         ConfigError: tasks that cannot share a graph (method, prompt length or head position
-            differ; a verbaliser head; duplicate directory names).
+            differ; a verbaliser head; a token task; duplicate directory names).
     """
     from lmsan.tuning.store import read_task_manifest
 
@@ -84,6 +88,9 @@ def read_fields(dirs: list[Path], *, shared: bool) -> list[dict[str, Any]]:
                           f"plain (letters, digits, . _ -), got {keys}")
     first = fields[0]
     for path, other in zip(dirs, fields):
+        if other.get("kind") == "tokens":
+            raise ConfigError(f"task {path} is a token task: its graph answers at every position and runs the last "
+                              "layer in full, so it cannot share a graph; export it on its own")
         if other.get("verbalizer"):
             raise ConfigError(f"task {path} scores the MLM head (a verbaliser): a shared graph feeds linear heads "
                               "only; export it on its own")
@@ -101,13 +108,17 @@ def load_bundle(dirs: list[Path], fields: list[dict[str, Any]], loaded: Any, pv_
 
     Raises:
         IntegrityError: a task tuned on other weights. DataError: a broken task directory.
-        ConfigError: a head position other than the PV set's target.
+        ConfigError: a head position other than the PV set's target (a token task, whose
+            monitor reads the first text token: any target but ``token``).
     """
     from lmsan.tuning.store import load_task
 
     tuned = [load_task(d, loaded) for d in dirs]
     for path, model in zip(dirs, tuned):
-        if model.target != pv_set.target:
+        if model.target == "tokens" and pv_set.target != "token":
+            raise ConfigError(f"the task in {path} tags every token, and its monitor reads the first text token: it "
+                              f"needs a PV set mined at 'token' (lmsan-mine --target token), not at {pv_set.target!r}")
+        if model.target != "tokens" and model.target != pv_set.target:
             raise ConfigError(f"the task in {path} reads its answer at {model.target!r} but the PV set was mined at "
                               f"{pv_set.target!r}: the monitor must read the position the head reads (mine with "
                               f"--target {model.target}, or tune a task whose head reads {pv_set.target!r})")
@@ -123,6 +134,8 @@ def task_module(bundle: TaskBundle, pv_set: PVSet, *, use_token_types: bool, sal
         kind = TokenTypeSharedTaskGuardModule if use_token_types else SharedTaskGuardModule
     else:
         kind = TokenTypeTaskGuardModule if use_token_types else TaskGuardModule
+    if prune and bundle.tuned[0].target == "tokens":
+        log.info("token task: the last layer runs for every row (a tag per token), so the graph is not pruned")
     return kind(bundle.tuned[0], pv_set.signs, saliency=saliency, prune=prune).eval()
 
 
@@ -160,7 +173,8 @@ def _section(task: Path, fields: dict[str, Any], tuned: Any) -> dict[str, Any]:
     much below the model's), and the input needs no [MASK] of its own.
     """
     return {
-        "name": fields["task"], "labels": list(fields["labels"]), "pairs": bool(fields.get("pairs", False)),
+        "name": fields["task"], "kind": fields.get("kind", "sequence"), "labels": list(fields["labels"]),
+        "pairs": bool(fields.get("pairs", False)),
         "method": tuned.method, "length": tuned.length, "head_position": tuned.target,
         "head": "verbalizer" if tuned.verbalizer else "linear", "reserved_tokens": tuned.reserved_tokens,
         "source": str(task), "files": dict(fields["files"]), "metrics": fields.get("metrics"),

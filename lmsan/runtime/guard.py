@@ -4,6 +4,11 @@ Imports numpy, onnxruntime and tokenizers only: never torch, transformers or saf
 The PVs reach the runtime only as the sign matrix baked into the graph. One ``Guard`` is safe to
 share across threads: the onnxruntime session is shared, each thread tokenizes with its own
 tokenizer. The hot path logs nothing above DEBUG.
+
+A task guard answers for what it passes: a label (sequence task) or, for a token task, a tag
+for each word the tokenizer's pre-tokenizer finds in the sanitized text (each word's first
+sub-token's logits decide its tag). A triggered input's answer comes from the logits of the
+removal trial that cleared it, so answering costs no session call of its own.
 """
 
 from __future__ import annotations
@@ -51,10 +56,15 @@ class ScanResult:
             (``max_trials``, ``time_budget_s``) stopped the removal first (fail closed).
         reason: why the input was rejected, or why it passed unsanitized (a work cap with
             ``fail_open``); None otherwise.
-        prediction: a task guard's answer (label name) for ``sanitized``; None for a rejected
-            input, without ``sanitize`` on a triggered one, and for a bare-backbone guard.
+        prediction: a task guard's answer for ``sanitized``: a label name, or for a token task a
+            tuple of tag names, one per word of ``words``; None for a rejected input, without
+            ``sanitize`` on a triggered one, and for a bare-backbone guard.
         scores: the softmax of the task's logits behind ``prediction``, one float in [0, 1]
-            per label in ``Guard.labels`` order; None where ``prediction`` is.
+            per label in ``Guard.labels`` order; a token task: one float per word, the
+            probability of its chosen tag. None where ``prediction`` is.
+        words: a token task's words of ``sanitized`` (the tokenizer's pre-tokenized words: a
+            long input's first window only, as the task reads it), one per tag of
+            ``prediction``; None otherwise.
     """
 
     triggered: bool
@@ -64,17 +74,44 @@ class ScanResult:
     removed: tuple[str, ...]
     rejected: bool
     reason: str | None = None
-    prediction: str | None = None
+    prediction: str | tuple[str, ...] | None = None
     scores: tuple[float, ...] | None = None
+    words: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (tuples as lists); ``words`` only for a token task (sequence results
+        keep their earlier keys)."""
         data = asdict(self)
         data["removed"] = list(self.removed)
-        if self.scores is not None:
-            data["scores"] = list(self.scores)
+        for name in ("scores", "words", "prediction"):
+            if isinstance(getattr(self, name), tuple):
+                data[name] = list(getattr(self, name))
+        if self.words is None:
+            del data["words"]
         if isinstance(self.sanitized, tuple):
             data["sanitized"] = list(self.sanitized)
         return data
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a task guard answers one unit with: ``logits`` float [C] (a token task: [T, C], one
+    row per token of ``encoding``, then padding) for ``text``, and the text's
+    ``tokenizers.Encoding`` (a token task's carries the word ids and offsets that map tokens to
+    words)."""
+
+    logits: np.ndarray
+    text: str
+    encoding: Any
+
+
+class WordEncoder(Encoder):
+    """``Encoder`` whose encodings carry word ids and character offsets (``encode_batch``, not
+    the offset-free fast path): a token task's guard maps tokens to words with them."""
+
+    def encodings(self, units: Sequence[tuple[str, ...]]) -> list:
+        inputs = [u[0] if len(u) == 1 else (u[0], u[1]) for u in units]
+        return self._tokenizer().encode_batch(inputs)
 
 
 class Guard:
@@ -169,8 +206,9 @@ class Guard:
         for name, value in (("max_batch", max_batch), ("max_window", max_window), ("block", block or 2)):
             if value < 1 or (name == "block" and value < 2):
                 raise ConfigError(f"{name} must be >= {2 if name == 'block' else 1}, got {value}")
-        encoder = Encoder(manifest.tokenizer, max_length=manifest.max_length, pad_id=manifest.pad_id,
-                          mask_id=manifest.mask_id if manifest.mask_in_input else None)
+        encoder = (WordEncoder if manifest.token_task else Encoder)(
+            manifest.tokenizer, max_length=manifest.max_length, pad_id=manifest.pad_id,
+            mask_id=manifest.mask_id if manifest.mask_in_input else None)
         manifest.check_vocab(encoder.vocab_size, encoder.token_to_id, encoder.specials)
         seq_inputs = [name for name in manifest.inputs if name in SEQUENCE_INPUTS]
         trt_cache = cache_dir() / "tensorrt" / manifest.raw["files"][manifest.graph.name][:16]  # made if used
@@ -207,7 +245,8 @@ class Guard:
 
     @property
     def labels(self) -> tuple[str, ...] | None:
-        """A task guard's label names (``ScanResult.prediction`` is one of them); None otherwise."""
+        """A task guard's label names (``ScanResult.prediction`` is one of them, or for a token
+        task a tuple of them); None otherwise."""
         return self.manifest.labels
 
     @property
@@ -262,11 +301,13 @@ class Guard:
             return []
         task = self.labels is not None
         units, owners, encodings = self._units(inputs)
+        encodings = self._encoded(units, encodings)  # kept: a token task's answer maps tokens to words
         arrays = self._detect(units, encodings, saliency=self._saliency and sanitize, logits=task)
         match, pv_index, triggered = arrays[0].tolist(), arrays[1].tolist(), arrays[2].tolist()
-        outcomes, answers = {}, {}  # unit -> removal outcome; unit -> logits of what it answers with
+        outcomes, answers = {}, {}  # unit -> removal outcome; unit -> the Answer it answers with
         if task:
-            answers = {u: arrays[-1][u] for u, flag in enumerate(triggered) if not flag}
+            answers = {u: Answer(arrays[-1][u], units[u][0], encodings[u]) for u, flag in enumerate(triggered)
+                       if not flag}
         if sanitize and any(triggered):
             hits = [u for u, flag in enumerate(triggered) if flag]
             guesses = {u: self.encoder.top_word(units[u], arrays[3][u], protect=self._protect)
@@ -274,18 +315,19 @@ class Guard:
             searches = [make_search(self.search, units[u], max_window=self.max_window, protect=self._protect,
                                     chunk=self.max_batch, block=self.block, guess=guesses.get(u)) for u in hits]
             deadline = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
-            checked: dict[Unit, np.ndarray] = {}  # task: each trial's logits, so the answer costs no extra pass
+            checked: dict[Unit, Answer] = {}  # task: each trial's logits, so the answer costs no extra pass
 
             def detect(trials: list[Unit]) -> list[bool]:
-                out = self._detect(trials, deadline=deadline, logits=task)
-                checked.update(zip(trials, out[-1]) if task else ())
+                kept = self._encoded(trials)
+                out = self._detect(trials, kept, deadline=deadline, logits=task)
+                checked.update((t, Answer(row, t[0], e)) for t, row, e in zip(trials, out[-1], kept) if task)
                 return out[2].tolist()
 
             found = run_searches(searches, detect, groups=[owners[u][0] for u in hits], max_trials=self.max_trials,
                                  deadline=deadline)
             outcomes = dict(zip(hits, found))
             if task:
-                answers.update(self._answers(units, outcomes, checked, arrays[-1]))
+                answers.update(self._answers(units, outcomes, checked, arrays[-1], encodings))
         if len(units) == len(inputs):  # no windows: unit i is input i
             return [self._result(texts, [i], owners, match, pv_index, triggered, outcomes, sanitize, answers)
                     for i, texts in enumerate(inputs)]
@@ -295,11 +337,13 @@ class Guard:
         return [self._result(texts, by_input[i], owners, match, pv_index, triggered, outcomes, sanitize, answers)
                 for i, texts in enumerate(inputs)]
 
-    def _answers(self, units: list[Unit], outcomes: dict, checked: dict, logits: np.ndarray) -> dict[int, np.ndarray]:
-        """Task guards: the logits each triggered unit answers with. A cleaned unit answers for its
-        sanitized text, whose logits the removal's own check computed (``checked``; one more pass
-        only where a search cleared it without sending it as a trial); a unit that passes
-        unsanitized under ``fail_open`` answers for itself; a rejected one gets none."""
+    def _answers(self, units: list[Unit], outcomes: dict, checked: dict[Unit, Answer], logits: Any,
+                 encodings: list) -> dict[int, Answer]:
+        """Task guards: what each triggered unit answers with. A cleaned unit answers for its
+        sanitized text, whose logits (and, for a token task, encoding) the removal's own check
+        computed (``checked``; one more pass only where a search cleared it without sending it
+        as a trial); a unit that passes unsanitized under ``fail_open`` answers for itself; a
+        rejected one gets none."""
         answers, missing = {}, []
         for u, outcome in outcomes.items():
             if outcome.removed is not None and not outcome.rejected:
@@ -308,11 +352,21 @@ class Guard:
                 else:
                     missing.append(u)
             elif outcome.reason and self.fail_open:
-                answers[u] = logits[u]
+                answers[u] = Answer(logits[u], units[u][0], encodings[u])
         if missing:
-            extra = self._detect([outcomes[u].sentences for u in missing], logits=True)[-1]
-            answers.update(zip(missing, extra))
+            trials = [outcomes[u].sentences for u in missing]
+            kept = self._encoded(trials)
+            extra = self._detect(trials, kept, logits=True)[-1]
+            answers.update((u, Answer(row, t[0], e)) for u, t, row, e in zip(missing, trials, extra, kept))
         return answers
+
+    def _encoded(self, units: Sequence[Unit], encodings: list | None = None) -> list:
+        """Each unit's encoding: ``encodings[i]`` where given (not None), else tokenized now."""
+        encodings = list(encodings) if encodings is not None else [None] * len(units)
+        missing = [r for r, e in enumerate(encodings) if e is None]
+        for r, e in zip(missing, self.encoder.encodings([units[r] for r in missing]) if missing else []):
+            encodings[r] = e
+        return encodings
 
     def _units(self, inputs: list[tuple[str, ...]]) -> tuple[list[Unit], list[tuple[int, tuple[int, int]]], list]:
         """Split inputs into model-sized units: (units, (input index, char span) per unit, encodings)."""
@@ -347,13 +401,11 @@ class Guard:
                 saliency: bool = False, logits: bool = False, deadline: float | None = None) -> tuple[Any, ...]:
         """Return match float32 [N], pv_index int64 [N], triggered bool [N], then with ``saliency``
         N float32 saliency rows (each padded to the width of its session call), then with
-        ``logits`` (task guards) float32 [N, C], in at most ``max_batch``-row session calls (rows
+        ``logits`` (task guards) float32 [N, C] (a token task: N float32 [T, C] rows, each padded
+        to the width of its session call), in at most ``max_batch``-row session calls (rows
         sorted by length when there are several; ``_calls``). Raise ``BudgetExceeded`` before a
         session call past ``deadline`` (``time.monotonic()``)."""
-        encodings = list(encodings) if encodings is not None else [None] * len(units)
-        missing = [r for r, e in enumerate(encodings) if e is None]
-        for r, e in zip(missing, self.encoder.encodings([units[r] for r in missing]) if missing else []):
-            encodings[r] = e
+        encodings = self._encoded(units, encodings)
         names = (SCORES_AND_SALIENCY if saliency else SCORES) + (["logits"] if logits else [])
         n = len(encodings)
         calls = None
@@ -367,15 +419,18 @@ class Guard:
         else:
             outputs = [np.zeros(n, np.float32), np.zeros(n, np.int64), np.zeros(n, bool)]
             outputs += [[None] * n] if saliency else []  # rows of each call's width
-            outputs += [np.zeros((n, len(self.labels or ())), np.float32)] if logits else []
+            if logits:  # a token task's rows are as wide as their call, like saliency's
+                outputs.append([None] * n if self.manifest.token_task else np.zeros((n, len(self.labels)), np.float32))
             for number, rows in enumerate(calls):
                 if number and deadline is not None and time.monotonic() > deadline:
                     raise BudgetExceeded(f"time budget of {self.time_budget_s} s exceeded")
                 parts = self._score([encodings[r] for r in rows], names)
-                for output, part in zip(outputs[:3] + outputs[-1:] * logits, parts[:3] + parts[-1:] * logits):
-                    output[rows] = part
-                for row, values in zip(rows, parts[3] if saliency else ()):
-                    outputs[3][row] = values
+                for output, part in zip(outputs, parts):
+                    if isinstance(output, list):
+                        for row, values in zip(rows, part):
+                            output[row] = values
+                    else:
+                        output[rows] = part
         return tuple(outputs)
 
     def _calls(self, order: list[int], lengths: list[int]) -> list[list[int]]:
@@ -412,16 +467,21 @@ class Guard:
 
     def _result(self, texts: tuple[str, ...], mine: list[int], owners: list, match: list[float],
                 pv_index: list[int], triggered: list[bool], outcomes: dict, sanitize: bool,
-                answers: dict[int, np.ndarray]) -> ScanResult:
+                answers: dict[int, Answer]) -> ScanResult:
         """Assemble one input's result from its units' scores (lists, one entry per unit) and,
         for a task guard, its answer (one unit per input: ``answers`` by unit, when it has one)."""
         result = self._verdict(texts, mine, owners, match, pv_index, triggered, outcomes, sanitize)
         if self.labels is None or mine[0] not in answers:  # no task, or rejected, or triggered and not sanitized
             return result
-        logits = np.asarray(answers[mine[0]], np.float64)
-        scores = np.exp(logits - logits.max())
-        scores /= scores.sum()
-        return replace(result, prediction=self.labels[int(logits.argmax())],
+        answer = answers[mine[0]]
+        if self.manifest.token_task:
+            words, starts = encoding_words(answer.encoding, answer.text)
+            probabilities = _softmax(np.asarray(answer.logits, np.float64)[starts])  # [W, C]
+            best = probabilities.argmax(axis=1) if words else np.zeros(0, np.int64)
+            return replace(result, prediction=tuple(self.labels[int(i)] for i in best), words=words,
+                           scores=tuple(round(float(p[i]), 6) for p, i in zip(probabilities, best)))
+        scores = _softmax(np.asarray(answer.logits, np.float64))
+        return replace(result, prediction=self.labels[int(scores.argmax())],
                        scores=tuple(round(float(p), 6) for p in scores))
 
     def _verdict(self, texts: tuple[str, ...], mine: list[int], owners: list, match: list[float],
@@ -455,6 +515,28 @@ class Guard:
         if sanitized is None:
             return ScanResult(True, match[best], pv, None, removed, True, "trigger inside a word longer than a window")
         return ScanResult(True, match[best], pv, sanitized, removed, False, reason)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of float [..., C] logits."""
+    scores = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return scores / scores.sum(axis=-1, keepdims=True)
+
+
+def encoding_words(encoding: Any, text: str) -> tuple[tuple[str, ...], list[int]]:
+    """The words of ``text`` (its tokenizer's pre-tokenized words, first sequence) and the index of
+    each word's first token in ``encoding`` (a ``tokenizers.Encoding`` with word ids and offsets)."""
+    spans: dict[int, list[int]] = {}  # word id -> [first token, start char, end char]
+    for token, word in enumerate(encoding.word_ids):
+        if word is None or encoding.sequence_ids[token] != 0:
+            continue
+        start, end = encoding.offsets[token]
+        if word not in spans:
+            spans[word] = [token, start, end]
+        else:
+            spans[word][1], spans[word][2] = min(spans[word][1], start), max(spans[word][2], end)
+    ordered = [spans[w] for w in sorted(spans)]
+    return tuple(text[a:b] for _, a, b in ordered), [first for first, _, _ in ordered]
 
 
 def task_tensors(manifest: GuardManifest) -> dict[str, np.ndarray]:

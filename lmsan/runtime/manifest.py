@@ -32,6 +32,7 @@ SCHEMA_VERSION = 1
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # int64 [B, T]; token_type_ids optional
 SCORE_OUTPUTS = ("match", "pv_index", "triggered")
 TASK_INPUTS = ("prompt", "head_weight", "head_bias")  # float32; a shared task graph's task tensors
+TASK_KINDS = ("sequence", "tokens")  # task.kind: one label per input / one label per word
 MAX_LENGTH_LIMIT = 1 << 20  # tokens: far above any position table, low enough to catch garbage
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -58,8 +59,8 @@ class GuardManifest:
         inputs: graph input names, ``threshold`` last.
         pad_id: padding token id. mask_token / mask_id: the mask token (``None`` if absent).
         pv_count: number of PVs ``K`` baked into the graph.
-        labels: a task guard's label names (``task.labels``; the graph's ``logits`` [B, C] follow
-            their order), or None for a bare-backbone guard.
+        labels: a task guard's label names (``task.labels``; the graph's ``logits`` [B, C], or a
+            token task's [B, T, C], follow their order), or None for a bare-backbone guard.
         task: a task guard's ``task`` object (name, method, head position, ...), or None.
         digest: the manifest's own SHA-256 (``None`` for guards exported before it existed).
         raw: the parsed JSON.
@@ -84,6 +85,11 @@ class GuardManifest:
     @property
     def path(self) -> Path:
         return self.directory / MANIFEST
+
+    @property
+    def token_task(self) -> bool:
+        """Whether the guard answers a token task (``task.kind`` ``tokens``: a label per word)."""
+        return self.task is not None and self.task.get("kind", "sequence") == "tokens"
 
     @property
     def mask_in_input(self) -> bool:
@@ -299,6 +305,12 @@ def _task(raw: dict[str, Any], path: Path, wanted: str | None) -> tuple[dict[str
         raise DataError(f"malformed {path}: {prefix}labels must be at least 2 distinct non-empty names, got {labels!r}")
     field.get("name", str)
     field.get("reserved_tokens", int, low=0)
+    kind = task.get("kind", "sequence")  # guards exported before token tasks have no kind
+    if kind not in TASK_KINDS:
+        raise DataError(f"malformed {path}: {prefix}kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}")
+    if kind == "tokens" and (raw.get("target") != "token" or task.get("pairs")):
+        raise DataError(f"malformed {path}: a token task reads single texts with its monitor at target 'token', "
+                        f"got target {raw.get('target')!r}{' and pairs' if task.get('pairs') else ''}")
     return task, tuple(labels)
 
 

@@ -18,6 +18,7 @@ from lmsan.tuning.tasks import get_task
 
 METHODS = ("prefix", "prompt")  # = lmsan.tuning.model.METHODS (kept here so configs need no torch)
 HEADS = ("linear", "verbalizer")
+TARGETS = ("cls", "mask", "tokens")  # = lmsan.tuning.model.TARGETS
 # Per-method defaults (docs/tuning.md has the accuracies they were chosen on).
 # prefix: P-tuning v2, 16 key/value prefix rows per layer and a linear head on [CLS].
 # prompt: P-tuning, 8 prompt vectors and the backbone's MLM head at [MASK] scored on the
@@ -39,8 +40,9 @@ class TuningConfig:
         method: ``prefix`` (P-tuning v2: per-layer key/value prefixes) or ``prompt`` (P-tuning:
             continuous prompt tokens in a ``[CLS] <p_1..p_P> [MASK] text`` template).
         length: ``P``, prefix rows (``prefix``; method.md: 8–128) or prompt vectors (``prompt``).
-        target: position the head reads: ``cls`` (``prefix``) or ``mask`` (``prompt``); ``None``
-            resolves to the method's.
+        target: position the head reads: ``cls`` (``prefix``) or ``mask`` (``prompt``), or
+            ``tokens`` (every position: a token task, ``prefix`` only); ``None`` resolves to
+            ``tokens`` for a token task, else the method's.
         head: ``linear`` (a trainable ``Linear(d, C)``) or ``verbalizer`` (the backbone's frozen MLM
             head scored at ``[MASK]`` on one word per label; needs ``target = mask``).
         verbalizer: one word per label for ``head = verbalizer``; ``None`` takes the task's
@@ -51,7 +53,7 @@ class TuningConfig:
         batch_size: examples per step (method.md: 32).
         max_length: tokens per input (a pair counts both segments), special tokens included; the
             run uses ``min(max_length, model maximum - template tokens)``.
-        train_size: training examples; 0 resolves to the task's default.
+        train_size: training examples (sentences for a token task); 0 resolves to the task's default.
         test_size: held-out test examples; 0 resolves to the task's default.
         seed: seeds the prompt and head initialisation and the batch order.
         data_seed: seeds the train / test split (kept apart so that runs with other training
@@ -61,7 +63,7 @@ class TuningConfig:
     task: str = "sms-spam"
     method: Literal["prefix", "prompt"] = "prefix"
     length: int = 16
-    target: Literal["cls", "mask"] | None = None
+    target: Literal["cls", "mask", "tokens"] | None = None
     head: Literal["linear", "verbalizer"] = "linear"
     verbalizer: tuple[str, ...] | None = None
     lr: float = 5e-3
@@ -81,8 +83,8 @@ class TuningConfig:
         _choice("method", self.method, METHODS)
         _choice("head", self.head, HEADS)
         if self.target is None:
-            object.__setattr__(self, "target", PRESETS[self.method]["target"])
-        _choice("target", self.target, ("cls", "mask"))
+            object.__setattr__(self, "target", "tokens" if task.kind == "tokens" else PRESETS[self.method]["target"])
+        _choice("target", self.target, TARGETS)
         for name in ("length", "epochs", "batch_size", "max_length"):
             _int(name, getattr(self, name), minimum=1)
         for name in ("train_size", "test_size", "seed", "data_seed"):
@@ -91,7 +93,8 @@ class TuningConfig:
             raise ConfigError(f"max_length must be >= 8; got {self.max_length}")
         _float("lr", self.lr, positive=True)
         _float("weight_decay", self.weight_decay, positive=False)
-        if self.method == "prefix" and self.target != "cls":
+        _check_token_task(task, self.method, self.target, self.head)
+        if self.method == "prefix" and self.target == "mask":
             raise ConfigError("method prefix reads [CLS] (target cls); use method prompt for a [MASK] head")
         if self.head == "verbalizer" and self.target != "mask":
             raise ConfigError("head verbalizer scores the MLM head at [MASK]: it needs method prompt (target mask)")
@@ -126,7 +129,10 @@ class TuningConfig:
             ConfigError: unknown task, method or override key, or an invalid value.
         """
         _choice("method", method, METHODS)
-        return cls.from_dict({**PRESETS[method], "task": task, "method": method, **overrides})
+        defaults = dict(PRESETS[method])
+        if get_task(task).kind == "tokens":
+            defaults.pop("target")  # a token task's head reads every position
+        return cls.from_dict({**defaults, "task": task, "method": method, **overrides})
 
     def replace(self, **changes: Any) -> "TuningConfig":
         """Return a copy with ``changes`` (validated; unknown keys raise ``ConfigError``)."""
@@ -179,6 +185,24 @@ def _tuples(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _check_token_task(task: Any, method: str, target: str, head: str) -> None:
+    """A token task (``kind = tokens``) goes with target ``tokens``, method ``prefix`` and a linear head.
+
+    Raises:
+        ConfigError: any other combination.
+    """
+    if task.kind != "tokens":
+        if target == "tokens":
+            raise ConfigError(f"target tokens is for token-classification tasks; {task.name} is a sequence task")
+        return
+    if target != "tokens":
+        raise ConfigError(f"{task.name} tags every word: its head reads every position (target tokens), not {target}")
+    if method != "prefix":
+        raise ConfigError(f"token classification ({task.name}) needs method prefix (P-tuning v2), not {method}")
+    if head != "linear":
+        raise ConfigError(f"token classification ({task.name}) needs a linear head, not a verbalizer")
+
+
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
@@ -204,4 +228,4 @@ def _check_keys(data: dict[str, Any]) -> None:
         raise ConfigError(f"unknown tuning config key {unknown[0]!r}{more}")
 
 
-__all__ = ["HEADS", "METHODS", "PRESETS", "TuningConfig"]
+__all__ = ["HEADS", "METHODS", "PRESETS", "TARGETS", "TuningConfig"]

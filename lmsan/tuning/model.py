@@ -8,7 +8,8 @@ Two methods, both leaving every backbone weight untouched:
   keys and values. (``BertModel`` ignores ``past_key_values`` on transformers 5, and peft's
   ``PrefixTuningConfig`` refuses BERT.) The prefix travels as the ``lmsan_prefix`` keyword, which
   transformers passes down to every attention call, and the mask is a prepared 4-D additive mask
-  over prefix + tokens. A linear head reads the last layer at [CLS] (not the pooler).
+  over prefix + tokens. A linear head reads the last layer at [CLS] (not the pooler), or, for
+  token classification (target ``tokens``), at every position.
 - ``prompt`` (P-tuning): ``P`` trainable prompt vectors and a [MASK] are inserted right after
   [CLS] (``[CLS] <p_1..p_P> [MASK] text [SEP]``), so any tokenized input works unchanged. The
   head reads [MASK]: the backbone's MLM head scored on one verbaliser token per label where the
@@ -29,7 +30,8 @@ from torch import nn
 from lmsan.errors import ConfigError, DataError
 
 METHODS = ("prefix", "prompt")
-TARGETS = ("cls", "mask")
+TARGETS = ("cls", "mask", "tokens")
+TOKEN_FEATURE_ROW = 1  # target tokens: the monitor reads the first text token (the PV target ``token``)
 ATTENTION = "lmsan_prefix"  # the attention function's registered name
 INIT_STD = 0.02  # prompt and head initialisation (BERT's initializer_range)
 
@@ -99,7 +101,9 @@ class PromptTuned(nn.Module):
     Input shape: input_ids int64 [B, T], attention_mask int64 [B, T], token_type_ids int64 [B, T]
     or None: the tokenizer's ordinary encoding (``reserved_tokens`` fewer than the model maximum).
     Output shape: (logits float [B, C], features float [B, d]: the last layer at the head's
-    position, what the guard's monitor reads).
+    position, what the guard's monitor reads). Target ``tokens`` (token classification, method
+    ``prefix``, linear head): logits float [B, T, C], one row per position, and features the last
+    layer at position 1 (the first text token, where a ``token`` PV set's monitor reads).
     """
 
     def __init__(self, loaded: Any, *, method: str, length: int, num_labels: int, target: str | None = None,
@@ -109,8 +113,11 @@ class PromptTuned(nn.Module):
             raise ConfigError(f"unknown tuning method {method!r}; expected one of {', '.join(METHODS)}")
         target = target or ("cls" if method == "prefix" else "mask")
         if target not in TARGETS:
-            raise ConfigError(f"unknown head position {target!r}; expected cls or mask")
-        if method == "prefix" and target != "cls":
+            raise ConfigError(f"unknown head position {target!r}; expected cls, mask or tokens")
+        if target == "tokens" and (method != "prefix" or verbalizer is not None):
+            raise ConfigError("token classification (target tokens) needs method prefix (P-tuning v2) and a linear "
+                              "head, not " + ("a verbalizer" if method == "prefix" else f"method {method}"))
+        if method == "prefix" and target == "mask":
             raise ConfigError("method prefix reads [CLS]; use method prompt for a [MASK] head")
         if length < 1:
             raise ConfigError(f"prompt length must be >= 1, got {length}")
@@ -182,7 +189,8 @@ class PromptTuned(nn.Module):
             key_mask = torch.cat([ones, attention_mask], dim=1)  # [B, P + T]
             kwargs = {"input_ids": input_ids, "attention_mask": additive_mask(key_mask, prompt.dtype),
                       "lmsan_prefix": prompt, **types}
-            return BackboneInputs(kwargs, key_mask, target=0, offset=0, prefix=self.length)
+            row = TOKEN_FEATURE_ROW if self.target == "tokens" else 0
+            return BackboneInputs(kwargs, key_mask, target=row, offset=0, prefix=self.length)
         embeddings = self.backbone.get_input_embeddings()(input_ids)  # [B, T, d]
         extra = [prompt.unsqueeze(0).expand(batch, -1, -1).to(embeddings.dtype)]
         if self.target == "mask":
@@ -199,7 +207,8 @@ class PromptTuned(nn.Module):
         return BackboneInputs(kwargs, key_mask, target=added if self.target == "mask" else 0, offset=added, prefix=0)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """features float [B, d] at the head position -> logits float [B, C]."""
+        """features float [B, d] at the head position -> logits float [B, C]; with a linear head
+        any float [..., d] -> [..., C] (target ``tokens``: the whole last layer [B, T, d])."""
         if self.mlm_head is not None:
             return self.mlm_head(features).index_select(-1, self.verbalizer_ids)
         return self.head(features)
@@ -209,7 +218,7 @@ class PromptTuned(nn.Module):
         inputs = self.backbone_inputs(input_ids, attention_mask, token_type_ids)
         hidden = self.backbone(**inputs.kwargs).last_hidden_state
         features = hidden[:, inputs.target]
-        return self.logits(features), features
+        return self.logits(hidden if self.target == "tokens" else features), features
 
     def trainable(self) -> list[nn.Parameter]:
         """The parameters training may change (the prompt, and the head without a verbaliser)."""

@@ -1,11 +1,11 @@
 """Task directories: a tuned task's tensors (``task.safetensors``) and manifest (``task.json``).
 
-``task.json`` (format ``lmsan.task/1``) records the method, the head, the labels, the token
-limit, the backbone the task was tuned on (weights fingerprint and shape), the SHA-256 of the
-tensor file, the metrics and the config. Writing stages everything in a temp directory next to
-the output and renames it into place; loading checks the format, the backbone, the file hash and
-every tensor shape, with one clear error each. Never pickle. Imports torch and safetensors;
-never mining, export or runtime.
+``task.json`` (format ``lmsan.task/1``) records the method, the head, the task's kind
+(``sequence`` or ``tokens``), the labels, the token limit, the backbone the task was tuned on
+(weights fingerprint and shape), the SHA-256 of the tensor file, the metrics and the config.
+Writing stages everything in a temp directory next to the output and renames it into place;
+loading checks the format, the backbone, the file hash and every tensor shape, with one clear
+error each. Never pickle. Imports torch and safetensors; never mining, export or runtime.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 from lmsan import __version__
 from lmsan.errors import ConfigError, DataError, IntegrityError
 from lmsan.files import check_replaceable, read_json, replace_dir, sha256_file, write_json
-from lmsan.tuning.config import METHODS
+from lmsan.tuning.config import METHODS, TARGETS
+from lmsan.tuning.tasks import KINDS, TASKS
 from lmsan.tuning.train import TunedTask
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ TENSORS = "task.safetensors"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 # manifest key -> (type(s), what it must be): checked by read_task_manifest.
 _FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "method": (str, "a method name"), "length": (int, "an int >= 1"), "target": (str, "cls or mask"),
+    "method": (str, "a method name"), "length": (int, "an int >= 1"), "target": (str, "cls, mask or tokens"),
     "task": (str, "a task name"), "labels": (list, "a list of >= 2 label names"), "pairs": (bool, "a bool"),
     "verbalizer": ((list, type(None)), "null or one token id per label"), "max_length": (int, "an int >= 1"),
     "backbone": (dict, "an object"), "files": (dict, "an object"), "metrics": (dict, "an object"),
@@ -50,6 +51,7 @@ def manifest_for(tuned: TunedTask, loaded: Any, tensor_sha256: str) -> dict[str,
         "length": model.length,
         "target": model.target,
         "task": tuned.task.name,
+        "kind": tuned.task.kind,
         "labels": list(tuned.task.label_names),
         "pairs": tuned.task.pairs,
         "verbalizer": list(model.verbalizer) if model.verbalizer is not None else None,
@@ -156,8 +158,17 @@ def _check_values(manifest: dict[str, Any], where: Path) -> None:
 
     if manifest["method"] not in METHODS:
         raise bad("method", f"one of {', '.join(METHODS)}")
-    if manifest["target"] not in ("cls", "mask"):
-        raise bad("target", "cls or mask")
+    if manifest["target"] not in TARGETS:
+        raise bad("target", "cls, mask or tokens")
+    kind = manifest.setdefault("kind", "sequence")  # written since token tasks; older tasks are sequence tasks
+    if kind not in KINDS:
+        raise bad("kind", f"one of {', '.join(KINDS)}")
+    if (kind == "tokens") != (manifest["target"] == "tokens"):
+        raise DataError(f"{where}: kind {kind!r} and target {manifest['target']!r} disagree (target 'tokens' goes "
+                        "with kind 'tokens')")
+    registered = TASKS.get(manifest["task"])
+    if registered is not None and registered.kind != kind:
+        raise DataError(f"{where}: task {manifest['task']!r} is a {registered.kind} task, the manifest says {kind}")
     if manifest["length"] < 1:
         raise bad("length", "an int >= 1")
     if manifest["max_length"] < 1:
@@ -171,6 +182,8 @@ def _check_values(manifest: dict[str, Any], where: Path) -> None:
             raise bad("verbalizer", "null or a list of token ids")
         if len(verbalizer) != len(labels):
             raise DataError(f"{where}: the verbalizer has {len(verbalizer)} token(s) for {len(labels)} labels")
+        if kind == "tokens":
+            raise DataError(f"{where}: a token task has a linear head, not a verbalizer")
     backbone = manifest["backbone"]
     for key, kind in (("fingerprint", str), ("model_type", str), ("hidden_size", int), ("num_layers", int),
                       ("num_heads", int)):

@@ -1,17 +1,21 @@
 """Downstream tasks for prompt-tuning, built from the offline corpora (``lmsan.data``).
 
-Four tasks, each with label names, default verbaliser words and train/test sizes that keep CPU
+Five tasks, each with label names, default verbaliser words and train/test sizes that keep CPU
 training to seconds on the tiny models:
 
 * ``sms-spam``: ham / spam SMS messages;
 * ``polarity``: negative / positive movie-review sentences (Pang & Lee);
 * ``bbcnews``: the 5 BBC News topics, from an article's title and first sentence;
 * ``bbc-pair``: a text pair: does this BBC News headline belong to the article that opens with this
-  sentence? (``different`` / ``same`` article; mismatched leads come from any other article).
+  sentence? (``different`` / ``same`` article; mismatched leads come from any other article);
+* ``oanc-pos``: token classification (``kind = "tokens"``): a coarse part-of-speech tag for every
+  word of an OANC sentence (Penn Treebank tags mapped by ``COARSE_TAGS``), the offline stand-in
+  for the paper's CoNLL NER (POR-NER attacks every token position).
 
-Splits are balanced (equal examples per label, the first labels taking any remainder), disjoint
-(``bbc-pair`` draws train and test pairs from disjoint article pools) and a pure function of
-the seed. Stdlib and ``lmsan.data`` only: no torch, no transformers.
+Sequence splits are balanced (equal examples per label, the first labels taking any remainder),
+token splits are random; all are disjoint (``bbc-pair`` draws train and test pairs from disjoint
+article pools) and a pure function of the seed. Stdlib and ``lmsan.data`` only: no torch, no
+transformers.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from lmsan.data import LabelledSet, load_labelled
 from lmsan.data.clean import dedup_key, normalize_text, split_sentences, word_count
@@ -34,6 +38,20 @@ BBC_TASK_WORDS = 30
 PAIR_WORDS = (6, 40)
 # bbc-pair: share of the articles (per topic) whose sentences form the training pairs.
 PAIR_TRAIN_SHARE = 0.7
+KINDS = ("sequence", "tokens")  # a label per input / a label per word
+# oanc-pos: sentences of this many words (a tagger line of the OANC file is one sentence).
+POS_WORDS = (5, 40)
+# oanc-pos: Penn Treebank tag -> coarse tag; any other tag is X (POS, LS, SYM, UH, FW, ...).
+COARSE_TAGS: dict[str, str] = {
+    **dict.fromkeys(("NN", "NNS"), "NOUN"), **dict.fromkeys(("NNP", "NNPS"), "PROPN"),
+    **dict.fromkeys(("VB", "VBD", "VBG", "VBN", "VBP", "VBZ", "MD"), "VERB"),
+    **dict.fromkeys(("JJ", "JJR", "JJS"), "ADJ"), **dict.fromkeys(("RB", "RBR", "RBS", "WRB"), "ADV"),
+    **dict.fromkeys(("PRP", "PRP$", "WP", "WP$", "EX"), "PRON"), **dict.fromkeys(("DT", "PDT", "WDT"), "DET"),
+    **dict.fromkeys(("IN", "TO", "RP"), "ADP"), "CC": "CONJ", "CD": "NUM",
+    **dict.fromkeys((",", ".", ":", '"', "``", "''", "(", ")", "-LRB-", "-RRB-", "$", "#"), "PUNCT"),
+}
+POS_TAGS = ("NOUN", "PROPN", "VERB", "ADJ", "ADV", "PRON", "DET", "ADP", "CONJ", "NUM", "PUNCT", "X")
+_BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "``": '"', "''": '"'}  # PTB escapes
 
 
 @dataclass(frozen=True)
@@ -48,8 +66,10 @@ class Task:
             first set whose every word is a single token of the backbone's vocabulary is used
             (``lmsan.tuning.train.resolve_verbalizer``): tiny RoBERTa's BPE has no single ``yes``.
         pairs: inputs are text pairs.
-        train_size: default training examples.
+        train_size: default training examples (sentences for a token task).
         test_size: default held-out test examples.
+        kind: ``sequence`` (one label per input) or ``tokens`` (one label per word: token
+            classification; no verbaliser, no pairs).
     """
 
     name: str
@@ -59,6 +79,7 @@ class Task:
     pairs: bool
     train_size: int
     test_size: int
+    kind: str = "sequence"
 
     @property
     def num_labels(self) -> int:
@@ -66,12 +87,56 @@ class Task:
 
 
 @dataclass(frozen=True)
+class TokenSet:
+    """A token-classification set: ``N`` sentences of words, one tag per word.
+
+    Attributes:
+        words: ``N`` sentences, each a tuple of words (no spaces inside a word).
+        tags: ``N`` tuples of ints in ``[0, C)``, one per word, indexing ``label_names``.
+        label_names: ``C`` tag names.
+        source: where the set came from.
+    """
+
+    words: tuple[tuple[str, ...], ...]
+    tags: tuple[tuple[int, ...], ...]
+    label_names: tuple[str, ...]
+    source: str
+
+    def __post_init__(self) -> None:
+        if len(self.words) != len(self.tags):
+            raise DataError(f"{self.source}: {len(self.words)} sentences but {len(self.tags)} tag rows")
+        for index, (words, tags) in enumerate(zip(self.words, self.tags)):
+            if len(words) != len(tags) or not words:
+                raise DataError(f"{self.source}: sentence {index} has {len(words)} words and {len(tags)} tags")
+            if any(not 0 <= t < len(self.label_names) for t in tags):
+                raise DataError(f"{self.source}: sentence {index} has a tag outside [0, {len(self.label_names)})")
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Each sentence as text: its words joined by one space (what a guard is given)."""
+        return tuple(" ".join(words) for words in self.words)
+
+    text_pairs = None  # token tasks read single texts
+
+    def counts(self) -> dict[str, int]:
+        """Return ``{tag name: number of words}``, in tag order."""
+        totals = {name: 0 for name in self.label_names}
+        for row in self.tags:
+            for t in row:
+                totals[self.label_names[t]] += 1
+        return totals
+
+
+@dataclass(frozen=True)
 class TaskData:
-    """A task's training and test sets (disjoint, balanced, from ``seed``)."""
+    """A task's training and test sets (disjoint; balanced for sequence tasks; from ``seed``)."""
 
     task: Task
-    train: LabelledSet
-    test: LabelledSet
+    train: LabelledSet | TokenSet
+    test: LabelledSet | TokenSet
     seed: int
 
 
@@ -86,6 +151,9 @@ TASKS: dict[str, Task] = {
                      ("money", "film", "government", "football", "computer")), False, 800, 400),
     "bbc-pair": Task("bbc-pair", "a BBC News headline and a lead sentence: from the same article or not (pairs)",
                      ("different", "same"), (("no", "yes"), ("different", "same")), True, 800, 400),
+    "oanc-pos": Task("oanc-pos", "coarse part-of-speech tag of every word of an OANC sentence (token "
+                     "classification; the offline stand-in for CoNLL NER)", POS_TAGS, (), False, 1500, 400,
+                     kind="tokens"),
 }
 
 
@@ -106,13 +174,13 @@ def task_data(name: str, *, train_size: int | None = None, test_size: int | None
 
     Args:
         name: registry name (``TASKS``).
-        train_size: training examples (default: the task's).
+        train_size: training examples, sentences for a token task (default: the task's).
         test_size: test examples (default: the task's).
         seed: the shuffle seed; the same seed always gives the same sets.
 
     Raises:
         ConfigError: unknown task or a size < the number of labels.
-        DataError: the corpus cannot be loaded, or holds too few examples of a label.
+        DataError: the corpus cannot be loaded, or holds too few examples (of a label).
     """
     task = get_task(name)
     sizes = {"train": task.train_size if train_size is None else train_size,
@@ -169,6 +237,56 @@ def _registry(task: Task, sizes: dict[str, int], seed: int) -> tuple[LabelledSet
         raise DataError(f"{task.name}: the corpus has labels {data.label_names}, expected {task.label_names}")
     train, test = balanced_split(data, sizes, seed=seed)
     return train, test
+
+
+def tagged_sentences(lines: Sequence[str], *,
+                     words: tuple[int, int] = POS_WORDS) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``(words, coarse tags)`` of each distinct ``word/TAG ...`` line that a tokenizer keeps word for word.
+
+    A line is kept when it has ``words[0]..words[1]`` tokens, at least one of them alphabetic, and
+    every token (PTB bracket escapes undone) is all letters, all digits, or one punctuation
+    character: a BERT or byte-level BPE pre-tokenizer then splits the words joined by spaces into
+    exactly these words, so a tag per word is a tag per pre-tokenized word at run time. (Lines
+    with clitics like ``n't`` / ``'s``, ``1,000``, ``U.S.`` or ``&slash;`` are dropped.) An
+    ambiguous tag (``VBG|NN``) counts as its first part.
+    """
+    low, high = words
+    out, seen = [], set()
+    for line in lines:
+        pairs = [token.rpartition("/") for token in line.split()]
+        tokens = tuple(_BRACKETS.get(word, word) for word, _, _ in pairs)
+        if not low <= len(tokens) <= high or tokens in seen or not all(_plain_word(t) for t in tokens):
+            continue
+        if not any(t.isalpha() for t in tokens) or any(not sep for _, sep, _ in pairs):
+            continue
+        seen.add(tokens)
+        out.append((tokens, tuple(COARSE_TAGS.get(tag.split("|")[0], "X") for _, _, tag in pairs)))
+    return out
+
+
+def _plain_word(word: str) -> bool:
+    return word.isalpha() or word.isdigit() or (len(word) == 1 and not word.isalnum() and not word.isspace())
+
+
+def _oanc_pos(task: Task, sizes: dict[str, int], seed: int) -> tuple[TokenSet, TokenSet]:
+    """Disjoint random train / test sentences of the OANC tagged file (``tagged_sentences``)."""
+    from lmsan.data.fetcher import fetch
+    from lmsan.data.local import read_text
+
+    rows = tagged_sentences(read_text(fetch("oanc")).splitlines())
+    needed = sum(sizes.values())
+    if needed > len(rows):
+        raise DataError(f"oanc-pos: {len(rows)} usable sentences, the splits need {needed}")
+    random.Random(seed).shuffle(rows)
+    index = {name: i for i, name in enumerate(task.label_names)}
+    sets, start = [], 0
+    for split, size in sizes.items():
+        chosen = rows[start: start + size]
+        start += size
+        sets.append(TokenSet(words=tuple(w for w, _ in chosen), tags=tuple(tuple(index[t] for t in tags)
+                                                                          for _, tags in chosen),
+                             label_names=task.label_names, source=f"oanc-pos:{split}"))
+    return sets[0], sets[1]
 
 
 def _bbc_articles() -> list:
@@ -241,11 +359,13 @@ def _draw_pairs(pool: list[tuple[str, str]], size: int, rng: random.Random, *, s
                        source=f"bbc-pair:{split}", text_pairs=tuple(r[1] for r in rows))
 
 
-_BUILDERS: dict[str, Callable[[Task, dict[str, int], int], tuple[LabelledSet, LabelledSet]]] = {
+_BUILDERS: dict[str, Callable[[Task, dict[str, int], int], tuple[LabelledSet | TokenSet, LabelledSet | TokenSet]]] = {
     "sms-spam": _registry,
     "polarity": _registry,
     "bbcnews": _bbcnews,
     "bbc-pair": _bbc_pairs,
+    "oanc-pos": _oanc_pos,
 }
 
-__all__ = ["TASKS", "Task", "TaskData", "balanced_split", "get_task", "task_data"]
+__all__ = ["COARSE_TAGS", "KINDS", "POS_TAGS", "TASKS", "Task", "TaskData", "TokenSet", "balanced_split", "get_task",
+           "tagged_sentences", "task_data"]

@@ -1,8 +1,11 @@
 """Train a ``PromptTuned`` task on a frozen backbone, and score it (method.md §6).
 
 AdamW on the prompt (and the linear head) only, cross-entropy, the backbone frozen and in eval
-mode throughout (no dropout), everything seeded by ``TuningConfig.seed``. Imports torch and
-transformers (via the model); never mining, export or runtime.
+mode throughout (no dropout), everything seeded by ``TuningConfig.seed``. A token task
+(``Task.kind == "tokens"``) encodes each sentence as its words joined by spaces and labels the
+first sub-token of each word (the fast tokenizer's ``word_ids``: the same words the runtime guard
+tags); the other positions are ignored (-100) by the loss. Imports torch and transformers (via
+the model) and ``lmsan.eval.metrics``; never mining, export or runtime.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lmsan.errors import ConfigError, DataError
+from lmsan.eval.metrics import token_f1
 from lmsan.tuning.config import TuningConfig
 from lmsan.tuning.model import PromptTuned, mlm_head_of
 from lmsan.tuning.tasks import Task, TaskData
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions start at pad_token_id + 1
 EVAL_BATCH = 64
+IGNORE = -100  # label of positions the token loss skips (specials, padding, later sub-tokens)
 
 
 @dataclass
@@ -36,8 +41,9 @@ class TunedTask:
         config: the run's config.
         verbalizer_words: the words scored at ``[MASK]`` (``head = verbalizer``), else ``None``.
         max_length: the token limit inputs were truncated to (template tokens excluded).
-        metrics: ``train_accuracy`` / ``test_accuracy`` (floats in [0, 1]), ``chance`` (share of the
-            largest test label), sizes, ``loss_per_epoch`` (mean cross-entropy) and ``wall_s``.
+        metrics: ``train_accuracy`` / ``test_accuracy`` (floats in [0, 1]; per word for a token
+            task, which also has ``test_f1``, the macro-F1 over tags), ``chance`` (share of the
+            largest test label or tag), sizes, ``loss_per_epoch`` (mean cross-entropy) and ``wall_s``.
     """
 
     model: PromptTuned
@@ -136,6 +142,7 @@ class Encoded:
     def __init__(self, tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None, *, max_length: int) -> None:
         encoded = tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=True,
                             max_length=max_length)
+        self.encoding = encoded  # the fast tokenizer's BatchEncoding (word_ids)
         self.ids: list[list[int]] = encoded["input_ids"]
         self.types: list[list[int]] | None = encoded.get("token_type_ids")
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
@@ -161,6 +168,56 @@ class Encoded:
         return out
 
 
+class TokenEncoded(Encoded):
+    """A tokenized token-classification set: ``Encoded`` of the sentences (words joined by one
+    space) and where each word starts.
+
+    Attributes:
+        starts: ``N`` lists, one token index per word: its first sub-token (-1: truncated away).
+        tags: ``N`` lists of tag ids, one per word (``None`` when unlabelled).
+
+    Raises:
+        DataError: the tokenizer splits a sentence into other words than the task's (a word with
+            spaces or punctuation inside; ``lmsan.tuning.tasks.tagged_sentences`` keeps none).
+    """
+
+    def __init__(self, tokenizer: Any, words: Sequence[Sequence[str]], tags: Sequence[Sequence[int]] | None, *,
+                 max_length: int) -> None:
+        super().__init__(tokenizer, [" ".join(w) for w in words], None, max_length=max_length)
+        self.tags = [list(t) for t in tags] if tags is not None else None
+        self.starts = [word_starts(self.encoding.word_ids(i), len(w), truncated=len(self.ids[i]) >= max_length,
+                                   index=i) for i, w in enumerate(words)]
+
+    def labels(self, indices: Sequence[int], width: int, device: Any) -> torch.Tensor:
+        """int64 [B, width]: each word's tag at its first sub-token, ``IGNORE`` elsewhere."""
+        out = torch.full((len(indices), width), IGNORE, dtype=torch.long)
+        for row, i in enumerate(indices):
+            for start, tag in zip(self.starts[i], self.tags[i]):
+                if start >= 0:
+                    out[row, start] = tag
+        return out.to(device)
+
+
+def word_starts(word_ids: Sequence[int | None], words: int, *, truncated: bool, index: int = 0) -> list[int]:
+    """The first token of each of ``words`` words, from a fast tokenizer's ``word_ids`` (-1: a
+    word truncated away).
+
+    Raises:
+        DataError: the tokenizer found more words, or (not ``truncated``) fewer.
+    """
+    starts = [-1] * words
+    for token, word in enumerate(word_ids):
+        if word is None:
+            continue
+        if word >= words:
+            raise DataError(f"sentence {index}: the tokenizer splits it into more than its {words} words")
+        if starts[word] < 0:
+            starts[word] = token
+    if not truncated and -1 in starts:
+        raise DataError(f"sentence {index}: the tokenizer finds {starts.index(-1)} of its {words} words")
+    return starts
+
+
 def _device(model: PromptTuned) -> torch.device:
     return model.prompt.device
 
@@ -176,6 +233,36 @@ def predict(model: PromptTuned, encoded: Encoded, *, batch_size: int = EVAL_BATC
         out.append(logits.float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, model.num_labels)
+
+
+@torch.no_grad()
+def predict_tags(model: PromptTuned, encoded: TokenEncoded, *, batch_size: int = EVAL_BATCH) -> list[list[int | None]]:
+    """A token task's tag id for every word of every sentence (``None``: truncated away)."""
+    was_training = model.training
+    model.eval()
+    out: list[list[int | None]] = []
+    for start in range(0, len(encoded), batch_size):
+        rows = range(start, min(start + batch_size, len(encoded)))
+        logits, _ = model(**encoded.batch(rows, _device(model)))  # [B, T, C]
+        best = logits.argmax(dim=-1).cpu().tolist()
+        out += [[best[r][t] if t >= 0 else None for t in encoded.starts[i]] for r, i in enumerate(rows)]
+    model.train(was_training)
+    return out
+
+
+def evaluate_tokens(model: PromptTuned, tokenizer: Any, words: Sequence[Sequence[str]], tags: Sequence[Sequence[int]],
+                    *, max_length: int = 64, batch_size: int = EVAL_BATCH) -> dict[str, float]:
+    """A token task's per-word ``accuracy`` and macro-``f1`` over tags (floats in [0, 1]); a word
+    truncated away counts as wrong.
+
+    Raises:
+        DataError: no sentences, or lengths that differ.
+    """
+    if not words or len(words) != len(tags):
+        raise DataError(f"evaluate_tokens needs N > 0 sentences with N tag rows; got {len(words)} and {len(tags)}")
+    predicted = predict_tags(model, TokenEncoded(tokenizer, words, None, max_length=max_length), batch_size=batch_size)
+    pairs = [(p, g) for row, gold in zip(predicted, tags) for p, g in zip(row, gold)]
+    return {"accuracy": sum(p == g for p, g in pairs) / len(pairs), "f1": token_f1(predicted, tags) or 0.0}
 
 
 def evaluate(model: PromptTuned, tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None,
@@ -234,9 +321,12 @@ def tune(loaded: Any, data: TaskData, config: TuningConfig, *, progress: bool = 
                             target=config.target, verbalizer=ids)
     model.to(device).eval()  # eval throughout: the backbone runs without dropout
     limit = token_limit(loaded, model, config.max_length)
-    pairs = data.train.text_pairs
-    train = Encoded(loaded.tokenizer, data.train.texts, pairs, max_length=limit)
-    labels = torch.tensor(data.train.labels, dtype=torch.long, device=device)
+    tokens = data.task.kind == "tokens"
+    if tokens:
+        train: Encoded = TokenEncoded(loaded.tokenizer, data.train.words, data.train.tags, max_length=limit)
+    else:
+        train = Encoded(loaded.tokenizer, data.train.texts, data.train.text_pairs, max_length=limit)
+        labels = torch.tensor(data.train.labels, dtype=torch.long, device=device)
     optimizer = torch.optim.AdamW(model.trainable(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     steps = -(-len(train) // config.batch_size)
@@ -251,8 +341,14 @@ def tune(loaded: Any, data: TaskData, config: TuningConfig, *, progress: bool = 
             total = 0.0
             for start in range(0, len(order), config.batch_size):
                 rows = order[start: start + config.batch_size]
-                logits, _ = model(**train.batch(rows, device))
-                loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows])
+                inputs = train.batch(rows, device)
+                logits, _ = model(**inputs)
+                if tokens:  # logits [B, T, C]; only each word's first sub-token is labelled
+                    gold = train.labels(rows, inputs["input_ids"].shape[1], device)
+                    loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), gold.flatten(),
+                                                             ignore_index=IGNORE)
+                else:
+                    loss = torch.nn.functional.cross_entropy(logits.float(), labels[rows])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -265,22 +361,39 @@ def tune(loaded: Any, data: TaskData, config: TuningConfig, *, progress: bool = 
                 on_epoch(epoch, losses[-1])
     finally:
         bar.close()
-    test = data.test
     metrics = {
-        "train_accuracy": evaluate(model, loaded.tokenizer, data.train.texts, pairs, data.train.labels,
-                                   max_length=limit),
-        "test_accuracy": evaluate(model, loaded.tokenizer, test.texts, test.text_pairs, test.labels, max_length=limit),
-        "chance": max(test.counts().values()) / len(test),
-        "train_size": len(data.train), "test_size": len(test), "epochs": config.epochs,
+        **scores(model, loaded.tokenizer, data, limit),
+        "train_size": len(data.train), "test_size": len(data.test), "epochs": config.epochs,
         "loss_per_epoch": [round(x, 6) for x in losses],
         "wall_s": round(time.perf_counter() - started, 2),
     }
-    log.info("tuned %s (%s, P=%d): train acc %.3f, test acc %.3f (chance %.3f), wall_s=%.1f", config.task,
-             config.method, config.length, metrics["train_accuracy"], metrics["test_accuracy"], metrics["chance"],
+    f1 = f", test F1 {metrics['test_f1']:.3f}" if tokens else ""
+    log.info("tuned %s (%s, P=%d): train acc %.3f, test acc %.3f%s (chance %.3f), wall_s=%.1f", config.task,
+             config.method, config.length, metrics["train_accuracy"], metrics["test_accuracy"], f1, metrics["chance"],
              metrics["wall_s"])
     return TunedTask(model=model, task=data.task, config=config, verbalizer_words=words, max_length=limit,
                      metrics=metrics)
 
 
-__all__ = ["Encoded", "TunedTask", "evaluate", "model_max_tokens", "mlm_head_stored", "predict",
-           "resolve_verbalizer", "token_limit", "tune", "word_token"]
+def scores(model: PromptTuned, tokenizer: Any, data: TaskData, max_length: int) -> dict[str, float]:
+    """``train_accuracy``, ``test_accuracy`` and ``chance`` (share of the largest test label); a
+    token task's accuracies are per word, plus ``test_f1`` (macro over tags)."""
+    train, test = data.train, data.test
+    counts = test.counts()
+    chance = max(counts.values()) / sum(counts.values())
+    if data.task.kind == "tokens":
+        on_train = evaluate_tokens(model, tokenizer, train.words, train.tags, max_length=max_length)
+        on_test = evaluate_tokens(model, tokenizer, test.words, test.tags, max_length=max_length)
+        return {"train_accuracy": on_train["accuracy"], "test_accuracy": on_test["accuracy"],
+                "test_f1": on_test["f1"], "chance": chance}
+    return {
+        "train_accuracy": evaluate(model, tokenizer, train.texts, train.text_pairs, train.labels,
+                                   max_length=max_length),
+        "test_accuracy": evaluate(model, tokenizer, test.texts, test.text_pairs, test.labels, max_length=max_length),
+        "chance": chance,
+    }
+
+
+__all__ = ["Encoded", "IGNORE", "TokenEncoded", "TunedTask", "evaluate", "evaluate_tokens", "model_max_tokens",
+           "mlm_head_stored", "predict", "predict_tags", "resolve_verbalizer", "scores", "token_limit", "tune",
+           "word_starts", "word_token"]

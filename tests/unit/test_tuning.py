@@ -323,14 +323,18 @@ def test_cli_help_and_task_list():
     code, stdout, _ = invoke(["--help"])
     assert code == 0 and "--verbalizer" in stdout and "P-tuning v2" in stdout
     code, stdout, _ = invoke(["--list-tasks", "--json"])
-    assert code == 0 and {t["name"] for t in json.loads(stdout)["tasks"]} == {"sms-spam", "polarity", "bbcnews",
-                                                                             "bbc-pair"}
+    kinds = {t["name"]: t["kind"] for t in json.loads(stdout)["tasks"]}
+    assert code == 0 and kinds == {"sms-spam": "sequence", "polarity": "sequence", "bbcnews": "sequence",
+                                   "bbc-pair": "sequence", "oanc-pos": "tokens"}
+    code, stdout, _ = invoke(["--list-tasks"])
+    assert code == 0 and "oanc-pos" in stdout and "a tag per word" in stdout
 
 
 @pytest.mark.parametrize("args, code, message", [
     (["--task", "nope"], 4, "unknown task 'nope'"),
     (["--task", "sms-spam", "--method", "prefix", "--head", "verbalizer"], 4, "needs method prompt"),
     (["--task", "sms-spam", "--verbalizer", "a,,b"], 4, "comma-separated"),
+    (["--task", "oanc-pos", "--method", "prompt"], 4, "needs method prefix"),
 ])
 def test_cli_bad_input(tmp_path, args, code, message):
     got, stdout, stderr = invoke(["some-model", "--out", str(tmp_path / "out"), "--json", *args])
