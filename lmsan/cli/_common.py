@@ -3,7 +3,7 @@
 Exit codes (the only place they are decided):
     0  clean / nothing triggered
     1  backdoored / some input triggered
-    2  LmsanError, OSError or an unexpected error
+    2  LmsanError, OSError, a missing optional extra (``lmsan.extras``) or an unexpected error
     4  usage error (click) or ConfigError
 """
 
@@ -18,6 +18,7 @@ from typing import Any, Callable
 import click
 
 from lmsan.errors import ConfigError, LmsanError
+from lmsan.extras import explain
 
 EXIT_CLEAN = 0
 EXIT_FOUND = 1
@@ -68,7 +69,8 @@ def run(command: click.Command, prog: str, argv: list[str] | None = None) -> Non
     """Run a click command, map its outcome to an exit code and exit once.
 
     The command returns the exit code (0 or 1). Errors print one line to stderr:
-    ``<prog>: error: <message>``, with a traceback only under ``--debug``. Under ``--json``
+    ``<prog>: error: <message>``, with a traceback only under ``--debug``; a command whose optional
+    extra is not installed says which one (``lmsan.extras``). Under ``--json``
     an error also prints ``{"error": ...}`` to stdout so stdout stays valid JSON.
     """
     args = sys.argv[1:] if argv is None else argv
@@ -89,6 +91,11 @@ def run(command: click.Command, prog: str, argv: list[str] | None = None) -> Non
         code = EXIT_USAGE
     except (LmsanError, OSError) as exc:
         _report(prog, str(exc), debug, as_json, type(exc).__name__)
+        code = EXIT_ERROR
+    except ModuleNotFoundError as exc:  # an optional extra's package (torch, ...) is not installed
+        missing = explain(exc, prog.removeprefix("lmsan-") if prog.startswith("lmsan-") else None)
+        message = str(missing) if missing else f"unexpected {type(exc).__name__}: {exc}"
+        _report(prog, message, debug, as_json, type(missing).__name__ if missing else "internal")
         code = EXIT_ERROR
     except Exception as exc:  # last resort: never a bare traceback
         _report(prog, f"unexpected {type(exc).__name__}: {exc}", debug, as_json, "internal")

@@ -21,8 +21,9 @@ FORBIDDEN = {
     "mining": {"attacks", "export", "runtime", "cli"},
     "export": {"mining", "attacks", "runtime", "cli"},
     "runtime": {"data", "models", "attacks", "mining", "export", "cli"},
+    "serve": {"data", "models", "attacks", "mining", "export", "cli"},
 }
-NO_HEAVY = {"data", "runtime", "errors", "files", "pvset"}
+NO_HEAVY = {"data", "runtime", "serve", "errors", "files", "pvset", "extras"}
 
 
 def imported_modules(path: Path) -> set[str]:
