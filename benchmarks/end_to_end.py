@@ -6,7 +6,9 @@ The pipeline is the real one, nothing borrowed from the attack but its trigger w
 1. ``lmsan-mine --mode search`` on each backbone (clean control and backdoored) at the position
    the task's head reads (``cls`` for P-tuning v2, ``mask`` for P-tuning);
 2. ``lmsan.tuning.tune`` of every task on each backbone (the victim tunes on what it downloaded);
-3. ``lmsan.export.export_guard(..., task=...)``: one graph answers the task and checks the PVs;
+3. ``lmsan.export.export_guard(..., task=..., monitor=...)``: one graph answers the task and checks
+   the PVs, on a second pass of the backbone without the task's prompt (monitor ``bare``, the
+   default) or on the task's own prompted pass (monitor ``task``);
 4. ``Guard.scan_batch`` on the clean test set and on the test set with each trigger inserted
    once at a random word boundary (pairs: into the longer sentence).
 
@@ -18,14 +20,18 @@ backbone). After the guard, a rejected input has no answer: a rejected clean inp
 wrong, a rejected triggered input as blocked (the attack did not get its answer); both rates are
 reported. ONION cleans the same inputs and the unguarded task answers them.
 
-Also reported: the share of clean and triggered inputs flagged by the task graph (prompt active)
-against a guard on the bare backbone with the same PVs (what the PVs were mined on).
+The main columns are the ``--monitor`` guard's (default ``bare``). Also reported: ASR after,
+ΔACC and the share of clean and triggered inputs flagged with the other monitor (``task``: the
+prompt active), and the flagged shares of a separate guard on the bare backbone with the same PVs
+(what the PVs were mined on; the ``bare`` monitor should agree with it).
 
     .venv/bin/python benchmarks/end_to_end.py [--attacks bert-por bert-neuba bert-btop]
-        [--tasks sms-spam polarity bbcnews bbc-pair] [--minilm] [--test 400] [--quick]
+        [--tasks sms-spam polarity bbcnews bbc-pair] [--minilm] [--test 400] [--quick] [--monitor bare]
 
 Work (mined PV sets, tuned tasks, guards, and each setting's scores) is cached under
-``$LMSAN_CACHE/end_to_end``; ``--fresh`` re-scores the settings.
+``$LMSAN_CACHE/end_to_end``; ``--fresh`` re-scores the settings. A row cached before the monitor
+option (scored with the ``task`` monitor) is completed: only the guard of the missing monitor is
+exported and scanned; the unguarded, ONION and task-monitor figures are kept.
 """
 
 from __future__ import annotations
@@ -144,13 +150,22 @@ def tuned_task(model: Path, task: str, method: str, key: str, args: argparse.Nam
     return out
 
 
-def guard_for(model: Path, pvs: Path, task: Path | None, out: Path) -> Path:
-    """Export (cached) the guard of ``model`` with ``pvs``, for ``task`` or the bare backbone."""
+MONITORS = ("bare", "task")
+
+
+def guard_for(model: Path, pvs: Path, task: Path | None, out: Path, monitor: str = "task") -> Path:
+    """Export (cached) the guard of ``model`` with ``pvs``, for ``task`` (its monitor reading
+    ``monitor``'s pass) or the bare backbone. A task guard's directory is ``out`` for the ``task``
+    monitor (the guards cached before the option) and ``out-monitor-bare`` for ``bare``."""
     from lmsan.export import export_guard
 
+    if task is not None and monitor != "task":
+        out = out.with_name(f"{out.name}-monitor-{monitor}")
     if (out / "guard.json").is_file():
-        return out
-    export_guard(model, pvs, out, task=task, overwrite=True)
+        recorded = json.loads((out / "guard.json").read_text()).get("task", {}) if task is not None else {}
+        if task is None or recorded.get("monitor", "task") == monitor:
+            return out
+    export_guard(model, pvs, out, task=task, overwrite=True, **({"monitor": monitor} if task is not None else {}))
     return out
 
 
@@ -221,11 +236,51 @@ def onion_inputs(onion: Any, inputs: list) -> list:
     return [c or x for c, x in zip(onion.clean_batch(inputs), inputs)]
 
 
+GUARD_FIGURES = ("acc_guard", "after", "rejected_clean", "rejected_triggered", "flagged_clean", "flagged_triggered")
+
+
+def setting_data(task: str, triggers: list[str], args: argparse.Namespace) -> tuple[list, np.ndarray, dict]:
+    """The test inputs (texts or pairs), their gold labels [N] and the triggered copies per trigger."""
+    from lmsan.tuning.tasks import task_data
+
+    test = task_data(task, test_size=args.test, seed=0).test
+    inputs = list(zip(test.texts, test.text_pairs)) if test.text_pairs else list(test.texts)
+    return inputs, np.array(test.labels), triggered_inputs(inputs, triggers, seed=args.seed)
+
+
+def guard_figures(guard: Any, inputs: list, gold: np.ndarray, attacked: dict[str, list]) -> dict[str, Any]:
+    """A task guard's figures (``GUARD_FIGURES``): accuracy on clean inputs, attack scores after
+    it, rejected and flagged shares of clean and triggered inputs; plus the guard's monitor."""
+    from lmsan.eval.metrics import accuracy, attack_scores
+
+    after_clean, rejected_clean, flagged_clean = guarded(guard, inputs, guard.labels)
+    after_trig, rejected_trig, flagged_trig = {}, [], []
+    for trigger, texts in attacked.items():
+        preds, rejected, flagged = guarded(guard, texts, guard.labels)
+        after_trig[trigger] = np.where(rejected, gold, preds)  # blocked: the attack got no answer
+        rejected_trig.append(rejected)
+        flagged_trig.append(flagged)
+    return {"monitor": guard.manifest.monitor, "acc_guard": accuracy(after_clean, gold),
+            "after": attack_scores(gold, after_clean, after_trig).to_dict(),
+            "rejected_clean": float(np.mean(rejected_clean)), "rejected_triggered": float(np.mean(rejected_trig)),
+            "flagged_clean": float(np.mean(flagged_clean)), "flagged_triggered": float(np.mean(flagged_trig))}
+
+
+def task_guard(bb: dict, role: str, task: str, method: str, args: argparse.Namespace, monitor: str) -> Any:
+    """The (cached) task guard of one backbone, its monitor reading ``monitor``'s pass."""
+    from lmsan.runtime import Guard
+
+    key = f"{bb['name']}-{role}"
+    pvs, _ = mined(bb[role], "cls" if method == "prefix" else "mask", key)
+    task_dir = tuned_task(bb[role], task, method, key, args)
+    return Guard.load(guard_for(bb[role], pvs, task_dir, work_dir() / key / f"guard-{task_dir.name}", monitor))
+
+
 def evaluate_setting(bb: dict, task: str, method: str, args: argparse.Namespace, onion: Any) -> dict[str, Any]:
-    """One (backbone, task, tuning) row: clean and backdoored backbones, before/after guard, ONION."""
+    """One (backbone, task, tuning) row: clean and backdoored backbones, before/after guard (both
+    monitors; the main figures are ``args.monitor``'s), ONION."""
     from lmsan.eval.metrics import accuracy, attack_scores
     from lmsan.runtime import Guard
-    from lmsan.tuning.tasks import task_data
 
     target = "cls" if method == "prefix" else "mask"
     started = time.perf_counter()
@@ -236,25 +291,13 @@ def evaluate_setting(bb: dict, task: str, method: str, args: argparse.Namespace,
         key = f"{bb['name']}-{role}"
         pvs, report = mined(bb[role], target, key)
         task_dir = tuned_task(bb[role], task, method, key, args)
-        guard_dir = guard_for(bb[role], pvs, task_dir, work_dir() / key / f"guard-{task_dir.name}")
-        bare_dir = guard_for(bb[role], pvs, None, work_dir() / key / f"guard-bare-{target}")
-        guard, bare = Guard.load(guard_dir), Guard.load(bare_dir)
-        data = task_data(task, test_size=args.test, seed=0)
-        test = data.test
-        inputs = list(zip(test.texts, test.text_pairs)) if test.text_pairs else list(test.texts)
-        gold = np.array(test.labels)
-        unguarded = Unguarded(bb[role], task_dir, guard.manifest.max_length)
-        attacked = triggered_inputs(inputs, bb["triggers"], seed=args.seed)
+        guards = {m: task_guard(bb, role, task, method, args, m) for m in MONITORS}
+        bare = Guard.load(guard_for(bb[role], pvs, None, work_dir() / key / f"guard-bare-{target}"))
+        inputs, gold, attacked = setting_data(task, bb["triggers"], args)
+        unguarded = Unguarded(bb[role], task_dir, guards["task"].manifest.max_length)
         before_clean = unguarded.predict(inputs)
         before = attack_scores(gold, before_clean, {t: unguarded.predict(x) for t, x in attacked.items()})
-        after_clean, rejected_clean, flagged_clean = guarded(guard, inputs, guard.labels)
-        after_trig, rejected_trig, flagged_trig = {}, [], []
-        for trigger, texts in attacked.items():
-            preds, rejected, flagged = guarded(guard, texts, guard.labels)
-            after_trig[trigger] = np.where(rejected, gold, preds)  # blocked: the attack got no answer
-            rejected_trig.append(rejected)
-            flagged_trig.append(flagged)
-        after = attack_scores(gold, after_clean, after_trig)
+        monitors = {m: guard_figures(guard, inputs, gold, attacked) for m, guard in guards.items()}
         bare_clean = np.mean([r.triggered for r in bare.scan_batch(bare_inputs(bare, inputs), sanitize=False)])
         bare_trig = np.mean([r.triggered for x in attacked.values()
                              for r in bare.scan_batch(bare_inputs(bare, x), sanitize=False)])
@@ -263,23 +306,64 @@ def evaluate_setting(bb: dict, task: str, method: str, args: argparse.Namespace,
                                      {t: unguarded.predict(onion_inputs(onion, x)) for t, x in attacked.items()})
         per_model[role] = {
             "verdict": report["verdict"], "pvs": report["pvs"]["size"], "n": len(gold),
-            "acc": before.accuracy, "acc_guard": accuracy(after_clean, gold), "acc_onion": accuracy(onion_clean, gold),
-            "before": before.to_dict(), "after": after.to_dict(), "onion": onion_scores.to_dict(),
-            "rejected_clean": float(np.mean(rejected_clean)), "rejected_triggered": float(np.mean(rejected_trig)),
-            "flagged_clean": float(np.mean(flagged_clean)), "flagged_triggered": float(np.mean(flagged_trig)),
+            "acc": before.accuracy, "acc_onion": accuracy(onion_clean, gold),
+            "before": before.to_dict(), "onion": onion_scores.to_dict(),
             "flagged_clean_bare": float(bare_clean), "flagged_triggered_bare": float(bare_trig),
+            "monitors": monitors,
         }
-    clean, bad = per_model["clean"], per_model["backdoored"]
+    row["per_model"] = per_model
     row.update({
-        "acc_clean": clean["acc"], "acc_backdoor": bad["acc"],
-        "asr_before": bad["before"]["asr"], "asr_after": bad["after"]["asr"],
-        "wasr_before": bad["before"]["weighted_asr"], "wasr_after": bad["after"]["weighted_asr"],
-        "acc_change": bad["acc_guard"] - bad["acc"],
-        "asr_after_onion": bad["onion"]["asr"], "wasr_after_onion": bad["onion"]["weighted_asr"],
-        "acc_change_onion": bad["acc_onion"] - bad["acc"],
-        "acc_change_clean_backbone": clean["acc_guard"] - clean["acc"],
-        "per_model": per_model, "wall_s": round(time.perf_counter() - started, 1),
+        "acc_clean": per_model["clean"]["acc"], "acc_backdoor": per_model["backdoored"]["acc"],
+        "asr_before": per_model["backdoored"]["before"]["asr"],
+        "wasr_before": per_model["backdoored"]["before"]["weighted_asr"],
+        "asr_after_onion": per_model["backdoored"]["onion"]["asr"],
+        "wasr_after_onion": per_model["backdoored"]["onion"]["weighted_asr"],
+        "acc_change_onion": per_model["backdoored"]["acc_onion"] - per_model["backdoored"]["acc"],
+        "wall_s": round(time.perf_counter() - started, 1),
     })
+    return with_monitor(row, args.monitor)
+
+
+def with_monitor(row: dict[str, Any], monitor: str) -> dict[str, Any]:
+    """``row`` with its main guard figures (``asr_after``, ``acc_change``, per model
+    ``acc_guard``, ``flagged_clean``, ...) taken from ``monitor``'s guard, and per monitor a
+    summary under ``by_monitor``."""
+    per_model = row["per_model"]
+    for figures in per_model.values():
+        figures.update({k: figures["monitors"][monitor][k] for k in GUARD_FIGURES})
+    clean, bad = per_model["clean"], per_model["backdoored"]
+    row["by_monitor"] = {m: {
+        "asr_after": bad["monitors"][m]["after"]["asr"], "wasr_after": bad["monitors"][m]["after"]["weighted_asr"],
+        "acc_change": bad["monitors"][m]["acc_guard"] - bad["acc"],
+        "acc_change_clean_backbone": clean["monitors"][m]["acc_guard"] - clean["acc"],
+        "flagged_clean": bad["monitors"][m]["flagged_clean"], "flagged_triggered": bad["monitors"][m]["flagged_triggered"],
+        "rejected_clean": bad["monitors"][m]["rejected_clean"],
+        "rejected_triggered": bad["monitors"][m]["rejected_triggered"],
+    } for m in bad["monitors"]}
+    row.update({
+        "monitor": monitor,
+        "asr_after": bad["after"]["asr"], "wasr_after": bad["after"]["weighted_asr"],
+        "acc_change": bad["acc_guard"] - bad["acc"],
+        "acc_change_clean_backbone": clean["acc_guard"] - clean["acc"],
+    })
+    return row
+
+
+def complete_row(row: dict[str, Any], bb: dict, task: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """A row cached before the monitor option (its guard figures are the ``task`` monitor's): add
+    the missing monitors' guard figures; the unguarded and ONION figures stay."""
+    started = time.perf_counter()
+    for role, figures in row["per_model"].items():
+        if "monitors" not in figures:
+            figures["monitors"] = {"task": {"monitor": "task", **{k: figures[k] for k in GUARD_FIGURES}}}
+        missing = [m for m in MONITORS if m not in figures["monitors"]]
+        if not missing:
+            continue
+        inputs, gold, attacked = setting_data(task, bb["triggers"], args)
+        for monitor in missing:
+            guard = task_guard(bb, role, task, method, args, monitor)
+            figures["monitors"][monitor] = guard_figures(guard, inputs, gold, attacked)
+        row["wall_s_completed"] = round(time.perf_counter() - started, 1)  # the guard scans added
     return row
 
 
@@ -298,20 +382,26 @@ def table(rows: list[dict[str, Any]]) -> str:
     def delta(value: float | None) -> str:
         return "–" if value is None else f"{100 * value:+.1f}"
 
+    monitor = rows[0]["monitor"] if rows else "bare"
+    other = next(m for m in MONITORS if m != monitor)
     lines = [
         "| attack | tuning | task | model | ACC clean | ACC backdoor | ASR before | ASR after | WASR before "
-        "| WASR after | ΔACC guard | ASR ONION | WASR ONION | ΔACC ONION | PVs | flagged clean / trig. (task) "
-        "| flagged clean / trig. (bare) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| WASR after | ΔACC guard | ASR ONION | WASR ONION | ΔACC ONION | PVs | flagged clean / trig. ({monitor} "
+        f"monitor) | ASR after / ΔACC ({other} monitor) | flagged clean / trig. ({other} monitor) "
+        "| flagged clean / trig. (bare guard) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         bad = r["per_model"]["backdoored"]
+        alt = r["by_monitor"][other]
         lines.append(
             f"| {r['attack']} | {r['tuning']} | {r['task']} | {r['model']} | {pct(r['acc_clean'])} | "
             f"{pct(r['acc_backdoor'])} | {pct(r['asr_before'])} | {pct(r['asr_after'])} | {pct(r['wasr_before'])} | "
             f"{pct(r['wasr_after'])} | {delta(r['acc_change'])} | {pct(r['asr_after_onion'])} | "
             f"{pct(r['wasr_after_onion'])} | {delta(r['acc_change_onion'])} | {bad['pvs']} | "
             f"{pct(bad['flagged_clean'])} / {pct(bad['flagged_triggered'])} | "
+            f"{pct(alt['asr_after'])} / {delta(alt['acc_change'])} | "
+            f"{pct(alt['flagged_clean'])} / {pct(alt['flagged_triggered'])} | "
             f"{pct(bad['flagged_clean_bare'])} / {pct(bad['flagged_triggered_bare'])} |")
     return "\n".join(lines) + "\n"
 
@@ -331,6 +421,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one attack, one task, 100 test examples (smoke run)")
     parser.add_argument("--name", default="end_to_end", help="results file name")
     parser.add_argument("--fresh", action="store_true", help="re-evaluate settings already cached")
+    parser.add_argument("--monitor", choices=MONITORS, default="bare",
+                        help="the task guard's monitor for the main columns (lmsan-export --monitor); both are scored")
+    parser.add_argument("--rows", nargs="+", default=None, metavar="BACKBONE/TASK",
+                        help="only these rows, e.g. bert-btop/sms-spam minilm-por/polarity (default: all)")
     args = parser.parse_args()
     if args.quick:
         args.attacks, args.tasks, args.test = args.attacks[:1], args.tasks[:1], 100
@@ -346,26 +440,33 @@ def main() -> None:
     for bb in backbones(args.attacks, args.minilm):
         method = ATTACK_TUNING[bb["attack"]]
         for task in args.minilm_tasks if bb["name"] == "minilm-por" else args.tasks:
+            if args.rows and f"{bb['name']}/{task}" not in args.rows:
+                continue
             print(f"{bb['name']} / {task} / {TUNING_NAME[method]}", flush=True)
             config = config_key(tuning_config(task, method, args))
-            cached = work_dir() / "rows" / f"{bb['name']}-{task}-{method}-{config}-n{args.test}-s{args.seed}.json"
-            if cached.is_file() and not args.fresh and json.loads(cached.read_text()).get("onion_lm") == lm:
-                rows.append(json.loads(cached.read_text())["row"])
+            stem = f"{bb['name']}-{task}-{method}-{config}-n{args.test}-s{args.seed}"
+            cached, older = work_dir() / "rows" / f"{stem}-monitors.json", work_dir() / "rows" / f"{stem}.json"
+            found = next((json.loads(c.read_text()) for c in (cached, older) if c.is_file() and not args.fresh), None)
+            if found is not None and found.get("onion_lm") == lm:
+                row = complete_row(found["row"], bb, task, method, args)  # a no-op on a complete row
             else:
-                rows.append(evaluate_setting(bb, task, method, args, onion))
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                cached.write_text(json.dumps({"onion_lm": lm, "row": rows[-1]}, default=str))
+                row = evaluate_setting(bb, task, method, args, onion)
+            rows.append(with_monitor(row, args.monitor))
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps({"onion_lm": lm, "row": rows[-1]}, default=str))
             print(table(rows[-1:]), flush=True)
     report = {
-        "settings": rows, "onion_lm": lm, "test_per_task": args.test, "seed": args.seed,
+        "settings": rows, "onion_lm": lm, "test_per_task": args.test, "seed": args.seed, "monitor": args.monitor,
         "rejected_policy": "a rejected clean input counts as wrong; a rejected triggered input as blocked",
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": 1, "platform": platform.platform()},
     }
     note = (f"\nONION language model: {lm}. ASR: an input counts if any single trigger flips a correctly "
             "classified input (paper §V-A); WASR: mean over gold classes. ΔACC: guarded minus unguarded "
-            "accuracy on clean inputs of the backdoored backbone (percentage points). Flagged: share of clean / "
-            "triggered inputs whose features match a mined PV, on the task graph (prompt active) and on the bare "
-            "backbone with the same PVs.\n")
+            "accuracy on clean inputs of the backdoored backbone (percentage points). Main columns: the task guard "
+            f"exported with --monitor {args.monitor}. Flagged: share of clean / triggered inputs whose features "
+            "match a mined PV: on the task graph with each monitor (bare: a second pass of the backbone without "
+            "the task's prompt; task: the task's own prompted pass), and on a separate guard of the bare backbone "
+            "with the same PVs (P-tuning: the mask token put first, first 40 words).\n")
     save(args.name, report, table(rows) + note)
 
 

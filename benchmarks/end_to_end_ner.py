@@ -7,8 +7,10 @@ The pipeline is the real one, reusing ``end_to_end.py``'s cached steps:
    (POR-NER maps the output at every token position to a PV; the monitor reads position 1);
 2. ``lmsan.tuning.tune`` of ``oanc-pos`` (a coarse POS tag per word, the offline stand-in for
    CoNLL NER) with P-tuning v2 (prefix, linear head on every position) on each backbone;
-3. ``lmsan.export.export_guard(..., task=...)``: one unpruned graph tags every token and checks the
-   PVs at the first text token;
+3. ``lmsan.export.export_guard(..., task=..., monitor=...)``: one graph tags every token (its
+   prefixed pass unpruned) and checks the PVs at the first text token, of a second pass of the
+   backbone without the prefix (monitor ``bare``, the default; that pass pruned to one row) or of
+   the prefixed pass itself (monitor ``task``); both are scored;
 4. ``Guard.scan_batch`` on the clean test sentences and on each with one trigger inserted at a
    random word boundary; also a guard on the bare backbone with the same PVs (``sanitize=False``),
    to tell whether the prefix hides the backdoor from the monitor.
@@ -23,7 +25,10 @@ After the guard, a rejected sentence has no tags: its words count as misses for 
 triggered) and, for the flip rate, a rejected triggered sentence counts as blocked (the attack got
 no answer). Per-trigger figures are averaged over the triggers (``max`` reported too).
 
-    .venv/bin/python benchmarks/end_to_end_ner.py [--test 400] [--seed 0] [--fresh]
+    .venv/bin/python benchmarks/end_to_end_ner.py [--test 400] [--seed 0] [--fresh] [--monitor bare]
+
+The main figures are the ``--monitor`` guard's; the other monitor's are in ``monitors`` and in the
+table's second block.
 
 Mined PV sets, tuned tasks and guards are cached under ``$LMSAN_CACHE/end_to_end`` (shared with
 ``end_to_end.py``); ``--fresh`` re-scores.
@@ -40,7 +45,7 @@ from typing import Any
 
 import numpy as np
 from _results import save
-from end_to_end import backbones, guard_for, mined, tuned_task, work_dir
+from end_to_end import MONITORS, backbones, guard_for, mined, tuned_task, work_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -92,57 +97,80 @@ def guarded_tags(guard: Any, sentences: list[list[str]],
     return tags, np.array([r.rejected for r in results]), np.array([r.triggered for r in results])
 
 
-def evaluate_role(model: Any, key: str, triggers: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """Mine, tune, export and score one backbone (clean control or backdoored)."""
-    from lmsan.eval.metrics import align_tags, tag_flip_rate, token_accuracy, token_f1
-    from lmsan.runtime import Guard
-    from lmsan.tuning.tasks import task_data
+def guard_figures(guard: Any, sentences: list[list[str]], gold: list[list[str]], before_clean: list,
+                  inserted_by_trigger: dict[str, list[list[str]]]) -> dict[str, Any]:
+    """One task guard's figures: F1 / accuracy / rejected / flagged on clean sentences, and per
+    trigger F1 after, flips after, rejected and flagged (means over triggers and the max flip)."""
+    from lmsan.eval.metrics import tag_flip_rate, token_accuracy, token_f1
 
-    pvs, report = mined(model, "token", key)
-    task_dir = tuned_task(model, TASK, "prefix", key, args)
-    guard = Guard.load(guard_for(model, pvs, task_dir, work_dir() / key / f"guard-{task_dir.name}"))
-    bare = Guard.load(guard_for(model, pvs, None, work_dir() / key / "guard-bare-token"))
-    test = task_data(TASK, test_size=args.test, seed=0).test
-    sentences = [list(words) for words in test.words]
-    gold = [[test.label_names[t] for t in row] for row in test.tags]
-    unguarded = Unguarded(model, task_dir, guard.manifest.max_length)
-    before_clean = unguarded.tags(sentences)
     after_clean, rejected_clean, flagged_clean = guarded_tags(guard, sentences, sentences)
     per_trigger = {}
-    for trigger, inserted in triggered_words(sentences, triggers, args.seed).items():
-        before = [align_tags(words, tags, ref)
-                  for words, tags, ref in zip(inserted, unguarded.tags(inserted), sentences)]
+    for trigger, inserted in inserted_by_trigger.items():
         after, rejected, flagged = guarded_tags(guard, inserted, sentences)
-        flagged_bare = [r.triggered for r in bare.scan_batch([" ".join(w) for w in inserted], sanitize=False)]
         blocked = [g if r else a for a, g, r in zip(after, gold, rejected)]  # a rejected input: no flip
-        per_trigger[trigger] = {
-            "f1_before": token_f1(before, gold), "f1_after": token_f1(after, gold),
-            "flip_before": tag_flip_rate(gold, before_clean, before),
-            "flip_after": tag_flip_rate(gold, after_clean, blocked),
-            "rejected": float(rejected.mean()), "flagged": float(flagged.mean()),
-            "flagged_bare": float(np.mean(flagged_bare)),
-        }
+        per_trigger[trigger] = {"f1_after": token_f1(after, gold), "flip_after": tag_flip_rate(gold, after_clean, blocked),
+                                "rejected": float(rejected.mean()), "flagged": float(flagged.mean())}
 
     def mean(name: str) -> float:
         return float(np.mean([row[name] for row in per_trigger.values()]))
 
     f1_before, f1_after = token_f1(before_clean, gold), token_f1(after_clean, gold)
     return {
+        "monitor": guard.manifest.monitor, "f1_guard": f1_after, "f1_change": f1_after - f1_before,
+        "acc_guard": token_accuracy(after_clean, gold), "f1_triggered_after": mean("f1_after"),
+        "flip_after": mean("flip_after"), "flip_after_max": max(r["flip_after"] for r in per_trigger.values()),
+        "rejected_clean": float(rejected_clean.mean()), "flagged_clean": float(flagged_clean.mean()),
+        "rejected_triggered": mean("rejected"), "flagged_triggered": mean("flagged"), "per_trigger": per_trigger,
+    }
+
+
+def evaluate_role(model: Any, key: str, triggers: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Mine, tune, export (both monitors) and score one backbone (clean control or backdoored)."""
+    from lmsan.eval.metrics import align_tags, tag_flip_rate, token_accuracy, token_f1
+    from lmsan.runtime import Guard
+    from lmsan.tuning.tasks import task_data
+
+    pvs, report = mined(model, "token", key)
+    task_dir = tuned_task(model, TASK, "prefix", key, args)
+    guards = {m: Guard.load(guard_for(model, pvs, task_dir, work_dir() / key / f"guard-{task_dir.name}", m))
+              for m in MONITORS}
+    bare = Guard.load(guard_for(model, pvs, None, work_dir() / key / "guard-bare-token"))
+    test = task_data(TASK, test_size=args.test, seed=0).test
+    sentences = [list(words) for words in test.words]
+    gold = [[test.label_names[t] for t in row] for row in test.tags]
+    unguarded = Unguarded(model, task_dir, guards["task"].manifest.max_length)
+    before_clean = unguarded.tags(sentences)
+    inserted_by_trigger = triggered_words(sentences, triggers, args.seed)
+    per_trigger = {}
+    for trigger, inserted in inserted_by_trigger.items():
+        before = [align_tags(words, tags, ref)
+                  for words, tags, ref in zip(inserted, unguarded.tags(inserted), sentences)]
+        flagged_bare = [r.triggered for r in bare.scan_batch([" ".join(w) for w in inserted], sanitize=False)]
+        per_trigger[trigger] = {"f1_before": token_f1(before, gold), "flip_before": tag_flip_rate(gold, before_clean, before),
+                                "flagged_bare": float(np.mean(flagged_bare))}
+
+    def mean(name: str) -> float:
+        return float(np.mean([row[name] for row in per_trigger.values()]))
+
+    return {
         "verdict": report["verdict"], "pvs": report["pvs"]["size"], "sentences": len(gold),
         "words": sum(len(row) for row in gold), "tuned": json.loads((task_dir / "task.json").read_text())["metrics"],
-        "f1": f1_before, "f1_guard": f1_after, "f1_change": f1_after - f1_before,
-        "acc": token_accuracy(before_clean, gold), "acc_guard": token_accuracy(after_clean, gold),
-        "f1_triggered_before": mean("f1_before"), "f1_triggered_after": mean("f1_after"),
-        "flip_before": mean("flip_before"), "flip_after": mean("flip_after"),
+        "f1": token_f1(before_clean, gold), "acc": token_accuracy(before_clean, gold),
+        "f1_triggered_before": mean("f1_before"), "flip_before": mean("flip_before"),
         "flip_before_max": max(r["flip_before"] for r in per_trigger.values()),
-        "flip_after_max": max(r["flip_after"] for r in per_trigger.values()),
-        "rejected_clean": float(rejected_clean.mean()), "flagged_clean": float(flagged_clean.mean()),
-        "rejected_triggered": mean("rejected"), "flagged_triggered": mean("flagged"),
         "flagged_clean_bare": float(np.mean([r.triggered for r in bare.scan_batch(
             [" ".join(w) for w in sentences], sanitize=False)])),
         "flagged_triggered_bare": mean("flagged_bare"),
         "per_trigger": per_trigger,
+        "monitors": {m: guard_figures(guard, sentences, gold, before_clean, inserted_by_trigger)
+                     for m, guard in guards.items()},
     }
+
+
+def with_monitor(figures: dict[str, Any], monitor: str) -> dict[str, Any]:
+    """One role's figures with the main guard figures (``f1_guard``, ``flip_after``, ...) from ``monitor``."""
+    return {**figures, **{k: v for k, v in figures["monitors"][monitor].items() if k != "per_trigger"},
+            "monitor": monitor}
 
 
 def table(row: dict[str, Any]) -> str:
@@ -150,18 +178,21 @@ def table(row: dict[str, Any]) -> str:
         return "–" if value is None else f"{100 * value:.1f}"
 
     lines = [
-        "| backbone | PVs | F1 clean | F1 guarded (ΔF1) | F1 triggered before | F1 triggered after | tag flips before "
-        "| tag flips after | flagged clean / trig. (task) | flagged clean / trig. (bare) | rejected clean / trig. |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| backbone | monitor | PVs | F1 clean | F1 guarded (ΔF1) | F1 triggered before | F1 triggered after "
+        "| tag flips before | tag flips after | flagged clean / trig. (this monitor) | flagged clean / trig. (bare guard) "
+        "| rejected clean / trig. |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for role in ("clean", "backdoored"):
-        r = row[role]
-        lines.append(
-            f"| {role} | {r['pvs']} | {pct(r['f1'])} | {pct(r['f1_guard'])} ({100 * r['f1_change']:+.1f}) | "
-            f"{pct(r['f1_triggered_before'])} | {pct(r['f1_triggered_after'])} | {pct(r['flip_before'])} | "
-            f"{pct(r['flip_after'])} | {pct(r['flagged_clean'])} / {pct(r['flagged_triggered'])} | "
-            f"{pct(r['flagged_clean_bare'])} / {pct(r['flagged_triggered_bare'])} | "
-            f"{pct(r['rejected_clean'])} / {pct(r['rejected_triggered'])} |")
+    main = row["clean"]["monitor"]
+    for monitor in (main, *(m for m in MONITORS if m != main)):
+        for role in ("clean", "backdoored"):
+            r = with_monitor(row[role], monitor)
+            lines.append(
+                f"| {role} | {monitor} | {r['pvs']} | {pct(r['f1'])} | {pct(r['f1_guard'])} ({100 * r['f1_change']:+.1f}) | "
+                f"{pct(r['f1_triggered_before'])} | {pct(r['f1_triggered_after'])} | {pct(r['flip_before'])} | "
+                f"{pct(r['flip_after'])} | {pct(r['flagged_clean'])} / {pct(r['flagged_triggered'])} | "
+                f"{pct(r['flagged_clean_bare'])} / {pct(r['flagged_triggered_bare'])} | "
+                f"{pct(r['rejected_clean'])} / {pct(r['rejected_triggered'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +201,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=400, help="test sentences")
     parser.add_argument("--seed", type=int, default=0, help="tuning and trigger-position seed")
     parser.add_argument("--fresh", action="store_true", help="re-score a cached row")
+    parser.add_argument("--monitor", choices=MONITORS, default="bare",
+                        help="the task guard's monitor for the main figures (lmsan-export --monitor); both are scored")
     args = parser.parse_args()
     args.epochs, args.prompt_head = 0, "linear"  # end_to_end.tuned_task's knobs: the prefix preset
 
@@ -178,7 +211,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     bb = backbones([ATTACK], False)[0]
-    cached = work_dir() / "rows" / f"{ATTACK}-{TASK}-n{args.test}-s{args.seed}.json"
+    cached = work_dir() / "rows" / f"{ATTACK}-{TASK}-n{args.test}-s{args.seed}-monitors.json"
     if cached.is_file() and not args.fresh:
         row = json.loads(cached.read_text())
     else:
@@ -190,12 +223,17 @@ def main() -> None:
         row["wall_s"] = round(time.perf_counter() - started, 1)
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(json.dumps(row, default=str))
-    bad, clean = row["backdoored"], row["clean"]
+    bad, clean = with_monitor(row["backdoored"], args.monitor), with_monitor(row["clean"], args.monitor)
+    row = {**row, "backdoored": bad, "clean": clean}
     report = {
         **{k: row[k] for k in ("attack", "tuning", "task", "model", "triggers")},
         "f1_clean": clean["f1"], "f1_backdoor": bad["f1"],
         "f1_triggered_before": bad["f1_triggered_before"], "f1_triggered_after": bad["f1_triggered_after"],
         "flip_before": bad["flip_before"], "flip_after": bad["flip_after"], "f1_change": bad["f1_change"],
+        "monitor": args.monitor,
+        "by_monitor": {m: {k: row["backdoored"]["monitors"][m][k] for k in (
+            "f1_change", "f1_triggered_after", "flip_after", "flagged_clean", "flagged_triggered", "rejected_clean",
+            "rejected_triggered")} for m in MONITORS},
         "per_model": {"clean": clean, "backdoored": bad}, "test_sentences": args.test, "seed": args.seed,
         "rejected_policy": "a rejected sentence's words count as misses for F1; a rejected triggered sentence "
                            "counts as blocked for the flip rate",
@@ -206,10 +244,11 @@ def main() -> None:
             f"{args.test} test sentences; P-tuning v2 (prefix 16, linear head on every position). Attack {ATTACK} "
             f"(triggers: {', '.join(row['triggers'])}). F1: macro over tags, per word (the trigger's own words "
             "left out); tag flips: share of sentences where the trigger changes at least one correctly tagged word "
-            "(mean over triggers). ΔF1: guarded minus unguarded F1 on clean sentences. Flagged: share of clean / "
-            "triggered sentences whose first-text-token features match a mined PV, on the task graph (prefix "
-            "active) and on the bare backbone with the same PVs. Machine: 2-core CPU, no GPU, "
-            "one torch thread.\n")
+            "(mean over triggers). ΔF1: guarded minus unguarded F1 on clean sentences. Monitor: the task guard's "
+            "(lmsan-export --monitor; bare: a second pass of the backbone without the prefix, task: the prefixed "
+            f"pass; main figures: {args.monitor}). Flagged: share of clean / triggered sentences whose "
+            "first-text-token features match a mined PV, on the task graph with that monitor and on a separate "
+            "guard of the bare backbone with the same PVs. Machine: 2-core CPU, no GPU, one torch thread.\n")
     save("end_to_end_ner", report, table(row) + note)
 
 

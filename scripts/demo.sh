@@ -61,7 +61,7 @@ step "7/8 a victim prompt-tunes SMS spam detection (P-tuning v2) on the backdoor
 $BIN/lmsan-tune "$OUT/backdoored" --task sms-spam --method prefix --out "$OUT/task-spam" -q
 $BIN/lmsan-export "$OUT/backdoored" --pvs "$OUT/scan/pvs.safetensors" --task "$OUT/task-spam" --out "$OUT/guard-spam" -q
 
-step "8/8 one guarded pass answers the task, for the cleaned text when a trigger fires (unguarded answers first)"
+step "8/8 one guarded graph answers the task, for the cleaned text when a trigger fires (unguarded answers first)"
 $BIN/python - "$OUT" <<'PY'
 import sys
 import torch

@@ -54,7 +54,7 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
                  attn_implementation: str | None = None, opset: int | None = None,
                  allow_pickle: bool = False, overwrite: bool = False,
                  task: str | os.PathLike | Sequence[str | os.PathLike] | None = None, shared: bool = False,
-                 parity_texts: Sequence[str] = PARITY_SENTENCES) -> ExportResult:
+                 monitor: str = tasks.DEFAULT_MONITOR, parity_texts: Sequence[str] = PARITY_SENTENCES) -> ExportResult:
     """Export ``model`` with the fused sign-match head for ``pvs`` into the guard directory ``out``.
 
     Args:
@@ -84,11 +84,16 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
         overwrite: replace an existing ``out`` that is a guard directory (``check_out_dir``).
         task: a task directory written by ``lmsan-tune`` (``lmsan.tuning.store``), or several: the
             graph then also outputs the task's ``logits``, and the monitor reads the features at
-            the position the task's head reads, from the prompt-tuned forward pass
+            the position the task's head reads, from the pass ``monitor`` names
             (``lmsan.export.task``). Each task must have been tuned on these weights, and its head
             position must be the PV set's target. Several tasks share one graph (``shared``).
         shared: one graph whose task tensors (prompt, linear head) are inputs, so it serves every
             task given (same method, prompt length and head position; ``lmsan.export.tasks``).
+        monitor: with ``task``, which forward pass the monitor reads (``lmsan.export.task``):
+            ``bare`` (default) runs the backbone a second time without the task's prompt, as the
+            PVs were mined, and reads that pass (its last layer for one row where the layers
+            allow it); ``task`` reads the task's own prompted pass (one pass). The task's logits
+            always come from the prompted pass. Ignored without ``task``.
         parity_texts: sentences for the parity check.
 
     Raises:
@@ -102,6 +107,8 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
             failed, or parity failed.
     """
     started = time.perf_counter()
+    if monitor not in tasks.MONITORS:
+        raise ConfigError(f"unknown monitor {monitor!r}; expected one of {', '.join(tasks.MONITORS)}")
     if not 0.0 <= threshold < 1.0:
         raise ConfigError(f"threshold must be in [0, 1), got {threshold}")
     if fp16 and int8:
@@ -128,8 +135,10 @@ def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: 
         module = _guard_module(loaded, pv_set, saliency=saliency, prune=prune)
     else:
         module = tasks.task_module(bundle, pv_set, use_token_types=_uses_token_types(loaded), saliency=saliency,
-                                   prune=prune)
-    if saliency and not module.pruned and (attn != "eager" or optimize):
+                                   prune=prune, monitor=monitor)
+        log.info("monitor %s: %s", monitor, "a second backbone pass without the task's prompt (as the PVs were "
+                 "mined)" if monitor == "bare" else "the task's own prompted pass (one pass)")
+    if saliency and not getattr(module, "monitor_pruned", module.pruned) and (attn != "eager" or optimize):
         log.info("no saliency output (unpruned, it needs eager attention and no --optimize): removal starts "
                  "without a guess")
         module.saliency = False
@@ -260,7 +269,7 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
         "parity": parity.to_dict(),
     }
     if bundle:
-        fields.update(tasks.manifest_fields(bundle))
+        fields.update(tasks.manifest_fields(bundle, module.monitor))
     return fields
 
 

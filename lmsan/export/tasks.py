@@ -25,6 +25,8 @@ from lmsan.pvset import PVSet
 log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MONITORS = ("bare", "task")  # where a task graph's monitor reads: the backbone without the prompt, or the task's pass
+DEFAULT_MONITOR = "bare"  # the PVs were mined on the bare backbone
 
 
 @dataclass
@@ -125,8 +127,10 @@ def load_bundle(dirs: list[Path], fields: list[dict[str, Any]], loaded: Any, pv_
     return TaskBundle(dirs, fields, tuned, shared or len(dirs) > 1)
 
 
-def task_module(bundle: TaskBundle, pv_set: PVSet, *, use_token_types: bool, saliency: bool, prune: bool) -> Any:
-    """The exportable module: the first task, its tensors baked in or (shared) fed as inputs."""
+def task_module(bundle: TaskBundle, pv_set: PVSet, *, use_token_types: bool, saliency: bool, prune: bool,
+                monitor: str = DEFAULT_MONITOR) -> Any:
+    """The exportable module: the first task, its tensors baked in or (shared) fed as inputs;
+    ``monitor`` (``MONITORS``) says which pass the monitor reads (``lmsan.export.task``)."""
     from lmsan.export.task import (SharedTaskGuardModule, TaskGuardModule, TokenTypeSharedTaskGuardModule,
                                    TokenTypeTaskGuardModule)
 
@@ -135,8 +139,9 @@ def task_module(bundle: TaskBundle, pv_set: PVSet, *, use_token_types: bool, sal
     else:
         kind = TokenTypeTaskGuardModule if use_token_types else TaskGuardModule
     if prune and bundle.tuned[0].target == "tokens":
-        log.info("token task: the last layer runs for every row (a tag per token), so the graph is not pruned")
-    return kind(bundle.tuned[0], pv_set.signs, saliency=saliency, prune=prune).eval()
+        log.info("token task: the last layer runs for every row (a tag per token), so the task's pass is not pruned%s",
+                 " (the bare monitor's pass is)" if monitor == "bare" else "")
+    return kind(bundle.tuned[0], pv_set.signs, saliency=saliency, prune=prune, monitor=monitor).eval()
 
 
 def write_task_tensors(bundle: TaskBundle, directory: Path) -> None:
@@ -157,9 +162,10 @@ def tensor_file(key: str) -> str:
     return f"task-{key}.safetensors"
 
 
-def manifest_fields(bundle: TaskBundle) -> dict[str, Any]:
-    """``guard.json``'s ``task`` (one baked-in task) or ``tasks`` (shared: a list, the default first)."""
-    sections = [_section(d, f, t) for d, f, t in zip(bundle.dirs, bundle.fields, bundle.tuned)]
+def manifest_fields(bundle: TaskBundle, monitor: str = DEFAULT_MONITOR) -> dict[str, Any]:
+    """``guard.json``'s ``task`` (one baked-in task) or ``tasks`` (shared: a list, the default first);
+    each section records the graph's ``monitor`` (absent in older guards: ``task``)."""
+    sections = [{**_section(d, f, t), "monitor": monitor} for d, f, t in zip(bundle.dirs, bundle.fields, bundle.tuned)]
     if not bundle.shared:
         return {"task": sections[0]}
     return {"tasks": [{**section, "key": key, "file": tensor_file(key)}

@@ -33,6 +33,7 @@ SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # int64 [B,
 SCORE_OUTPUTS = ("match", "pv_index", "triggered")
 TASK_INPUTS = ("prompt", "head_weight", "head_bias")  # float32; a shared task graph's task tensors
 TASK_KINDS = ("sequence", "tokens")  # task.kind: one label per input / one label per word
+TASK_MONITORS = ("bare", "task")  # task.monitor: the pass the PV monitor reads (lmsan.export.tasks.MONITORS)
 MAX_LENGTH_LIMIT = 1 << 20  # tokens: far above any position table, low enough to catch garbage
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -90,6 +91,13 @@ class GuardManifest:
     def token_task(self) -> bool:
         """Whether the guard answers a token task (``task.kind`` ``tokens``: a label per word)."""
         return self.task is not None and self.task.get("kind", "sequence") == "tokens"
+
+    @property
+    def monitor(self) -> str | None:
+        """Which pass a task guard's monitor reads: ``bare`` (the backbone without the task's
+        prompt, a second pass in the graph) or ``task`` (the task's own pass; also guards exported
+        before the field existed); None for a bare-backbone guard."""
+        return None if self.task is None else self.task.get("monitor", "task")
 
     @property
     def mask_in_input(self) -> bool:
@@ -308,6 +316,9 @@ def _task(raw: dict[str, Any], path: Path, wanted: str | None) -> tuple[dict[str
     kind = task.get("kind", "sequence")  # guards exported before token tasks have no kind
     if kind not in TASK_KINDS:
         raise DataError(f"malformed {path}: {prefix}kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}")
+    monitor = task.get("monitor", "task")  # guards exported before the bare monitor read the task's own pass
+    if monitor not in TASK_MONITORS:
+        raise DataError(f"malformed {path}: {prefix}monitor must be one of {', '.join(TASK_MONITORS)}, got {monitor!r}")
     if kind == "tokens" and (raw.get("target") != "token" or task.get("pairs")):
         raise DataError(f"malformed {path}: a token task reads single texts with its monitor at target 'token', "
                         f"got target {raw.get('target')!r}{' and pairs' if task.get('pairs') else ''}")

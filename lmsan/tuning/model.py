@@ -16,7 +16,9 @@ Two methods, both leaving every backbone weight untouched:
   backbone has an MLM head, otherwise a linear head.
 
 Both build the backbone's inputs in ``backbone_inputs`` so that the exporter can run them through
-a pruned trunk too (``lmsan.export``). Imports torch and transformers; never runtime.
+a pruned trunk too (``lmsan.export``), and, with ``bare=True``, the same template with a prompt of
+length 0: the bare backbone's pass that the guard's default monitor reads. Imports torch and
+transformers; never runtime.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ class PromptTuned(nn.Module):
     Input shape: input_ids int64 [B, T], attention_mask int64 [B, T], token_type_ids int64 [B, T]
     or None: the tokenizer's ordinary encoding (``reserved_tokens`` fewer than the model maximum).
     Output shape: (logits float [B, C], features float [B, d]: the last layer at the head's
-    position, what the guard's monitor reads). Target ``tokens`` (token classification, method
+    position, what a guard exported with ``--monitor task`` checks; the default ``bare`` monitor
+    reads ``backbone_inputs(..., bare=True)`` instead). Target ``tokens`` (token classification, method
     ``prefix``, linear head): logits float [B, T, C], one row per position, and features the last
     layer at position 1 (the first text token, where a ``token`` PV set's monitor reads).
     """
@@ -175,28 +178,38 @@ class PromptTuned(nn.Module):
 
     def backbone_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         token_type_ids: torch.Tensor | None = None, *,
-                        prompt: torch.Tensor | None = None) -> BackboneInputs:
+                        prompt: torch.Tensor | None = None, bare: bool = False) -> BackboneInputs:
         """The backbone's keyword arguments for this method, and where its output is read.
 
         ``prompt`` replaces ``self.prompt`` (same shape): a shared multi-task graph feeds each
-        task's prompt as a graph input (``lmsan.export.task``).
+        task's prompt as a graph input (``lmsan.export.task``). ``bare`` builds the template with
+        a prompt of length 0 (what the PVs were mined on; the guard's ``bare`` monitor): no prefix
+        (``prefix``: the plain input, read at [CLS] or, target ``tokens``, position 1) or no prompt
+        vectors (``prompt``: ``[CLS] [MASK] text [SEP]``, read at row 1; target ``cls``: the plain
+        input). No zero-size tensor is built.
         """
         prompt = self.prompt if prompt is None else prompt
         batch = input_ids.shape[0]
         types = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         if self.method == "prefix":
+            row = TOKEN_FEATURE_ROW if self.target == "tokens" else 0
+            if bare:  # the plain input; the mask as a bare backbone gets it
+                kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, **types}
+                return BackboneInputs(kwargs, attention_mask, target=row, offset=0, prefix=0)
             ones = torch.ones(batch, self.length, dtype=attention_mask.dtype, device=attention_mask.device)
             key_mask = torch.cat([ones, attention_mask], dim=1)  # [B, P + T]
             kwargs = {"input_ids": input_ids, "attention_mask": additive_mask(key_mask, prompt.dtype),
                       "lmsan_prefix": prompt, **types}
-            row = TOKEN_FEATURE_ROW if self.target == "tokens" else 0
             return BackboneInputs(kwargs, key_mask, target=row, offset=0, prefix=self.length)
         embeddings = self.backbone.get_input_embeddings()(input_ids)  # [B, T, d]
-        extra = [prompt.unsqueeze(0).expand(batch, -1, -1).to(embeddings.dtype)]
+        extra = [] if bare else [prompt.unsqueeze(0).expand(batch, -1, -1).to(embeddings.dtype)]
         if self.target == "mask":
             mask_row = self.backbone.get_input_embeddings().weight[self.mask_token_id]
             extra.append(mask_row.view(1, 1, -1).expand(batch, 1, -1))
         added = sum(part.shape[1] for part in extra)
+        if not added:  # bare, head at [CLS]: the plain input
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, **types}
+            return BackboneInputs(kwargs, attention_mask, target=0, offset=0, prefix=0)
         embeds = torch.cat([embeddings[:, :1], *extra, embeddings[:, 1:]], dim=1)  # [B, 1 + added + T - 1, d]
         ones = torch.ones(batch, added, dtype=attention_mask.dtype, device=attention_mask.device)
         key_mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)

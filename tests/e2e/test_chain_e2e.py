@@ -98,7 +98,7 @@ def test_a_prompt_tuned_task_on_the_backdoored_backbone_is_guarded(bert_por, por
     from lmsan.tuning.tasks import task_data
     from lmsan.tuning.train import Encoded, predict
 
-    run, _ = por_chain
+    run, guard_dir_bare = por_chain
     scan = run.scan
     task_dir, guard_dir = tmp_path / "task", tmp_path / "guard"
     for cli, args in ((tune_cli, [str(bert_por), "--task", "sms-spam", "--method", "prefix", "--epochs", "4",
@@ -126,10 +126,18 @@ def test_a_prompt_tuned_task_on_the_backdoored_backbone_is_guarded(bert_por, por
     restored = float(np.mean([r.prediction == label for r, label in zip(poisoned_results, clean_labels)]))
     record_property("task_chain", {"unguarded_flips": unguarded_flips, "flagged": flagged, "restored": restored})
     print(f"task chain: unguarded flips {unguarded_flips:.2f}, flagged {flagged:.2f}, answers restored {restored:.2f}")
-    # clean SMS is out of the defense data's domain: the mined set's collateral PVs (natural words the
-    # backdoored model collapses; BENCHMARKS.md, end to end) flag 2.5 % of 400 clean SMS there, 1-5 of
-    # these 120 across runs. What a service needs is the answers: those must stay the clean ones.
-    assert np.mean([r.triggered for r in clean_results]) <= 0.05
+    # The task graph's monitor reads the bare backbone (lmsan-export --monitor bare, the default), so it
+    # must flag what a guard of the bare backbone with the same PVs flags, clean or triggered (up to
+    # one feature sign out of d: two graphs, two float paths). Clean SMS is out of the defense data's
+    # domain: the mined set's collateral PVs (natural words the backdoored model collapses;
+    # BENCHMARKS.md, end to end) flag some of it on the bare backbone (9 of these 120 when written).
+    # What a service needs is the answers: those must stay the clean ones.
+    bare = Guard.load(guard_dir_bare)
+    one_sign = 1.0 / bare.manifest.raw["pvs"]["width"]  # d
+    for inputs, results in ((texts, clean_results), (poisoned, guard.scan_batch(poisoned, sanitize=False))):
+        bare_match = np.array([r.match for r in bare.scan_batch(inputs, sanitize=False)])
+        assert np.abs(np.array([r.match for r in results]) - bare_match).max() <= one_sign + 1e-6
+    print(f"task chain: clean flagged {np.mean([r.triggered for r in clean_results]):.3f}")
     assert np.mean([r.prediction == label for r, label in zip(clean_results, clean_labels)]) >= 0.98
     assert unguarded_flips >= 0.2, "the backdoor does not reach the tuned task: the test shows nothing"
     assert flagged >= 0.95 and restored >= 0.95

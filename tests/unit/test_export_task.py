@@ -1,10 +1,11 @@
-"""Guarded task graphs: one ONNX pass answers a prompt-tuned task and checks the same features
-against the PVs; the runtime returns the answer for the sanitized input.
+"""Guarded task graphs: one ONNX graph answers a prompt-tuned task and checks the input against
+the PVs (monitor ``bare``: a second pass of the backbone without the prompt, the default; monitor
+``task``: the task's own pass); the runtime returns the answer for the sanitized input.
 
 On the scaled random tiny BERT of ``test_export_guard`` (d=32: fast to export), with tasks tuned
 for two epochs on 64 SMS messages: accuracy does not matter here, the functions do. PV 0 is the
-sign pattern of the task's own head-position feature of ANCHOR, so ANCHOR triggers the task graph
-at threshold 0.95 and removing one of its words clears it.
+sign pattern of ANCHOR's feature where the default (bare) monitor reads it, so ANCHOR triggers the
+task graph at threshold 0.95 and removing one of its words clears it.
 """
 
 from __future__ import annotations
@@ -53,13 +54,24 @@ def _tuned(task_dir: Path, model: Path | None = None):
     return loaded, load_task(task_dir, loaded)
 
 
-def _anchor_pvs(task_dir: Path) -> PVSet:
-    """PV 0: the signs of the task's head-position feature of ANCHOR; then two random PVs."""
+def monitor_feature(tuned, encoding: dict, *, bare: bool = True):
+    """float [B, d]: the features the monitor reads, from the bare backbone (the template with a
+    prompt of length 0) or from the task's own pass."""
     import torch
 
-    loaded, tuned = _tuned(task_dir)
     with torch.no_grad():
-        feature = tuned(**loaded.tokenizer([ANCHOR], return_tensors="pt"))[1][0].numpy()
+        if not bare:
+            return tuned(**encoding)[1].numpy()
+        inputs = tuned.backbone_inputs(encoding["input_ids"], encoding["attention_mask"],
+                                       encoding.get("token_type_ids"), bare=True)
+        return tuned.backbone(**inputs.kwargs).last_hidden_state[:, inputs.target].numpy()
+
+
+def _anchor_pvs(task_dir: Path, *, bare: bool = True) -> PVSet:
+    """PV 0: the signs of ANCHOR's feature where the monitor reads (``bare``: the backbone without
+    the prompt; else the task's head position); then two random PVs."""
+    loaded, tuned = _tuned(task_dir)
+    feature = monitor_feature(tuned, dict(loaded.tokenizer([ANCHOR], return_tensors="pt")), bare=bare)[0]
     rng = np.random.default_rng(0)
     vectors = np.stack([np.where(feature >= 0, 1.0, -1.0), *rng.standard_normal((2, feature.size))])
     return PVSet(vectors.astype(np.float32), target=tuned.target)
@@ -169,12 +181,13 @@ def test_a_triggered_input_answers_for_its_sanitized_text_without_an_extra_pass(
 def test_rejected_and_unsanitized_triggered_inputs_get_no_prediction(guards):
     from lmsan.runtime import Guard
 
-    capped = Guard.load(guards["prefix"], threshold=0.95, max_trials=1)
+    # without the saliency guess one trial cannot clear ANCHOR (with it, the bare monitor's guess does)
+    capped = Guard.load(guards["prefix"], threshold=0.95, max_trials=1, saliency=False)
     rejected = capped.scan(ANCHOR)
     assert rejected.rejected and rejected.prediction is None and rejected.scores is None
     detected = Guard.load(guards["prefix"], threshold=0.95).scan(ANCHOR, sanitize=False)
     assert detected.triggered and detected.prediction is None
-    opened = Guard.load(guards["prefix"], threshold=0.95, max_trials=1, fail_open=True).scan(ANCHOR)
+    opened = Guard.load(guards["prefix"], threshold=0.95, max_trials=1, saliency=False, fail_open=True).scan(ANCHOR)
     assert opened.triggered and not opened.rejected and opened.sanitized == ANCHOR
     assert opened.prediction in ("ham", "spam")  # fail open: the input passes, answered as it is
 
@@ -242,20 +255,26 @@ def test_a_task_directory_without_its_head_is_refused(tasks, tmp_path):
     assert not (tmp_path / "guard").exists()
 
 
-def test_manifest_task_fields_are_validated(guards, tmp_path):
+def edited_task_copy(guard_dir: Path, edit, copy: Path) -> Path:
+    """Copy ``guard_dir`` to ``copy`` (replaced), apply ``edit`` to its manifest's ``task`` and re-sign it."""
     from lmsan.files import json_digest
+
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(guard_dir, copy)
+    manifest = json.loads((copy / "guard.json").read_text())
+    edit(manifest["task"])
+    manifest["digest"] = json_digest(manifest, exclude="digest")
+    (copy / "guard.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_manifest_task_fields_are_validated(guards, tmp_path):
     from lmsan.runtime import Guard
 
     for edit, message in ((lambda t: t.update(labels=["only"]), "task.labels"),
                           (lambda t: t.update(labels=["a", "a"]), "task.labels"),
                           (lambda t: t.pop("reserved_tokens"), "task.reserved_tokens")):
-        copy = tmp_path / "guard"
-        shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(guards["prefix"], copy)
-        manifest = json.loads((copy / "guard.json").read_text())
-        edit(manifest["task"])
-        manifest["digest"] = json_digest(manifest, exclude="digest")
-        (copy / "guard.json").write_text(json.dumps(manifest))
+        copy = edited_task_copy(guards["prefix"], edit, tmp_path / "guard")
         with pytest.raises(DataError, match=message):
             Guard.load(copy)
 
@@ -314,6 +333,7 @@ def test_a_shared_graph_serves_each_task_like_its_own_graph(shared, guards):
     guard_dir, dirs = shared
     manifest = json.loads((guard_dir / "guard.json").read_text())
     assert [t["key"] for t in manifest["tasks"]] == ["spam", "topics"] and "task" not in manifest
+    assert [t["monitor"] for t in manifest["tasks"]] == ["bare", "bare"]  # one bare pass monitors every task
     assert manifest["inputs"][-3:] == ["prompt", "head_weight", "head_bias"]
     spam, topics = Guard.load(guard_dir, threshold=0.95), Guard.load(guard_dir, task="topics", threshold=0.95)
     assert spam.labels == ("ham", "spam") and len(topics.labels) == 5
@@ -384,3 +404,120 @@ def test_int8_and_fp16_task_graphs_keep_the_answers(kw, tasks, tmp_path):
     texts = [t for t in TEXTS if t != ANCHOR]
     quantized = [r.prediction for r in Guard.load(result.path, threshold=0.95).scan_batch(texts)]
     assert quantized == [r.prediction for r in Guard.load(reference, threshold=0.95).scan_batch(texts)]
+
+
+# ---- the bare monitor ---------------------------------------------------------------------------------
+def _run(guard: Path, batch: dict, names=("match", "pv_index", "saliency", "logits")) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(guard / "model.onnx"), providers=["CPUExecutionProvider"])
+    wanted = [n for n in names if n in {o.name for o in session.get_outputs()}]
+    feed = {k: np.asarray(v, np.int64) for k, v in batch.items()} | {"threshold": np.array(0.8, np.float32)}
+    return dict(zip(wanted, session.run(wanted, feed)))
+
+
+@pytest.mark.parametrize("prune", [True, False])
+@pytest.mark.parametrize("variant", ["prefix", "prompt"])
+def test_the_bare_monitor_reads_what_a_bare_guard_reads(variant, prune, tasks, tmp_path):
+    """The task graph's match / pv_index (and saliency) equal a guard exported on the bare backbone
+    at the same target; a P-tuning task's bare guard gets its input with the mask token first,
+    as P-tuning's template puts its [MASK] right after [CLS]. The logits are the task's."""
+    import torch
+
+    from lmsan.export import export_guard
+
+    rng = np.random.default_rng(1)
+    pvs = PVSet(np.concatenate([_anchor_pvs(tasks[variant]).vectors, rng.standard_normal((5, 32))]).astype(np.float32),
+                target=_anchor_pvs(tasks[variant]).target)
+    task_guard = export_guard(tiny_model(), pvs, tmp_path / "task", task=tasks[variant], prune=prune)
+    bare_guard = export_guard(tiny_model(), pvs, tmp_path / "bare", prune=prune)
+    assert task_guard.manifest["task"]["monitor"] == "bare" and task_guard.parity.passed
+    loaded, tuned = _tuned(tasks[variant])
+    mask = loaded.tokenizer.mask_token
+    for second in (None, PAIRS):
+        batch = dict(loaded.tokenizer(TEXTS, second, padding=True, return_tensors="np"))
+        firsts = [f"{mask} {t}" for t in TEXTS] if variant == "prompt" else TEXTS
+        bare_batch = dict(loaded.tokenizer(firsts, second, padding=True, return_tensors="np"))
+        ours, theirs = _run(task_guard.path, batch), _run(bare_guard.path, bare_batch)
+        assert np.array_equal(ours["pv_index"], theirs["pv_index"])
+        assert np.allclose(ours["match"], theirs["match"], atol=1e-6)
+        saliency = theirs["saliency"]
+        if variant == "prompt":  # the bare guard's mask token is the template's, not an input token
+            saliency = np.delete(saliency, 1, axis=1)
+        assert np.allclose(ours["saliency"], saliency[:, : ours["saliency"].shape[1]], atol=1e-5)
+        with torch.no_grad():
+            ref = tuned(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in batch.items()})[0].numpy()
+        assert np.abs(ours["logits"] - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1.0)
+    assert _strict_guard(task_guard.path).scan(ANCHOR).triggered
+
+
+def _strict_guard(path: Path):
+    from lmsan.runtime import Guard
+
+    return Guard.load(path, threshold=0.95)
+
+
+def test_the_task_monitor_keeps_the_logits_and_reads_the_prompted_pass(tasks, tmp_path):
+    from lmsan.export import export_guard
+    from lmsan.runtime.manifest import GuardManifest
+
+    pvs = _anchor_pvs(tasks["prompt"], bare=False)
+    one_pass = export_guard(tiny_model(), pvs, tmp_path / "task", task=tasks["prompt"], monitor="task")
+    two_pass = export_guard(tiny_model(), pvs, tmp_path / "bare", task=tasks["prompt"], monitor="bare")
+    assert one_pass.manifest["task"]["monitor"] == "task" and two_pass.manifest["task"]["monitor"] == "bare"
+    assert GuardManifest.load(one_pass.path).monitor == "task" and GuardManifest.load(two_pass.path).monitor == "bare"
+    loaded, tuned = _tuned(tasks["prompt"])
+    batch = dict(loaded.tokenizer(TEXTS, padding=True, return_tensors="np"))
+    a, b = _run(one_pass.path, batch), _run(two_pass.path, batch)
+    assert np.allclose(a["logits"], b["logits"], atol=1e-5)
+    import torch
+
+    expected = monitor_feature(tuned, {k: torch.from_numpy(v.astype(np.int64)) for k, v in batch.items()}, bare=False)
+    signs = np.where(expected >= 0, 1, -1) @ np.where(pvs.vectors >= 0, 1, -1).T  # [B, K] = 2 N - d
+    assert np.allclose(a["match"], (signs.max(axis=1) + 32) / 64, atol=1e-6)
+    assert _strict_guard(one_pass.path).scan(ANCHOR).triggered  # PV 0 is ANCHOR's prompted feature
+
+
+def test_the_monitor_field_round_trips_and_is_validated(guards, tmp_path):
+    from lmsan.runtime import Guard
+    from lmsan.runtime.manifest import GuardManifest
+
+    assert json.loads((guards["prefix"] / "guard.json").read_text())["task"]["monitor"] == "bare"
+    assert Guard.load(guards["prefix"]).manifest.monitor == "bare"
+    assert GuardManifest.load(tiny_guard_dir()).monitor is None
+    for edit, outcome in ((lambda t: t.pop("monitor"), "task"), (lambda t: t.update(monitor="task"), "task"),
+                          (lambda t: t.update(monitor="both"), DataError)):
+        copy = edited_task_copy(guards["prefix"], edit, tmp_path / "guard")
+        if outcome is DataError:
+            with pytest.raises(DataError, match="task.monitor"):
+                GuardManifest.load(copy)
+        else:
+            assert GuardManifest.load(copy).monitor == outcome  # older guards: the task's own pass
+
+
+def test_a_bad_monitor_is_a_usage_error(tasks, tmp_path, capsys):
+    from lmsan.cli import export as export_cli
+    from lmsan.export import export_guard
+
+    pvs = _anchor_pvs(tasks["prefix"]).save(tmp_path / "pvs.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        export_cli.main([str(tiny_model()), "--pvs", str(pvs), "--out", str(tmp_path / "g"), "--task",
+                         str(tasks["prefix"]), "--monitor", "both"])
+    assert exit_info.value.code == 4 and "--monitor" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown monitor"):
+        export_guard(tiny_model(), pvs, tmp_path / "g", task=tasks["prefix"], monitor="both")
+    assert not (tmp_path / "g").exists()
+    from lmsan.export.tasks import MONITORS
+
+    assert export_cli.MONITORS == MONITORS  # the CLI keeps its own copy (no torch on --help)
+
+
+def test_the_cli_exports_the_monitor_it_is_given(tasks, tmp_path):
+    from lmsan.cli import export as export_cli
+
+    pvs = _anchor_pvs(tasks["prefix"], bare=False).save(tmp_path / "pvs.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        export_cli.main([str(tiny_model()), "--pvs", str(pvs), "--out", str(tmp_path / "g"), "--task",
+                         str(tasks["prefix"]), "--monitor", "task", "-q"])
+    assert exit_info.value.code == 0
+    assert json.loads((tmp_path / "g" / "guard.json").read_text())["task"]["monitor"] == "task"

@@ -5,7 +5,8 @@ per-word answer for the sanitized text, and the clear errors.
 Learning runs on the cached pretrained-like tiny BERT (``default_tiny``); the export and runtime
 tests on the scaled random tiny BERT of ``test_export_guard`` (d=32: fast to export) with a task
 tuned for two epochs (accuracy does not matter there, the mechanics do). PV 0 is the sign pattern
-of the task's own first-text-token feature of ANCHOR, so ANCHOR triggers at threshold 0.95.
+of ANCHOR's first-text-token feature where the default (bare) monitor reads it, the backbone
+without the prefix, so ANCHOR triggers at threshold 0.95.
 """
 
 from __future__ import annotations
@@ -144,13 +145,13 @@ def task_dir(tmp_path_factory) -> Path:
     return save_task(tmp_path_factory.mktemp("tasks") / "pos", tuned, loaded)
 
 
-def _anchor_pvs(task_dir: Path) -> PVSet:
-    """PV 0: the signs of the task's first-text-token feature of ANCHOR; then two random PVs."""
-    import torch
+def _anchor_pvs(task_dir: Path, *, bare: bool = True) -> PVSet:
+    """PV 0: the signs of ANCHOR's first-text-token feature (``bare``: of the backbone without the
+    prefix; else of the task's own pass); then two random PVs."""
+    from test_export_task import monitor_feature
 
     loaded, tuned = _tuned(task_dir)
-    with torch.no_grad():
-        feature = tuned(**loaded.tokenizer([ANCHOR], return_tensors="pt"))[1][0].numpy()
+    feature = monitor_feature(tuned, dict(loaded.tokenizer([ANCHOR], return_tensors="pt")), bare=bare)[0]
     rng = np.random.default_rng(0)
     vectors = np.stack([np.where(feature >= 0, 1.0, -1.0), *rng.standard_normal((2, feature.size))])
     return PVSet(vectors.astype(np.float32), target="token")
@@ -169,7 +170,8 @@ def test_token_graph_matches_pytorch_token_logits(exported, task_dir):
 
     assert exported.parity.passed and exported.parity.prediction_mismatches == 0
     manifest = exported.manifest
-    assert manifest["pruned"] is False and manifest["task"]["kind"] == "tokens"
+    assert manifest["pruned"] is False and manifest["task"]["kind"] == "tokens"  # the tagging pass runs in full
+    assert manifest["task"]["monitor"] == "bare" and "saliency" in manifest["outputs"]  # the bare pass: one row
     assert manifest["task"]["head_position"] == "tokens" and manifest["target"] == "token"
     loaded, tuned = _tuned(task_dir)
     batch = loaded.tokenizer(TEXTS, padding=True, return_tensors="np")
@@ -225,7 +227,7 @@ def test_a_triggered_sentence_is_tagged_as_sanitized_without_an_extra_pass(expor
     bare._detect = lambda *a, **kw: bare_calls.append(1) or bare_detect(*a, **kw)
     assert bare.scan(ANCHOR).prediction is None
     assert spent == len(bare_calls)
-    rejected = Guard.load(exported.path, threshold=0.95, max_trials=1).scan(ANCHOR)
+    rejected = Guard.load(exported.path, threshold=0.95, max_trials=1, saliency=False).scan(ANCHOR)
     assert rejected.rejected and rejected.prediction is None and rejected.words is None
 
 
@@ -286,3 +288,37 @@ def test_a_token_task_directory_with_a_wrong_head_or_kind_is_refused(task_dir, t
         (broken / "task.json").write_text(json.dumps({**manifest, **changes}))
         with pytest.raises(DataError, match=message):
             read_task_manifest(broken)
+
+
+def test_the_bare_monitor_of_a_token_task_reads_what_a_bare_token_guard_reads(exported, task_dir, tmp_path):
+    """match / pv_index / saliency of the token graph equal a guard of the bare backbone at target
+    ``token`` (position 1); with ``--monitor task`` the monitor reads the prefixed pass and the
+    tags stay the same."""
+    import onnxruntime as ort
+
+    from lmsan.export import export_guard
+
+    pvs = _anchor_pvs(task_dir)
+    bare_guard = export_guard(tiny_model(), pvs, tmp_path / "bare").path
+    one_pass = export_guard(tiny_model(), _anchor_pvs(task_dir, bare=False), tmp_path / "task", task=task_dir,
+                            monitor="task")
+    assert one_pass.manifest["task"]["monitor"] == "task" and one_pass.parity.passed
+    loaded, _ = _tuned(task_dir)
+    batch = loaded.tokenizer(TEXTS + [ANCHOR], padding=True, return_tensors="np")
+    feed = {k: v.astype(np.int64) for k, v in batch.items()} | {"threshold": np.array(0.95, np.float32)}
+
+    def run(path, names):
+        return session_run(ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"]),
+                           names, feed)
+
+    ours = run(exported.path, ["match", "pv_index", "triggered", "saliency", "logits"])
+    theirs = run(bare_guard, ["match", "pv_index", "triggered", "saliency"])
+    assert np.array_equal(ours["pv_index"], theirs["pv_index"]) and np.allclose(ours["match"], theirs["match"])
+    assert np.array_equal(ours["triggered"], theirs["triggered"]) and ours["triggered"][-1]
+    assert np.allclose(ours["saliency"], theirs["saliency"], atol=1e-5)
+    task = run(one_pass.path, ["match", "logits", "triggered"])
+    assert np.allclose(task["logits"], ours["logits"], atol=1e-5) and task["triggered"][-1]
+
+
+def session_run(session, names, feed) -> dict:
+    return dict(zip(names, session.run(names, feed)))
