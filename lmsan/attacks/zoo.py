@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Sequence
 
 from lmsan import __version__
 from lmsan.attacks.config import PAPER_TRIGGERS, AttackConfig
 from lmsan.attacks.train import ATTACK_FILE, run_attack
-from lmsan.files import cache_dir
+from lmsan.files import cache_dir, publish_cache_dir
 
 # Bump a kind's entry when the attack code changes what it trains, so its cached models rebuild.
 ATTACK_REVISION = {"por": 2, "por-ner": 2, "neuba": 3, "btop": 3}
@@ -39,13 +38,7 @@ def attacked_model(base: str | Path, config: AttackConfig, sentences: Sequence[s
     path = cache_dir("attacked") / f"{Path(base).name}-{tag}-{key}"
     if (path / ATTACK_FILE).is_file():
         return path
-    staging = path.with_name(path.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    run_attack(base, sentences, config, staging, progress=progress)
-    if path.exists():
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
-        staging.rename(path)
+    publish_cache_dir(path, lambda staging: run_attack(base, sentences, config, staging, progress=progress))
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lmsan import __version__
-from lmsan.files import cache_dir, read_json, write_json
+from lmsan.files import cache_dir, publish_cache_dir, read_json, write_json
 from lmsan.models.pretrain import DistillConfig, distill, encode_features, spread_ratio
 from lmsan.models.tiny import TinySpec, build_tiny
 
@@ -61,21 +61,18 @@ def pretrained_tiny(spec: TinySpec, sentences: Sequence[str], held_out: Sequence
     history = distill(model, tokenizer, sentences, config, progress=progress)
     features = encode_features(model.base_model, tokenizer, held_out, max_length=config.max_length)
     built = BuiltModel(path, spread_ratio(features[:, 0]), spread_ratio(features[:, 1]))
-    staging = path.with_name(path.name + ".partial")
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    write_json(staging / BUILD_FILE, {
-        "spec": spec.to_dict(), "distill": config.to_dict(), "loss_per_epoch": history,
-        "cls_spread": built.cls_spread, "mean_spread": built.mean_spread,
-        "sentences": len(sentences), "held_out": len(held_out), "lmsan_version": __version__,
-        "wall_s": round(time.perf_counter() - started, 2),
-    })
-    if path.exists():  # another process finished the same build first: keep theirs
-        import shutil
 
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
-        staging.rename(path)
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json(staging / BUILD_FILE, {
+            "spec": spec.to_dict(), "distill": config.to_dict(), "loss_per_epoch": history,
+            "cls_spread": built.cls_spread, "mean_spread": built.mean_spread,
+            "sentences": len(sentences), "held_out": len(held_out), "lmsan_version": __version__,
+            "wall_s": round(time.perf_counter() - started, 2),
+        })
+
+    publish_cache_dir(path, write)  # another process that finished the same build first: theirs is kept
     log.info("built %s: cls spread %.3f, mean spread %.3f", path.name, built.cls_spread, built.mean_spread)
     return built
 
