@@ -7,7 +7,8 @@ never fire, so the clean path is timed): ``--monitor bare`` (the default: a seco
 without the task's prompt, its last layer for one row) and ``--monitor task`` (one pass, the
 monitor reads the task's own pass). Then time ``Guard.scan_batch`` of clean sentences on both,
 interleaved, in one process (median of ``--repeats`` rounds, one intra-op thread), at batch 1
-and 32, and check that the answers agree.
+and 32, and check that the answers agree. A pair task (``bbc-pair``) is timed on 32 test pairs:
+its bare monitor reads each sentence of a pair on its own (``lmsan.export.pairs``).
 
     .venv/bin/python benchmarks/task_monitor.py [--minilm] [--repeats 30]
 """
@@ -29,6 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SETTINGS = (  # backbone (end_to_end name), task, method, PV target
     ("bert-por", "sms-spam", "prefix", "cls"),
+    ("bert-por", "bbc-pair", "prefix", "cls"),  # pairs: the bare pass reads each sentence alone
     ("bert-btop", "sms-spam", "prompt", "mask"),
     ("bert-por-ner", "oanc-pos", "prefix", "token"),
 )
@@ -56,6 +58,7 @@ def main() -> None:
     from lmsan.data import standard_splits
     from lmsan.export import export_guard
     from lmsan.runtime import Guard
+    from lmsan.tuning.tasks import task_data
 
     torch.set_num_threads(1)
     settings = list(SETTINGS) + ([MINILM] if args.minilm else [])
@@ -75,7 +78,9 @@ def main() -> None:
             paths = {m: export_guard(bb["backdoored"], pvs, out / m, task=found[0], monitor=m).path
                      for m in ("bare", "task")}
             guards = {m: Guard.load(p, threshold=0.99, threads=1) for m, p in paths.items()}
-            a, b = guards["bare"].scan_batch(sentences), guards["task"].scan_batch(sentences)
+            test = task_data(task, test_size=32, seed=0).test if task == "bbc-pair" else None
+            inputs = list(zip(test.texts, test.text_pairs)) if test else sentences
+            a, b = guards["bare"].scan_batch(inputs), guards["task"].scan_batch(inputs)
             row = {"model": bb["model"], "backbone": name, "task": task, "method": method,
                    "answers_agree": sum(x.prediction == y.prediction for x, y in zip(a, b)) / len(a),
                    "flagged": sum(x.triggered or y.triggered for x, y in zip(a, b)),
@@ -83,7 +88,7 @@ def main() -> None:
                    "task_pass_pruned": {m: bool(g.manifest.raw.get("pruned")) for m, g in guards.items()},
                    "graph_mb": {m: round(size_mb(p, "model.onnx*"), 2) for m, p in paths.items()}}
             for batch in (1, 32):
-                texts = sentences[:batch]
+                texts = inputs[:batch]
                 guards["bare"].scan_batch(texts), guards["task"].scan_batch(texts)  # warm up
                 bare_s, task_s = time_pair(guards["bare"], guards["task"], texts, args.repeats)
                 row[f"batch{batch}_bare_ms"] = round(1000 * bare_s, 3)
@@ -98,7 +103,8 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['task']} ({tuning}) | {r['batch1_bare_ms']} / {r['batch1_task_ms']} "
                      f"({r['batch1_ratio']}x) | {r['batch32_bare_ms']} / {r['batch32_task_ms']} "
                      f"({r['batch32_ratio']}x) | {r['answers_agree']:.0%} |")
-    note = ("\nClean-input `Guard.scan_batch` of 1 or 32 test sentences, median of "
+    note = ("\nClean-input `Guard.scan_batch` of 1 or 32 test sentences (bbc-pair: test pairs, whose bare "
+            "monitor reads each sentence alone), median of "
             f"{args.repeats} interleaved rounds, one intra-op thread, one process; the same task and random PVs "
             "exported with `--monitor bare` (the backbone a second time without the prompt, its last layer for "
             "one row) and `--monitor task` (one pass). Ratio: bare / task. Machine: shared 2-core CPU.\n")

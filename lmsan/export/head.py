@@ -44,15 +44,19 @@ class SignMatchHead(nn.Module):
         self.size, self.width = int(signs.shape[0]), int(signs.shape[1])
         self.register_buffer("signs_t", torch.tensor(signs.T, dtype=torch.float32))  # [d, K]
 
-    def forward(self, features: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def best(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features float [B, d] -> (match float32 [B], pv_index int64 [B]): the best PV's share
+        of agreeing signs, and its index (0 and -1 for an empty PV set)."""
         features = _float32(features)
         if self.size == 0:  # a clean PV set: nothing can match
-            match = torch.zeros_like(features[:, 0])
-            pv_index = torch.full_like(features[:, 0], -1).long()
-        else:
-            signs = torch.where(features >= 0, 1.0, -1.0)  # [B, d], zero counts as +1
-            agree = (signs @ self.signs_t + self.width) / (2 * self.width)  # [B, K] in [0, 1]
-            match, pv_index = agree.max(dim=1)
+            return torch.zeros_like(features[:, 0]), torch.full_like(features[:, 0], -1).long()
+        signs = torch.where(features >= 0, 1.0, -1.0)  # [B, d], zero counts as +1
+        agree = (signs @ self.signs_t + self.width) / (2 * self.width)  # [B, K] in [0, 1]
+        match, pv_index = agree.max(dim=1)
+        return match, pv_index
+
+    def forward(self, features: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        match, pv_index = self.best(features)
         return match, pv_index, match > threshold
 
 

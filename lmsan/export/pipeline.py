@@ -269,7 +269,7 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
         "parity": parity.to_dict(),
     }
     if bundle:
-        fields.update(tasks.manifest_fields(bundle, module.monitor))
+        fields.update(tasks.manifest_fields(bundle, module.monitor, segments=module.segments))
     return fields
 
 

@@ -11,7 +11,9 @@ reads is its ``monitor`` mode (``MONITORS``):
   bare backbone, so this is what they describe; a prompt can move a clean input's features onto
   a PV or a triggered one's off it. About two backbone passes per call; the bare pass runs the
   last layer for its one row wherever the layers allow it (also for a token task, whose
-  prompted pass runs in full).
+  prompted pass runs in full). A pair task (``segments``, BERT-style token types) reads each
+  sentence of the pair on its own (``lmsan.export.pairs``), as the PVs were mined on single
+  sentences; the sentence that matches best speaks for the pair.
 - ``task``: one pass; the monitor reads the task's own (prompted) forward pass at the position
   the task's head reads (its [CLS] or its [MASK]). Cheaper, but only sound for a task whose
   monitor has been measured to flag as the bare one does.
@@ -33,6 +35,7 @@ from torch import nn
 
 from lmsan.errors import ConfigError
 from lmsan.export.head import GRAPH_OUTPUTS, SignMatchHead, _float32
+from lmsan.export.pairs import join_saliency, split_pair
 from lmsan.export.prune import last_layer_rows, split_last_layer
 from lmsan.export.tasks import DEFAULT_MONITOR, MONITORS
 
@@ -52,10 +55,14 @@ class TaskGuardModule(nn.Module):
     With ``prune`` and a BERT-style backbone the last layer runs for the read row only
     (``lmsan.export.prune``; a prefix joins that row's keys and values); a token task's prompted
     pass runs it in full, its bare pass still for one row.
+
+    With ``segments`` (a pair task, monitor ``bare``, token types) the bare pass reads each
+    sentence of a pair alone; the outputs keep their shapes (the better-matching sentence's
+    features, its saliency mapped back onto the pair's tokens).
     """
 
     def __init__(self, tuned: Any, signs: np.ndarray, *, use_token_types: bool = False, saliency: bool = False,
-                 prune: bool = True, monitor: str = DEFAULT_MONITOR) -> None:
+                 prune: bool = True, monitor: str = DEFAULT_MONITOR, segments: bool = False) -> None:
         super().__init__()
         if monitor not in MONITORS:
             raise ConfigError(f"unknown monitor {monitor!r}; expected one of {', '.join(MONITORS)}")
@@ -67,6 +74,10 @@ class TaskGuardModule(nn.Module):
         self.use_token_types = use_token_types
         self.saliency = saliency
         self.monitor = monitor
+        if segments and (monitor != "bare" or not use_token_types or tuned.target == "tokens"):
+            raise ConfigError("reading each sentence of a pair alone needs monitor 'bare', a backbone with token "
+                              "types and a sequence task")
+        self.segments = segments
         split = split_last_layer(tuned.backbone) if prune else None
         self.trunk, self.last_layer = split if split and not self.tokens else (None, None)
         # the bare pass reads one row even for a token task (its prompted pass needs every row)
@@ -129,11 +140,29 @@ class TaskGuardModule(nn.Module):
             features, weights, hidden = self.encode(input_ids, attention_mask, token_type_ids, saliency=saliency,
                                                     full=full, prompt=prompt)
             return features, weights, features, hidden
-        features, weights, _ = self.encode(input_ids, attention_mask, token_type_ids, saliency=saliency, full=full,
-                                           bare=True)
+        if self.segments:
+            features, weights = self._by_sentence(input_ids, attention_mask, token_type_ids, saliency=saliency,
+                                                  full=full)
+        else:
+            features, weights, _ = self.encode(input_ids, attention_mask, token_type_ids, saliency=saliency,
+                                               full=full, bare=True)
         task_features, _, hidden = self.encode(input_ids, attention_mask, token_type_ids, saliency=False, full=full,
                                                prompt=prompt)
         return features, weights, task_features, hidden
+
+    def _by_sentence(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor, *,
+                     saliency: bool, full: bool) -> tuple[torch.Tensor, Any]:
+        """The bare pass on each sentence of a pair alone: (features float32 [B, d] of the
+        sentence whose best PV match is higher, its saliency [B, T] on the pair's tokens or None)."""
+        split = split_pair(input_ids, attention_mask, token_type_ids)
+        (first, first_weights, _), (second, second_weights, _) = (
+            self.encode(ids, mask, torch.zeros_like(ids), saliency=saliency, full=full, bare=True)
+            for ids, mask in (split.first, split.second))
+        use_second = split.has_second & (self.head.best(second)[0] > self.head.best(first)[0])
+        features = torch.where(use_second[:, None], second, first)
+        if not saliency:
+            return features, None
+        return features, join_saliency(split, first_weights, second_weights, use_second, input_ids.shape[1])
 
     def _logits(self, features: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
         """The task's logits: float32 [B, C] from the head position, or [B, T, C] for a token task."""
@@ -199,8 +228,9 @@ class TokenTypeSharedTaskGuardModule(SharedTaskGuardModule):
     """``SharedTaskGuardModule`` for backbones that read ``token_type_ids``."""
 
     def __init__(self, tuned: Any, signs: np.ndarray, *, saliency: bool = False, prune: bool = True,
-                 monitor: str = DEFAULT_MONITOR) -> None:
-        super().__init__(tuned, signs, use_token_types=True, saliency=saliency, prune=prune, monitor=monitor)
+                 monitor: str = DEFAULT_MONITOR, segments: bool = False) -> None:
+        super().__init__(tuned, signs, use_token_types=True, saliency=saliency, prune=prune, monitor=monitor,
+                         segments=segments)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
                 threshold: torch.Tensor, prompt: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor):
@@ -211,8 +241,9 @@ class TokenTypeTaskGuardModule(TaskGuardModule):
     """``TaskGuardModule`` for backbones that read ``token_type_ids`` (BERT-style sentence pairs)."""
 
     def __init__(self, tuned: Any, signs: np.ndarray, *, saliency: bool = False, prune: bool = True,
-                 monitor: str = DEFAULT_MONITOR) -> None:
-        super().__init__(tuned, signs, use_token_types=True, saliency=saliency, prune=prune, monitor=monitor)
+                 monitor: str = DEFAULT_MONITOR, segments: bool = False) -> None:
+        super().__init__(tuned, signs, use_token_types=True, saliency=saliency, prune=prune, monitor=monitor,
+                         segments=segments)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
                 threshold: torch.Tensor):

@@ -141,7 +141,11 @@ def task_module(bundle: TaskBundle, pv_set: PVSet, *, use_token_types: bool, sal
     if prune and bundle.tuned[0].target == "tokens":
         log.info("token task: the last layer runs for every row (a tag per token), so the task's pass is not pruned%s",
                  " (the bare monitor's pass is)" if monitor == "bare" else "")
-    return kind(bundle.tuned[0], pv_set.signs, saliency=saliency, prune=prune, monitor=monitor).eval()
+    segments = monitor == "bare" and use_token_types and any(f.get("pairs") for f in bundle.fields)
+    if segments:
+        log.info("pair task: the bare monitor reads each sentence of a pair on its own (as the PVs were mined)")
+    return kind(bundle.tuned[0], pv_set.signs, saliency=saliency, prune=prune, monitor=monitor,
+                segments=segments).eval()
 
 
 def write_task_tensors(bundle: TaskBundle, directory: Path) -> None:
@@ -162,10 +166,13 @@ def tensor_file(key: str) -> str:
     return f"task-{key}.safetensors"
 
 
-def manifest_fields(bundle: TaskBundle, monitor: str = DEFAULT_MONITOR) -> dict[str, Any]:
+def manifest_fields(bundle: TaskBundle, monitor: str = DEFAULT_MONITOR, *, segments: bool = False) -> dict[str, Any]:
     """``guard.json``'s ``task`` (one baked-in task) or ``tasks`` (shared: a list, the default first);
-    each section records the graph's ``monitor`` (absent in older guards: ``task``)."""
-    sections = [{**_section(d, f, t), "monitor": monitor} for d, f, t in zip(bundle.dirs, bundle.fields, bundle.tuned)]
+    each section records the graph's ``monitor`` (absent in older guards: ``task``) and, for a
+    pair task, ``monitor_reads``: ``sentences`` (each sentence of a pair alone) or ``pair``."""
+    reads = {"monitor_reads": "sentences" if segments else "pair"}
+    sections = [{**_section(d, f, t), "monitor": monitor, **(reads if f.get("pairs") else {})}
+                for d, f, t in zip(bundle.dirs, bundle.fields, bundle.tuned)]
     if not bundle.shared:
         return {"task": sections[0]}
     return {"tasks": [{**section, "key": key, "file": tensor_file(key)}
