@@ -162,10 +162,11 @@ def guard_for(model: Path, pvs: Path, task: Path | None, out: Path, monitor: str
     if task is not None and monitor != "task":
         out = out.with_name(f"{out.name}-monitor-{monitor}")
     if (out / "guard.json").is_file():
-        recorded = json.loads((out / "guard.json").read_text()).get("task", {}) if task is not None else {}
-        reads = "sentences" if monitor == "bare" else "pair"  # a pair task's bare monitor reads each sentence
+        raw = json.loads((out / "guard.json").read_text())
+        recorded = raw.get("task", {}) if task is not None else {}
+        reads = "sentences" if monitor == "bare" else "joined"  # a pair task's bare monitor reads each sentence
         if task is None or (recorded.get("monitor", "task") == monitor
-                            and (not recorded.get("pairs") or recorded.get("monitor_reads", "pair") == reads)):
+                            and (not recorded.get("pairs") or raw.get("pair_reading", "joined") == reads)):
             return out
     export_guard(model, pvs, out, task=task, overwrite=True, **({"monitor": monitor} if task is not None else {}))
     return out

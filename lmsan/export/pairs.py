@@ -12,6 +12,7 @@ shapes (``Range``, ``Gather``). Imports torch; never mining or runtime.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -78,3 +79,27 @@ def join_saliency(split: PairSplit, first: torch.Tensor, second: torch.Tensor, u
     index = torch.where(cols == 0, torch.zeros_like(cols - start), (cols - start + 1).clamp(min=0))
     from_second = second.gather(1, index.clamp(max=second.shape[1] - 1)) * in_second.to(second.dtype)
     return torch.where(use_second[:, None], from_second, from_first)
+
+
+def read_each_sentence(encode: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]],
+                       best: Callable[[torch.Tensor], torch.Tensor], input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor, token_type_ids: torch.Tensor, *,
+                       saliency: bool) -> tuple[torch.Tensor, Any]:
+    """Read each sentence of a pair alone and keep the better-matching one.
+
+    Args:
+        encode: (input_ids, attention_mask) int64 [B, W] of single sentences -> (features float
+            [B, d], saliency float [B, W] or None).
+        best: features [B, d] -> the best PV match float [B] (``SignMatchHead.best``).
+        input_ids, attention_mask, token_type_ids: int64 [B, T], pairs or single sentences.
+        saliency: map the chosen sentence's saliency back onto the pair's tokens.
+    Returns:
+        (features float [B, d], saliency float [B, T] or None).
+    """
+    split = split_pair(input_ids, attention_mask, token_type_ids)
+    (first, first_weights), (second, second_weights) = (encode(ids, mask) for ids, mask in (split.first, split.second))
+    use_second = split.has_second & (best(second) > best(first))
+    features = torch.where(use_second[:, None], second, first)
+    if not saliency:
+        return features, None
+    return features, join_saliency(split, first_weights, second_weights, use_second, input_ids.shape[1])

@@ -268,8 +268,10 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
         },
         "parity": parity.to_dict(),
     }
+    if bundle and module.use_token_types:  # how the graph's monitor reads a pair: each sentence alone, or joined
+        fields["pair_reading"] = "sentences" if module.segments else "joined"
     if bundle:
-        fields.update(tasks.manifest_fields(bundle, module.monitor, segments=module.segments))
+        fields.update(tasks.manifest_fields(bundle, module.monitor))
     return fields
 
 

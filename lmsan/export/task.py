@@ -35,7 +35,7 @@ from torch import nn
 
 from lmsan.errors import ConfigError
 from lmsan.export.head import GRAPH_OUTPUTS, SignMatchHead, _float32
-from lmsan.export.pairs import join_saliency, split_pair
+from lmsan.export.pairs import read_each_sentence
 from lmsan.export.prune import last_layer_rows, split_last_layer
 from lmsan.export.tasks import DEFAULT_MONITOR, MONITORS
 
@@ -152,17 +152,15 @@ class TaskGuardModule(nn.Module):
 
     def _by_sentence(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor, *,
                      saliency: bool, full: bool) -> tuple[torch.Tensor, Any]:
-        """The bare pass on each sentence of a pair alone: (features float32 [B, d] of the
-        sentence whose best PV match is higher, its saliency [B, T] on the pair's tokens or None)."""
-        split = split_pair(input_ids, attention_mask, token_type_ids)
-        (first, first_weights, _), (second, second_weights, _) = (
-            self.encode(ids, mask, torch.zeros_like(ids), saliency=saliency, full=full, bare=True)
-            for ids, mask in (split.first, split.second))
-        use_second = split.has_second & (self.head.best(second)[0] > self.head.best(first)[0])
-        features = torch.where(use_second[:, None], second, first)
-        if not saliency:
-            return features, None
-        return features, join_saliency(split, first_weights, second_weights, use_second, input_ids.shape[1])
+        """The bare pass on each sentence of a pair alone (``read_each_sentence``)."""
+
+        def encode(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
+            features, weights, _ = self.encode(ids, mask, torch.zeros_like(ids), saliency=saliency, full=full,
+                                               bare=True)
+            return features, weights
+
+        return read_each_sentence(encode, lambda f: self.head.best(f)[0], input_ids, attention_mask, token_type_ids,
+                                  saliency=saliency)
 
     def _logits(self, features: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
         """The task's logits: float32 [B, C] from the head position, or [B, T, C] for a token task."""

@@ -166,13 +166,10 @@ def tensor_file(key: str) -> str:
     return f"task-{key}.safetensors"
 
 
-def manifest_fields(bundle: TaskBundle, monitor: str = DEFAULT_MONITOR, *, segments: bool = False) -> dict[str, Any]:
+def manifest_fields(bundle: TaskBundle, monitor: str = DEFAULT_MONITOR) -> dict[str, Any]:
     """``guard.json``'s ``task`` (one baked-in task) or ``tasks`` (shared: a list, the default first);
-    each section records the graph's ``monitor`` (absent in older guards: ``task``) and, for a
-    pair task, ``monitor_reads``: ``sentences`` (each sentence of a pair alone) or ``pair``."""
-    reads = {"monitor_reads": "sentences" if segments else "pair"}
-    sections = [{**_section(d, f, t), "monitor": monitor, **(reads if f.get("pairs") else {})}
-                for d, f, t in zip(bundle.dirs, bundle.fields, bundle.tuned)]
+    each section records the graph's ``monitor`` (absent in older guards: ``task``)."""
+    sections = [{**_section(d, f, t), "monitor": monitor} for d, f, t in zip(bundle.dirs, bundle.fields, bundle.tuned)]
     if not bundle.shared:
         return {"task": sections[0]}
     return {"tasks": [{**section, "key": key, "file": tensor_file(key)}

@@ -129,6 +129,9 @@ class Guard:
         self._inputs = [name for name in manifest.inputs if name in SEQUENCE_INPUTS]
         self._task_feed = task_tensors(manifest)  # a shared task graph's inputs for the task served
         self._protect = manifest.mask_token if manifest.mask_in_input else None
+        # a backbone guard reads each sentence of a pair alone, as the PVs were mined (a task graph
+        # splits its pairs itself, guard.json "pair_reading"; target mask needs the mask in the text)
+        self._pair_sentences = manifest.task is None and manifest.target != "mask"
         self._saliency = (saliency and search == "probe"  # the removal's first guess (probe only)
                           and "saliency" in {output.name for output in session.get_outputs()})
 
@@ -369,7 +372,8 @@ class Guard:
         return encodings
 
     def _units(self, inputs: list[tuple[str, ...]]) -> tuple[list[Unit], list[tuple[int, tuple[int, int]]], list]:
-        """Split inputs into model-sized units: (units, (input index, char span) per unit, encodings)."""
+        """Split inputs into model-sized units: (units, (input index, char span) per unit, encodings).
+        A long text becomes overlapping windows; a backbone guard's pair becomes its two sentences."""
         encodings = self.encoder.encodings(inputs)
         units, owners, kept = [], [], []
         mask_id = self.encoder.mask_id
@@ -377,14 +381,20 @@ class Guard:
             if mask_id is not None and mask_id not in encoding.ids:
                 raise InputError("target 'mask': the input must contain the mask token (use a prompt template)",
                                  index=i)
+            if len(texts) == 2 and len(encoding) > self.manifest.max_length:
+                raise InputError(f"sentence pair of {len(encoding)} tokens exceeds the model maximum of "
+                                 f"{self.manifest.max_length}; scan the parts separately", index=i)
+            if len(texts) == 2 and self._pair_sentences:
+                for part in texts:
+                    units.append((part,))
+                    owners.append((i, (0, len(part))))
+                    kept.append(None)  # tokenized alone in _detect
+                continue
             if len(encoding) <= self.manifest.max_length:
                 units.append(texts)
                 owners.append((i, (0, len(texts[0]))))
                 kept.append(encoding)
                 continue
-            if len(texts) == 2:
-                raise InputError(f"sentence pair of {len(encoding)} tokens exceeds the model maximum of "
-                                 f"{self.manifest.max_length}; scan the parts separately", index=i)
             if self.manifest.mask_in_input:
                 raise InputError(f"{len(encoding)} tokens exceeds the model maximum of {self.manifest.max_length} "
                                  f"(target 'mask' does not window long inputs)", index=i)
@@ -506,6 +516,10 @@ class Guard:
             return ScanResult(True, match[best], pv, None, removed, True, stopped)
         reason = f"{stopped}: passed unsanitized (fail open)" if stopped else None
         cleaned = [(u, o) for u, o in found if o.removed is not None]
+        if len(texts) == 2 and len(mine) == 2:  # a pair read one sentence at a time: each cleaned alone
+            sentences = {u: o.sentences[0] for u, o in cleaned}
+            first, second = (sentences.get(u, text) for u, text in zip(mine, texts))
+            return ScanResult(True, match[best], pv, (first, second), removed, False, reason)
         if len(mine) == 1 and owners[mine[0]][1] == (0, len(texts[0])):  # not windowed
             clean = cleaned[0][1].sentences if cleaned else texts
             return ScanResult(True, match[best], pv, clean[0] if len(texts) == 1 else (clean[0], clean[1]),

@@ -1,4 +1,5 @@
-"""A pair task's bare monitor reads each sentence of a pair on its own (``lmsan.export.pairs``).
+"""Pairs are read one sentence at a time: a pair task's bare monitor splits them in its graph
+(``lmsan.export.pairs``), a backbone guard's runtime scans each sentence as its own unit.
 
 On the scaled random tiny BERT of ``test_export_guard``: ``split_pair`` must rebuild exactly the
 encoding of each sentence alone, and a guarded pair task must match a trigger sentence wherever
@@ -76,8 +77,21 @@ def pair_guard(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_a_pair_guard_records_that_its_monitor_reads_each_sentence(pair_guard):
-    section = json.loads((pair_guard[1] / "guard.json").read_text())["task"]
-    assert section["pairs"] and section["monitor"] == "bare" and section["monitor_reads"] == "sentences"
+    manifest = json.loads((pair_guard[1] / "guard.json").read_text())
+    assert manifest["task"]["pairs"] and manifest["task"]["monitor"] == "bare"
+    assert manifest["pair_reading"] == "sentences"
+
+
+def test_a_bare_backbone_guard_reads_each_sentence_of_a_pair_too(pair_guard, tmp_path):
+    from lmsan.export import export_guard
+    from lmsan.runtime import Guard
+
+    directory = export_guard(tiny_model(), _anchor_pvs(pair_guard[0]), tmp_path / "bare").path
+    guard = Guard.load(directory, threshold=0.95)  # the runtime splits the pair (no task: the graph reads one text)
+    results = guard.scan_batch([ANCHOR, (TEXTS[1], ANCHOR), (ANCHOR, TEXTS[1])], sanitize=False)
+    assert [r.match for r in results] == pytest.approx([1.0, 1.0, 1.0])
+    cleaned = guard.scan((TEXTS[1], ANCHOR))
+    assert not cleaned.rejected and cleaned.sanitized[0] == TEXTS[1] and len(cleaned.removed) == 1
 
 
 def test_a_trigger_sentence_matches_in_either_place_as_it_does_alone(pair_guard):
