@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from lmsan.errors import DataError
 
@@ -109,6 +110,27 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on building the cache entry ``path`` (``flock`` on the file
+    ``.<name>.lock`` next to it): concurrent builders of one entry, such as parallel test workers,
+    build it once, as the second waits and then finds it built (check again inside the lock).
+    Without ``fcntl`` (not POSIX) there is no lock; ``publish_cache_dir`` still keeps each build
+    whole."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def publish_cache_dir(path: Path, write: Callable[[Path], None]) -> None:

@@ -30,7 +30,17 @@ def _seeded() -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``gpu`` tests where CUDA is missing (they run from ``scripts/test_gpu.sh`` on a device)."""
+    """Keep each module's tests on one worker of a parallel run (``scripts/test.sh``: ``-n 2
+    --dist loadgroup``), so its module fixtures are built once: every test without an explicit
+    ``xdist_group`` gets its module's name, unless the module sets ``SPREAD_TESTS = True`` (its
+    tests share no costly fixture, so they spread over the workers). Tests that share a session
+    mining run name one group (``POR_RUNS`` in the e2e tests: ``mined`` caches its runs per
+    worker process). Models are shared through the
+    on-disk cache, whose builds lock (``lmsan.files.cache_lock``). Skip ``gpu`` tests where CUDA is
+    missing (they run from ``scripts/test_gpu.sh`` on a device)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and not getattr(item.module, "SPREAD_TESTS", False):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     try:

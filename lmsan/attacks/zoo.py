@@ -10,7 +10,7 @@ from typing import Sequence
 from lmsan import __version__
 from lmsan.attacks.config import PAPER_TRIGGERS, AttackConfig
 from lmsan.attacks.train import ATTACK_FILE, run_attack
-from lmsan.files import cache_dir, publish_cache_dir
+from lmsan.files import cache_dir, cache_lock, publish_cache_dir
 
 # Bump a kind's entry when the attack code changes what it trains, so its cached models rebuild.
 ATTACK_REVISION = {"por": 2, "por-ner": 2, "neuba": 3, "btop": 3}
@@ -36,9 +36,9 @@ def attacked_model(base: str | Path, config: AttackConfig, sentences: Sequence[s
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     tag = "clean" if not config.trigger_loss else config.kind
     path = cache_dir("attacked") / f"{Path(base).name}-{tag}-{key}"
-    if (path / ATTACK_FILE).is_file():
-        return path
-    publish_cache_dir(path, lambda staging: run_attack(base, sentences, config, staging, progress=progress))
+    with cache_lock(path):  # a concurrent builder of the same model finishes first; then it is found
+        if not (path / ATTACK_FILE).is_file():
+            publish_cache_dir(path, lambda staging: run_attack(base, sentences, config, staging, progress=progress))
     return path
 
 

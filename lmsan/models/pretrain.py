@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from lmsan.files import cache_dir
+from lmsan.files import cache_dir, cache_lock
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,15 @@ def teacher_features(sentences: Sequence[str], *, max_length: int) -> np.ndarray
 
     key = hashlib.sha256(("\n".join(sentences) + f"|{max_length}").encode()).hexdigest()[:20]
     path = cache_dir("teacher") / f"minilm-{key}.safetensors"
-    if path.is_file():
-        return load_file(str(path))["features"]
-    log.info("computing MiniLM-L6 teacher features for %d sentences", len(sentences))
-    teacher = load_model(minilm_path())
-    features = encode_features(teacher.model, teacher.tokenizer, sentences, max_length=max_length)
-    save_file({"features": features}, str(path))
+    with cache_lock(path):  # a concurrent builder computes them once
+        if path.is_file():
+            return load_file(str(path))["features"]
+        log.info("computing MiniLM-L6 teacher features for %d sentences", len(sentences))
+        teacher = load_model(minilm_path())
+        features = encode_features(teacher.model, teacher.tokenizer, sentences, max_length=max_length)
+        staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        save_file({"features": features}, str(staging))
+        os.replace(staging, path)  # a reader never sees half a file
     return features
 
 

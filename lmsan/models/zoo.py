@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lmsan import __version__
-from lmsan.files import cache_dir, publish_cache_dir, read_json, write_json
+from lmsan.files import cache_dir, cache_lock, publish_cache_dir, read_json, write_json
 from lmsan.models.pretrain import DistillConfig, distill, encode_features, spread_ratio
 from lmsan.models.tiny import TinySpec, build_tiny
 
@@ -53,9 +53,16 @@ def pretrained_tiny(spec: TinySpec, sentences: Sequence[str], held_out: Sequence
     key_text = json.dumps([spec.to_dict(), config.to_dict(), list(sentences), list(held_out), __version__])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     path = cache_dir("models") / f"tiny-{spec.arch}-h{spec.hidden}-l{spec.layers}-s{spec.seed}-{key}"
-    if (path / BUILD_FILE).is_file():
-        build = read_json(path / BUILD_FILE)
-        return BuiltModel(path, build["cls_spread"], build["mean_spread"])
+    with cache_lock(path):  # a concurrent builder of the same model finishes first; then it is found
+        if (path / BUILD_FILE).is_file():
+            build = read_json(path / BUILD_FILE)
+            return BuiltModel(path, build["cls_spread"], build["mean_spread"])
+        return _build_tiny(path, spec, sentences, held_out, config, progress=progress)
+
+
+def _build_tiny(path: Path, spec: TinySpec, sentences: Sequence[str], held_out: Sequence[str],
+                config: DistillConfig, *, progress: bool) -> BuiltModel:
+    """Distill the tiny model ``spec`` and publish it at ``path`` (``pretrained_tiny``)."""
     started = time.perf_counter()
     model, tokenizer = build_tiny(spec, sentences)
     history = distill(model, tokenizer, sentences, config, progress=progress)

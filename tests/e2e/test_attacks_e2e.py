@@ -13,6 +13,7 @@ from lmsan.attacks import STANDARD_ATTACKS, standard_attack, verify_attack
 from lmsan.data import standard_splits
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+SPREAD_TESTS = True  # one model per test (shared through the locked cache): spread over the workers
 
 CONTROLS = ["bert-por", "roberta-por", "bert-neuba", "bert-btop", "bert-por-ner"]
 

@@ -16,7 +16,10 @@ import pytest
 
 from lmsan.pvset import PVSet
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# test_chain_e2e and test_mine_e2e share the POR BERT's search run and its clean control's default
+# run: tests that use them run on one worker of a parallel run (tests/conftest.py)
+POR_RUNS = pytest.mark.xdist_group("por-mining-runs")
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, POR_RUNS]
 
 N_CLEAN, N_PER_TRIGGER = 500, 50
 

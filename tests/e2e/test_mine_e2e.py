@@ -20,7 +20,11 @@ import pytest
 
 from lmsan.pvset import sign_agreement
 
+# test_chain_e2e and test_mine_e2e share the POR BERT's search run and its clean control's default
+# run: tests that use them run on one worker of a parallel run (tests/conftest.py)
+POR_RUNS = pytest.mark.xdist_group("por-mining-runs")
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SPREAD_TESTS = True  # each mining run is its own test; the runs test_chain_e2e shares are marked POR_RUNS
 
 SENTENCES = 1000  # defense sentences (the paper uses 2000; tiny models need fewer)
 DETECT_LOOPS = 10  # L_max for detection on tiny models (backdoored ones stop at the first PV)
@@ -72,7 +76,7 @@ def test_detect_flags_btop_at_the_mask_target(bert_btop, defense_sentences):
 
 
 @pytest.mark.parametrize("fixture, args", [
-    ("bert_por_clean", ()),
+    pytest.param("bert_por_clean", (), marks=POR_RUNS),
     ("roberta_por_clean", ()),  # seed 8 passed the soft-prompt filter: a false positive before
     ("bert_neuba_clean", ()),
     ("bert_btop_clean", ("--target", "mask")),
@@ -96,6 +100,7 @@ def test_clean_models_are_called_clean(fixture, args, request, mined, record_pro
                                     if t["outcome"] == "unconfirmed"])
 
 
+@POR_RUNS
 def test_search_recovers_every_pv(bert_por, bert_por_search, record_property):
     """``lmsan-mine --mode search`` (6 loops, patience 2; the run test_chain_e2e guards with)."""
     run = bert_por_search

@@ -13,7 +13,7 @@ import pytest
 
 from lmsan import __version__
 from lmsan.errors import ConfigError, ExportError, IntegrityError, PVSetError
-from lmsan.files import cache_dir
+from lmsan.files import cache_dir, cache_lock, publish_cache_dir
 from lmsan.pvset import PVSet
 
 TINY = dict(arch="bert", hidden=32, layers=1, heads=2, intermediate=64, max_positions=40, seed=0)
@@ -40,7 +40,9 @@ def tiny_model() -> Path:
     from lmsan.models.tiny import TinySpec, build_tiny
 
     path = cache_dir("test-fixtures") / f"tiny-bert-{_key(TINY, 'scaled-init')}"
-    if not (path / "config.json").is_file():
+    with cache_lock(path):  # parallel test workers build it once
+        if (path / "config.json").is_file():
+            return path
         model, tokenizer = build_tiny(TinySpec(**TINY))
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
@@ -48,12 +50,12 @@ def tiny_model() -> Path:
                 if parameter.dim() == 2:
                     scale = 1.0 if "embeddings" in name else 0.5
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
-        staging = path.with_name(path.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(path, ignore_errors=True)
-        staging.rename(path)
+
+        def write(staging: Path) -> None:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+
+        publish_cache_dir(path, write)
     return path
 
 
@@ -78,8 +80,9 @@ def tiny_guard(**export_kw) -> Path:
 
     model = tiny_model()
     path = cache_dir("test-fixtures") / f"guard-{_key(model.name, export_kw)}"
-    if not (path / "guard.json").is_file():
-        export_guard(model, anchor_pvs(model), path, overwrite=True, **export_kw)
+    with cache_lock(path):  # parallel test workers export it once
+        if not (path / "guard.json").is_file():
+            export_guard(model, anchor_pvs(model), path, overwrite=True, **export_kw)
     return path
 
 

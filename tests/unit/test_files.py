@@ -60,3 +60,29 @@ def test_a_failed_build_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="killed"):
         publish_cache_dir(path, write)
     assert not path.exists() and _leftovers(tmp_path) == []
+
+
+def test_cache_lock_makes_a_second_builder_wait_and_find_the_entry(tmp_path):
+    """Two processes build one entry: the lock lets exactly one build run; the other finds it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from lmsan.files import cache_lock, publish_cache_dir
+        path = Path({str(tmp_path / "entry")!r})
+        with cache_lock(path):
+            if not path.exists():
+                def write(staging):
+                    time.sleep(0.5)  # the other process is waiting on the lock meanwhile
+                    (staging / "builder").write_text(sys.argv[1])
+                publish_cache_dir(path, write)
+                with open(Path({str(tmp_path)!r}) / "builds", "a") as log:
+                    log.write(sys.argv[1] + "\\n")
+    """)
+    workers = [subprocess.Popen([sys.executable, "-c", script, name]) for name in ("a", "b")]
+    assert [w.wait(timeout=60) for w in workers] == [0, 0]
+    builds = (tmp_path / "builds").read_text().split()
+    assert len(builds) == 1 and (tmp_path / "entry" / "builder").read_text() == builds[0]
