@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -58,6 +59,53 @@ def common_options(func: Callable) -> Callable:
     func = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")(func)
     func = click.option("-v", "--verbose", count=True, help="Debug logging on stderr.")(func)
     return func
+
+
+def config_overrides(config_file: str | None, options: dict[str, Any], flags: dict[str, str],
+                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config keys a run sets: ``--config``'s JSON object, then the options given.
+
+    An option given (not ``None``) whose key the file sets to another value is an error: neither
+    silently wins.
+
+    Args:
+        config_file: path of the ``--config`` JSON object, or ``None``.
+        options: ``{config key: value or None}``, one entry per option.
+        flags: ``{option flag: config key}`` (``--loops`` -> ``max_loops``), for the error message.
+        overrides: the file's keys when the caller has already read (and adjusted) them;
+            default: read ``config_file`` here (``read_config_file``).
+
+    Raises:
+        ConfigError: unreadable ``--config``, or an option that conflicts with it.
+    """
+    merged = dict(read_config_file(config_file) if overrides is None else overrides)
+    flag_of = {key: flag for flag, key in flags.items()}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key in merged and merged[key] != value:
+            raise ConfigError(f"{flag_of[key]} {value} conflicts with {key}={merged[key]!r} in --config "
+                              f"{config_file}: drop one")
+        merged[key] = value
+    return merged
+
+
+def read_config_file(config_file: str | None) -> dict[str, Any]:
+    """The ``--config`` file's JSON object (``{}`` without one), less its ``lmsan_version`` stamp.
+
+    Raises:
+        ConfigError: the file cannot be read or does not hold a JSON object.
+    """
+    if config_file is None:
+        return {}
+    try:
+        data = json.loads(Path(config_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read --config {config_file}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {config_file} must hold a JSON object")
+    data.pop("lmsan_version", None)
+    return data
 
 
 def emit_json(payload: Any) -> None:

@@ -12,7 +12,6 @@ Torch is imported inside the command, so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from lmsan.cli._common import (
     EXIT_CLEAN,
     EXIT_FOUND,
     common_options,
+    config_overrides,
     configure_logging,
     emit_json,
     run,
@@ -93,31 +93,11 @@ def mining_config(profile: str, config_file: str | None, options: dict[str, Any]
     """
     from lmsan.mining import MiningConfig
 
-    overrides = _load_overrides(config_file)
-    flags = {key: flag for flag, key in CONFIG_OPTIONS.items()}
-    for key, value in options.items():
-        if value is None:
-            continue
-        if key in overrides and overrides[key] != value:
-            raise ConfigError(f"{flags[key]} {value} conflicts with {key}={overrides[key]!r} in --config "
-                              f"{config_file}: drop one")
-        overrides[key] = value
+    overrides = config_overrides(config_file, options, CONFIG_OPTIONS)
     config = MiningConfig.profile(profile, **overrides)
     if config.mode == "search" and "patience" not in overrides:
         config = config.replace(patience=200)
     return config
-
-
-def _load_overrides(config_file: str | None) -> dict[str, Any]:
-    if config_file is None:
-        return {}
-    try:
-        data = json.loads(Path(config_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read --config {config_file}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {config_file} must hold a JSON object")
-    return data
 
 
 class _Bars:

@@ -13,13 +13,21 @@ Torch is imported inside the command, so ``--help`` and ``--list-tasks`` stay fa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, configure_logging, emit_json, run
+from lmsan.cli._common import (
+    CONTEXT_SETTINGS,
+    EXIT_CLEAN,
+    common_options,
+    config_overrides,
+    configure_logging,
+    emit_json,
+    read_config_file,
+    run,
+)
 from lmsan.errors import ConfigError
 
 # Options that set a TuningConfig key: option -> key.
@@ -39,36 +47,16 @@ def tuning_config(task: str, config_file: str | None, options: dict[str, Any]) -
     """
     from lmsan.tuning import TuningConfig
 
-    overrides = _load_overrides(config_file)
+    overrides = read_config_file(config_file)
     if "task" in overrides and overrides.pop("task") != task:
         raise ConfigError(f"--task {task} conflicts with the task in --config {config_file}: drop one")
     if isinstance(overrides.get("verbalizer"), list):
         overrides["verbalizer"] = tuple(overrides["verbalizer"])
     if options.get("verbalizer") is not None and options.get("head") is None and "head" not in overrides:
         options = {**options, "head": "verbalizer"}
-    flags = {key: flag for flag, key in CONFIG_OPTIONS.items()}
-    for key, value in options.items():
-        if value is None:
-            continue
-        if key in overrides and overrides[key] != value:
-            raise ConfigError(f"{flags[key]} {value} conflicts with {key}={overrides[key]!r} in --config "
-                              f"{config_file}: drop one")
-        overrides[key] = value
+    overrides = config_overrides(config_file, options, CONFIG_OPTIONS, overrides)
     method = overrides.pop("method", "prefix")
     return TuningConfig.preset(task, method, **overrides)
-
-
-def _load_overrides(config_file: str | None) -> dict[str, Any]:
-    if config_file is None:
-        return {}
-    try:
-        data = json.loads(Path(config_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read --config {config_file}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {config_file} must hold a JSON object")
-    data.pop("lmsan_version", None)
-    return data
 
 
 def _words(value: str | None) -> tuple[str, ...] | None:

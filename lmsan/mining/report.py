@@ -153,11 +153,12 @@ class MiningReport:
 def repelled_basins(loops: tuple[LoopTrace, ...] | list[LoopTrace], pvset: PVSet) -> np.ndarray:
     """The outputs the path loss repels after ``loops`` (each one's ``basin``, in order): float32 [K', d].
 
-    A checkpoint written before loops recorded their basin falls back to the PV set's vectors.
+    No loops yet: nothing (``[0, d]``). A checkpoint written before loops recorded their basin
+    (loops, none with a basin) falls back to the PV set's vectors.
     """
     rows = [loop.basin for loop in loops if loop.basin is not None]
     if not rows:
-        return pvset.vectors.astype(np.float32, copy=True)
+        return pvset.vectors.astype(np.float32, copy=True) if loops else np.zeros((0, pvset.width), np.float32)
     return np.asarray(rows, dtype=np.float32).reshape(len(rows), pvset.width)
 
 

@@ -88,3 +88,4 @@ def test_basins_round_trip_exactly_and_old_checkpoints_fall_back_to_the_pvs(tmp_
     loaded, pvs = load_run(tmp_path)
     np.testing.assert_array_equal(repelled_basins(loaded.loops, pvs), basins)
     np.testing.assert_array_equal(repelled_basins(report.loops, pvset), pvset.vectors)  # no basins recorded
+    assert repelled_basins((), pvset).shape == (0, pvset.width)  # a fresh run: nothing yet (its sweep PVs come apart)
