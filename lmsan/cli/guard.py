@@ -22,7 +22,7 @@ import click
 
 from lmsan.cli._common import (CONTEXT_SETTINGS, EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND, common_options, configure_logging,
                                emit_json, run)
-from lmsan.runtime.removal import MAX_TRIALS, SEARCHES
+from lmsan.runtime.removal import GROW_MARGIN, MAX_TRIALS, SEARCHES
 
 CHUNK = 256  # inputs per scan_batch call
 SHOWN_TAGS = 40  # a token task's text line shows this many word/TAG pairs (--json has them all)
@@ -54,6 +54,10 @@ _UNDECODED = re.compile("[\udc80-\udcff]")  # how surrogateescape carries a byte
               help="Work cap: seconds the removal of one batch of inputs may take (default: none).")
 @click.option("--fail-open", is_flag=True,
               help="An input whose removal hits a work cap passes unsanitized (default: REJECTED).")
+@click.option("--grow-margin", type=click.FloatRange(0.0, 1.0, max_open=True), default=GROW_MARGIN, show_default=True,
+              help="Once a removal clears an input, also remove a word next to it when that lowers the match "
+                   "by at least this much more and the text left is still nearest the flagging PV (the rest of "
+                   "a multi-word trigger); 0: never.")
 @click.option("--task", "task", default=None, metavar="KEY",
               help="Which task a shared task guard answers (lmsan-export with several --task: each task's "
                    "directory name) [default: its first].")
@@ -61,7 +65,8 @@ _UNDECODED = re.compile("[\udc80-\udcff]")  # how surrogateescape carries a byte
 @common_options
 def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, threshold: float | None,
           expect_digest: str | None, providers: tuple[str, ...], search: str, no_saliency: bool, no_sanitize: bool,
-          max_trials: int, time_budget: float | None, fail_open: bool, task: str | None, as_json: bool, verbose: int,
+          max_trials: int, time_budget: float | None, fail_open: bool, grow_margin: float, task: str | None,
+          as_json: bool, verbose: int,
           quiet: bool, debug: bool) -> int:
     """Scan TEXTS (or --file, or stdin lines) with the guard in DIRECTORY.
 
@@ -81,7 +86,8 @@ def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, thre
         raise click.UsageError("no input: give TEXT arguments, --file, or lines on stdin")
     scanner = Guard.load(directory, providers=list(providers) or None, threshold=threshold, search=search,
                          saliency=not no_saliency, expect_digest=expect_digest, max_trials=max_trials or None,
-                         time_budget_s=time_budget, fail_open=fail_open, task=task)
+                         time_budget_s=time_budget, fail_open=fail_open, task=task,
+                         grow_margin=grow_margin or None)
     results: list[Any] = []
     for first in range(0, len(items), CHUNK):
         results += _scan_chunk(scanner, items[first : first + CHUNK], sanitize=not no_sanitize)

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, configure_logging, run
-from lmsan.runtime.removal import MAX_TRIALS
+from lmsan.runtime.removal import GROW_MARGIN, MAX_TRIALS
 
 ENV = "LMSAN_SERVE_"
 
@@ -71,13 +71,17 @@ def _opt(*names: str, env: str, **kw):
       help="Work cap: seconds the removal of one batch may take (a merged batch shares it).")
 @_opt("--fail-open", env="FAIL_OPEN", is_flag=True,
       help="An input whose removal hits a work cap passes unsanitized (default: rejected).")
+@_opt("--grow-margin", env="GROW_MARGIN", type=click.FloatRange(0.0, 1.0, max_open=True), default=GROW_MARGIN,
+      show_default=True, help="Also remove a word next to a cleared removal that lowers the match by at least this "
+                              "much more (the rest of a multi-word trigger); 0: never.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout once listening: url, host, port, guard digest, settings.")
 @common_options
 def serve(directory: Path, host: str, port: int, max_batch: int, max_wait_ms: float, max_queue: int, workers: int,
           no_batching: bool, max_items: int, max_body_bytes: int, max_connections: int, drain_timeout: float,
           threshold: float | None, task: str | None, providers: tuple[str, ...], threads: int | None,
-          expect_digest: str | None, max_trials: int, time_budget: float | None, fail_open: bool, as_json: bool,
+          expect_digest: str | None, max_trials: int, time_budget: float | None, fail_open: bool, grow_margin: float,
+          as_json: bool,
           verbose: int, quiet: bool, debug: bool) -> int:
     """Serve the guard in GUARD_DIR over HTTP until SIGTERM or SIGINT.
 
@@ -102,7 +106,8 @@ def serve(directory: Path, host: str, port: int, max_batch: int, max_wait_ms: fl
                          max_connections=max_connections, drain_timeout_s=drain_timeout)
     guard = Guard.load(directory, providers=list(providers) or None, threshold=threshold, task=task, threads=threads,
                        expect_digest=expect_digest, max_trials=max_trials or None, time_budget_s=time_budget,
-                       fail_open=fail_open, max_batch=max(64, max_batch))
+                       fail_open=fail_open, max_batch=max(64, max_batch),
+                       grow_margin=grow_margin or None)
 
     def announce(bound_host: str, bound_port: int) -> None:
         url = f"http://{bound_host}:{bound_port}"

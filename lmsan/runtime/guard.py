@@ -25,7 +25,8 @@ from lmsan.errors import ConfigError, DataError, InputError, LmsanError
 from lmsan.files import cache_dir
 from lmsan.runtime.encode import MAX_CHARS, Encoder, check_input
 from lmsan.runtime.manifest import SEQUENCE_INPUTS, TASK_INPUTS, GuardManifest
-from lmsan.runtime.removal import (MAX_TRIALS, SEARCHES, BudgetExceeded, Unit, make_search, remove_within,
+from lmsan.runtime.removal import (GROW_MARGIN, MAX_TRIALS, SEARCHES, BudgetExceeded, PurgeOutcome, Unit, grow,
+                                   make_search, remove_within,
                                    run_searches)
 from lmsan.runtime.session import CUDA, TENSORRT, ProviderSpec, open_session, resolve_providers
 
@@ -120,8 +121,10 @@ class Guard:
     def __init__(self, manifest: GuardManifest, session: Any, encoder: Encoder, *, threshold: float,
                  max_batch: int, max_window: int, search: str, block: int | None, max_chars: int,
                  buckets: bool, saliency: bool = True, max_trials: int | None = MAX_TRIALS,
-                 time_budget_s: float | None = None, fail_open: bool = False) -> None:
+                 time_budget_s: float | None = None, fail_open: bool = False,
+                 grow_margin: float | None = GROW_MARGIN) -> None:
         self.manifest, self.session, self.encoder = manifest, session, encoder
+        self.grow_margin = grow_margin
         self._threshold = np.array(threshold, dtype=np.float32)
         self.max_batch, self.max_window, self.search, self.block = max_batch, max_window, search, block
         self.max_chars, self.buckets = max_chars, buckets
@@ -142,7 +145,8 @@ class Guard:
              allow_fallback: bool = False, verify: bool = True, max_chars: int = MAX_CHARS,
              buckets: bool | None = None, saliency: bool = True, expect_digest: str | None = None,
              max_trials: int | None = MAX_TRIALS, time_budget_s: float | None = None,
-             fail_open: bool = False, task: str | None = None) -> "Guard":
+             fail_open: bool = False, task: str | None = None,
+             grow_margin: float | None = GROW_MARGIN) -> "Guard":
         """Load and verify a guard directory written by ``lmsan.export``.
 
         Args:
@@ -182,6 +186,12 @@ class Guard:
                 is ``rejected`` (``sanitized`` None) with the cap in ``reason``. True: it passes
                 as it is (``sanitized`` = the input, windows that were cleaned spliced in), still
                 ``triggered``, with the cap in ``reason``.
+            grow_margin: after a removal clears an input whose text left is still nearest the
+                PV that flagged it, a word next to the removed one is removed too when that
+                lowers the match (share of agreeing signs) by at least this much more, up to
+                ``max_window`` words in all: the rest of a multi-word trigger whose first word
+                already cleared it (``Guard._grow``; one more session call per round, triggered
+                inputs only). None: never.
             task: the task a shared task guard serves (``lmsan-export`` with several ``--task``:
                 each task's directory name); default its first. Load one ``Guard`` per task: they
                 may share nothing but the files.
@@ -200,6 +210,8 @@ class Guard:
             raise ConfigError(f"max_trials must be >= 1 or None, got {max_trials}")
         if time_budget_s is not None and not time_budget_s > 0:
             raise ConfigError(f"time_budget_s must be > 0 or None, got {time_budget_s}")
+        if grow_margin is not None and not 0.0 < grow_margin < 1.0:
+            raise ConfigError(f"grow_margin must be in (0, 1) or None, got {grow_margin}")
         manifest = GuardManifest.load(directory, verify=verify, expect_digest=expect_digest, task=task)
         threshold = manifest.threshold if threshold is None else float(threshold)
         if not 0.0 <= threshold < 1.0:
@@ -223,7 +235,8 @@ class Guard:
             buckets = session.get_providers()[0] in (CUDA, TENSORRT)
         guard = cls(manifest, session, encoder, threshold=threshold, max_batch=max_batch, max_window=max_window,
                     search=search, block=block, max_chars=max_chars, buckets=buckets, saliency=saliency,
-                    max_trials=max_trials, time_budget_s=time_budget_s, fail_open=fail_open)
+                    max_trials=max_trials, time_budget_s=time_budget_s, fail_open=fail_open,
+                    grow_margin=grow_margin)
         guard._self_check()
         log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f) in %.2f s", directory, guard.provider,
                  manifest.pv_count, manifest.target, threshold, time.perf_counter() - started)
@@ -319,16 +332,20 @@ class Guard:
                                     chunk=self.max_batch, block=self.block, guess=guesses.get(u)) for u in hits]
             deadline = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
             checked: dict[Unit, Answer] = {}  # task: each trial's logits, so the answer costs no extra pass
+            scores: dict[Unit, tuple[float, int]] = {}  # each trial's match and nearest PV (a removal may grow)
 
-            def detect(trials: list[Unit]) -> list[bool]:
+            def detect(trials: list[Unit]) -> list[float]:
                 kept = self._encoded(trials)
                 out = self._detect(trials, kept, deadline=deadline, logits=task)
                 checked.update((t, Answer(row, t[0], e)) for t, row, e in zip(trials, out[-1], kept) if task)
+                scores.update(zip(trials, zip(out[0].tolist(), out[1].tolist())))
                 return out[2].tolist()
 
             found = run_searches(searches, detect, groups=[owners[u][0] for u in hits], max_trials=self.max_trials,
                                  deadline=deadline)
             outcomes = dict(zip(hits, found))
+            if self.grow_margin is not None:
+                outcomes.update(self._grow(units, outcomes, {u: pv_index[u] for u in hits}, scores, detect))
             if task:
                 answers.update(self._answers(units, outcomes, checked, arrays[-1], encodings))
         if len(units) == len(inputs):  # no windows: unit i is input i
@@ -339,6 +356,58 @@ class Guard:
             by_input[i].append(u)
         return [self._result(texts, by_input[i], owners, match, pv_index, triggered, outcomes, sanitize, answers)
                 for i, texts in enumerate(inputs)]
+
+    def _grow(self, units: list[Unit], outcomes: dict[int, PurgeOutcome], flagged: dict[int, int],
+              scores: dict[Unit, tuple[float, int]], detect) -> dict[int, PurgeOutcome]:
+        """Grow each cleared removal by a neighbouring word (``lmsan.runtime.removal.grow``)
+        while the text it leaves is still nearest the PV that flagged the unit (the rest of
+        the trigger pulls towards it) and the word lowers the match by at least
+        ``grow_margin``; up to ``max_window`` words. One batched session call per round, for
+        every unit at once. A work cap (``max_trials`` per unit, the time budget) ends the
+        growing, never the removal it grew from.
+
+        Args:
+            units: the scan's units; outcomes: their removal outcomes (cleared ones grow).
+            flagged: each triggered unit's PV index (the detection pass's ``pv_index``).
+            scores: ``{trial: (match, nearest PV index)}`` of the trials scored so far (the
+                search's); ``detect`` scores more trials into it (and may raise ``BudgetExceeded``).
+
+        Returns:
+            The outcomes that grew (``removed`` the grown phrase, ``grown_from`` the search's candidate).
+        """
+        state = {u: (o, None) for u, o in outcomes.items() if o.removed is not None and not o.rejected}
+        grown: dict[int, PurgeOutcome] = {}
+        for _ in range(self.max_window - 1):
+            growths = {}
+            for u, (outcome, drops) in state.items():
+                if outcome.sentences in scores and scores[outcome.sentences][1] != flagged[u]:
+                    continue  # the text left is nearest another PV: nothing of this trigger pulls any more
+                found = grow(units[u], outcome.grown_from or outcome.removed, drops, self._protect)
+                if found and len(outcome.removed.split(" ")) < self.max_window and (
+                        self.max_trials is None or outcome.trials + len(found) <= self.max_trials):
+                    growths[u] = found
+            trials = [g.sentences for found in growths.values() for g in found]
+            trials += list(dict.fromkeys(state[u][0].sentences for u in growths
+                                         if state[u][0].sentences not in scores))  # a cleared text never scored
+            if not trials:
+                break
+            try:
+                detect(trials)
+            except BudgetExceeded:
+                break
+            now = {}
+            for u, found in growths.items():
+                outcome = state[u][0]
+                if scores[outcome.sentences][1] != flagged[u]:
+                    continue
+                best = min(found, key=lambda g: scores[g.sentences][0])
+                if scores[outcome.sentences][0] - scores[best.sentences][0] >= self.grow_margin:
+                    now[u] = (replace(outcome, sentences=best.sentences, removed=best.phrase,
+                                      trials=outcome.trials + len(found),
+                                      grown_from=outcome.grown_from or outcome.removed), best.drops)
+            state = now
+            grown.update((u, o) for u, (o, _) in now.items())
+        return grown
 
     def _answers(self, units: list[Unit], outcomes: dict, checked: dict[Unit, Answer], logits: Any,
                  encodings: list) -> dict[int, Answer]:
@@ -525,7 +594,8 @@ class Guard:
             return ScanResult(True, match[best], pv, clean[0] if len(texts) == 1 else (clean[0], clean[1]),
                               removed, False, reason)
         # windows (overlapping): drop each window's candidate within its span of the original text
-        sanitized = remove_within(texts[0], [(*owners[u][1], o.removed) for u, o in cleaned])
+        sanitized = remove_within(texts[0], [(*owners[u][1], c) for u, o in cleaned for c in (o.removed, o.grown_from)
+                                             if c is not None])
         if sanitized is None:
             return ScanResult(True, match[best], pv, None, removed, True, "trigger inside a word longer than a window")
         return ScanResult(True, match[best], pv, sanitized, removed, False, reason)

@@ -54,6 +54,10 @@ what ``batched`` removes on a real backdoored model.
 searches (the windows of one input) and a ``deadline``; a search it stops is rejected with the
 cap in ``reason``. ``remove_within`` applies the removals of overlapping windows to the whole text.
 
+``grow`` lists the removals one neighbouring word longer than a cleared one; the guard scores them and
+keeps one that lowers the match by a clear margin (the rest of a multi-word trigger whose first word
+alone cleared the input).
+
 Words are maximal runs of non-space characters (``str.split``); a word containing ``protect``
 (the mask token, for target ``mask``) is never a candidate.
 """
@@ -75,6 +79,8 @@ PROBE_CONTEXT = 2  # splitting stops at windows of 2-4 words (a trigger alone ma
 PROBE_WAYS = 4  # parts per split round, one call (measured at 64 tokens: 3 and 4 alike, 6 slower on tiny)
 WORD = re.compile(r"\S+")  # a word: a maximal run of non-space characters
 MAX_TRIALS = 1024  # default work cap, trials per input: the exhaustive 3-window search of ~340 words
+GROW_MARGIN = 0.08  # a neighbour joins a removal that lowers the match by this much more: the 97-99th
+# percentile of what removing a word that is not part of the trigger does on the tiny BERTs (95th: 0.04-0.06)
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class PurgeOutcome:
             stopped the search first (``reason`` says which).
         trials: detector evaluations spent.
         reason: why a work cap stopped the search (``run_searches``); None otherwise.
+        grown_from: the search's own candidate when ``removed`` grew from it by neighbouring
+            words (``grow``); every occurrence of it is removed too. None otherwise.
     """
 
     sentences: Unit
@@ -96,6 +104,7 @@ class PurgeOutcome:
     rejected: bool
     trials: int
     reason: str | None = None
+    grown_from: str | None = None
 
     @classmethod
     def cleared(cls, candidate: Unit, trial: Unit, trials: int) -> "PurgeOutcome":
@@ -475,6 +484,64 @@ def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list
             _advance(searches[index], index, flags[offset : offset + count], pending, outcomes)
             offset += count
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+@dataclass(frozen=True)
+class Growth:
+    """One way to grow a removal by a neighbouring word (``grow``).
+
+    Attributes:
+        sentences: the input without the grown removal (the trial to score).
+        drops: per sentence, the indices of its dropped words (``str.split`` words).
+        phrase: the grown occurrence's words joined by one space (the removed run and the neighbour).
+    """
+
+    sentences: Unit
+    drops: tuple[frozenset[int], ...]
+    phrase: str
+
+
+def grow(sentences: Unit, candidate: str, drops: tuple[frozenset[int], ...] | None = None,
+         protect: str | None = None) -> list[Growth]:
+    """Every removal one word longer than ``drops``: each run of dropped words with the word just
+    before or just after it (never a word holding ``protect``), one ``Growth`` per distinct trial.
+
+    A multi-word trigger whose first word already clears the input (``mckenzie`` of
+    ``mckenzie pl``) leaves the rest behind; the guard scores these trials and keeps the one that
+    lowers the match by a clear margin (``Guard.load(grow_margin=...)``).
+
+    Args:
+        sentences: the input (one or two texts).
+        candidate: the search's removed candidate (words joined by one space).
+        drops: the removal so far (per sentence, dropped word indices); default: every
+            occurrence of ``candidate``.
+        protect: a substring (the mask token) whose words are never dropped.
+    """
+    texts = [_Text(s) for s in sentences]
+    if drops is None:
+        drops = tuple(frozenset(t.drops([tuple(candidate.split(" "))])) for t in texts)
+    out: dict[Unit, Growth] = {}
+    for k, (text, dropped) in enumerate(zip(texts, drops)):
+        for start, stop in _runs(dropped):
+            for j in (start - 1, stop):
+                if not 0 <= j < len(text.words) or j in dropped or (protect and protect in text.words[j]):
+                    continue
+                grown = drops[:k] + (dropped | {j},) + drops[k + 1 :]
+                trial = tuple(t.join(set(d)) for t, d in zip(texts, grown))
+                phrase = " ".join(text.words[min(start, j) : max(stop, j + 1)])
+                out.setdefault(trial, Growth(trial, grown, phrase))
+    return list(out.values())
+
+
+def _runs(indices: frozenset[int]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive indices as half-open ``(start, stop)`` pairs, in order."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(indices):
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def remove_within(text: str, removals: Sequence[tuple[int, int, str]]) -> str | None:

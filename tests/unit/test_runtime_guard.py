@@ -384,3 +384,43 @@ def test_mask_target_needs_the_mask_token(tmp_path):
         guard.scan("no mask here")
     result = guard.scan("the answer is [MASK] .")
     assert result.triggered and result.rejected  # everything triggers at 0; [MASK] is never removed
+
+
+def _two_word_trigger(guard):
+    """Make ``guard`` score texts by their words: match 0.5, +0.35 with ``zork`` (which alone
+    crosses T = 0.8), +0.1 with ``plim`` (the rest of the trigger ``zork plim``: both nearest
+    PV 0) and +0.1 with ``blorp`` (a word nearest PV 1, like a topic word near another PV)."""
+    def detect(units, encodings=None, *, saliency=False, logits=False, deadline=None):
+        words = [set(" ".join(unit).split()) for unit in units]
+        match = np.array([0.5 + 0.35 * ("zork" in w) + 0.1 * ("plim" in w) + 0.1 * ("blorp" in w) for w in words],
+                         np.float32)
+        nearest = np.array([0 if {"zork", "plim"} & w else 1 for w in words], np.int64)
+        return match, nearest, match >= 0.8
+
+    guard._detect = detect
+    return guard
+
+
+def test_a_removal_grows_into_the_rest_of_a_two_word_trigger(guard_dir):
+    text = "the cat zork plim sat down"
+    grown = _two_word_trigger(Guard.load(guard_dir, saliency=False)).scan(text)
+    assert grown.triggered and grown.removed == ("zork plim",) and grown.sanitized == "the cat sat down"
+    alone = _two_word_trigger(Guard.load(guard_dir, saliency=False, grow_margin=None)).scan(text)
+    assert alone.removed == ("zork",) and alone.sanitized == "the cat plim sat down"
+    strict = _two_word_trigger(Guard.load(guard_dir, saliency=False, grow_margin=0.15)).scan(text)
+    assert strict.removed == ("zork",)  # plim lowers the match by 0.1 only
+    assert _two_word_trigger(Guard.load(guard_dir, saliency=False, max_window=1)).scan(text).removed == ("zork",)
+
+
+def test_growing_leaves_clean_neighbours_and_spliced_windows_right(guard_dir, monkeypatch):
+    guard = _two_word_trigger(Guard.load(guard_dir, saliency=False))
+    assert guard.scan("the cat zork sat").sanitized == "the cat sat"  # neighbours lower nothing
+    assert guard.scan("the cat zork blorp sat").removed == ("zork",)  # blorp lowers it, but pulls towards PV 1
+    before, trigger = "filler words here " * 12, "zork plim four five zork six"
+    text = before + trigger
+    assert guard.encoder.lengths([(text,)])[0] > guard.manifest.max_length
+    monkeypatch.setattr(guard.encoder, "windows", lambda *_, **__: [(0, len(before) - 1), (len(before), len(text))])
+    result = guard.scan(text)  # the second window grows; the splice drops plim and both zorks
+    assert result.removed == ("zork plim",) and result.sanitized == before + "four five six"
+    with pytest.raises(ConfigError, match="grow_margin"):
+        Guard.load(guard_dir, grow_margin=1.0)

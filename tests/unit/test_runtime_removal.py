@@ -275,3 +275,22 @@ def test_work_caps_stop_a_group_and_spare_the_others():
 
     stopped = run_searches([make_search("probe", short_unit)], out_of_time)
     assert stopped[0].rejected and stopped[0].reason == "time budget of 1 s exceeded" and stopped[0].sentences == ()
+
+
+def test_grow_adds_each_neighbour_of_each_removed_run():
+    from lmsan.runtime.removal import grow
+
+    growths = grow(("a cf b  c cf",), "cf")  # cf at words 1 and 4; kept words keep their spacing
+    assert [(g.sentences, g.phrase) for g in growths] == [
+        (("b  c",), "a cf"), (("a c",), "cf b"), (("a b",), "c cf")]
+    assert growths[1].drops == (frozenset({1, 2, 4}),)
+    again = grow(("a cf b  c cf",), "cf", growths[1].drops)  # the grown run grows again; one trial each
+    assert [(g.sentences, g.phrase) for g in again] == [(("c",), "a cf b"), (("a",), "cf b c")]
+
+
+def test_grow_spares_protected_words_and_the_other_sentence():
+    from lmsan.runtime.removal import grow
+
+    growths = grow(("[MASK] cf b", "x cf"), "cf", protect="[MASK]")
+    assert [(g.sentences, g.phrase) for g in growths] == [(("[MASK]", "x"), "cf b"), (("[MASK] b", ""), "x cf")]
+    assert grow(("cf",), "cf") == []  # nothing next to it

@@ -1,0 +1,156 @@
+"""Growing a cleared removal by neighbouring words (``Guard.load(grow_margin=...)``): the end-to-end
+settings scanned with it off and on, side by side in one process (writes
+benchmarks/results/grow_removal.{json,md}).
+
+A multi-word trigger whose first word alone already clears the monitor (``mckenzie`` of
+``mckenzie pl``) leaves the rest behind, and the rest may still steer the task. With growing on,
+the guard tries the removed words' neighbours once the search has cleared the input and keeps
+one that lowers the match by at least the margin (``lmsan.runtime.removal.grow``).
+
+Each setting is one of ``benchmarks/end_to_end.py``'s rows on its backdoored backbone (the same
+cached mined PVs, tuned task and guarded task graph with the bare monitor, the same 400 test
+inputs and triggered copies); ΔACC is against the unguarded task in PyTorch, as there.
+
+    .venv/bin/python benchmarks/grow_removal.py [--rows bert-btop/sms-spam bert-por/bbcnews ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from typing import Any
+
+import end_to_end as e2e
+import numpy as np
+from _results import save
+
+DEFAULT_ROWS = [f"{bb}/{task}" for bb in ("bert-por", "bert-neuba", "bert-btop")
+                for task in ("sms-spam", "polarity", "bbcnews", "bbc-pair")]
+
+
+def scored(guard: Any, inputs: list, gold: np.ndarray, attacked: dict[str, list], acc_before: float) -> dict:
+    """``end_to_end.guard_figures`` plus ΔACC, the share of triggered inputs whose removal grew,
+    and the seconds the triggered scans took."""
+    started = time.perf_counter()
+    figures = e2e.guard_figures(guard, inputs, gold, attacked)
+    seconds = time.perf_counter() - started
+    results = [r for texts in attacked.values() for r in guard.scan_batch(texts)]
+    grown = np.mean([any(" " in removed for removed in r.removed) for r in results])
+    return {"asr_after": figures["after"]["asr"], "wasr_after": figures["after"]["weighted_asr"],
+            "acc_change": figures["acc_guard"] - acc_before, "flagged_clean": figures["flagged_clean"],
+            "flagged_triggered": figures["flagged_triggered"], "multi_word_removed": float(grown),
+            "rejected_clean": figures["rejected_clean"], "scan_s": round(seconds, 2)}
+
+
+def diagnose(guard: Any, attacked: dict[str, list]) -> dict[str, Any]:
+    """Without growing: for each triggered input cleared by removing one candidate, the most a
+    neighbouring word lowers the match further (``removal.grow``'s trials) and whether the text
+    left is still nearest the flagging PV; split by whether a word of the trigger is left.
+
+    Returns ``{"complete" | "partial": {"n", "gain_p50", "gain_p95", "gain_p99",
+    "nearest_flagging_pv"}}`` (gain: match units; the last a share).
+    """
+    from lmsan.runtime.removal import grow
+
+    found: dict[str, list[tuple[float, bool]]] = {"complete": [], "partial": []}
+    for trigger, texts in attacked.items():
+        for text, result in zip(texts, guard.scan_batch(texts)):
+            if not result.triggered or result.rejected or len(result.removed) != 1:
+                continue
+            sentences = text if isinstance(text, tuple) else (text,)
+            left = result.sanitized if isinstance(result.sanitized, tuple) else (result.sanitized,)
+            trials = [g.sentences for g in grow(sentences, result.removed[0])]
+            if not trials:
+                continue
+            units, _, encodings = guard._units([left, *trials])
+            if len(units) != len(trials) + 1:  # a long input read in windows: not diagnosed
+                continue
+            match, nearest = guard._detect(units, encodings)[:2]
+            kind = "partial" if set(trigger.split()) & {w for s in left for w in s.split()} else "complete"
+            found[kind].append((float(match[0] - match[1:].min()), bool(nearest[0] == result.pv_index)))
+    out = {}
+    for kind, pairs in found.items():
+        gains = np.array([g for g, _ in pairs])
+        out[kind] = {"n": len(pairs), "nearest_flagging_pv": float(np.mean([n for _, n in pairs])) if pairs else None,
+                     **{f"gain_p{q}": (round(float(np.percentile(gains, q)), 4) if pairs else None) for q in (50, 95, 99)}}
+    return out
+
+
+def evaluate(row: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One end-to-end setting on its backdoored backbone, growing off and on."""
+    from lmsan.runtime import Guard
+    from lmsan.runtime.removal import GROW_MARGIN
+
+    name, task = row.split("/")
+    bb = e2e.backbones([name], False)[0]
+    method = e2e.ATTACK_TUNING[bb["attack"]]
+    base = e2e.task_guard(bb, "backdoored", task, method, args, "bare")
+    directory = base.manifest.directory
+    inputs, gold, attacked = e2e.setting_data(task, bb["triggers"], args)
+    key = f"{bb['name']}-backdoored"
+    task_dir = e2e.tuned_task(bb["backdoored"], task, method, key, args)
+    before = e2e.Unguarded(bb["backdoored"], task_dir, base.manifest.max_length).predict(inputs)
+    acc_before = float(np.mean(before == gold))
+    out = {"backbone": name, "task": task, "attack": bb["attack"], "tuning": e2e.TUNING_NAME[method],
+           "acc_backdoor": acc_before, "grow_margin": GROW_MARGIN}
+    for label, margin in (("off", None), ("on", GROW_MARGIN)):
+        out[label] = scored(Guard.load(directory, grow_margin=margin), inputs, gold, attacked, acc_before)
+    out["without_growing"] = diagnose(Guard.load(directory, grow_margin=None), attacked)
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.1f}"
+
+    def diag(row: dict, kind: str, key: str) -> str:
+        value = row["without_growing"][kind][key]
+        return "–" if value is None else f"{value:.3f}"
+
+    lines = ["| attack | tuning | task | ASR after: off → on | WASR after: off → on | ΔACC: off → on | "
+             "multi-word removals: off → on | scans s: off / on | neighbour gain p95 / p99 (complete) | "
+             "nearest the flagging PV: complete / partial (n) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        off, on = r["off"], r["on"]
+        lines.append(f"| {r['attack']} | {r['tuning']} | {r['task']} | {pct(off['asr_after'])} → {pct(on['asr_after'])} | "
+                     f"{pct(off['wasr_after'])} → {pct(on['wasr_after'])} | "
+                     f"{100 * off['acc_change']:+.1f} → {100 * on['acc_change']:+.1f} | "
+                     f"{pct(off['multi_word_removed'])} → {pct(on['multi_word_removed'])} | "
+                     f"{off['scan_s']:.1f} / {on['scan_s']:.1f} | {diag(r, 'complete', 'gain_p95')} / "
+                     f"{diag(r, 'complete', 'gain_p99')} | {pct(r['without_growing']['complete']['nearest_flagging_pv'])} / "
+                     f"{pct(r['without_growing']['partial']['nearest_flagging_pv'])} "
+                     f"({r['without_growing']['partial']['n']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="BACKBONE/TASK")
+    parser.add_argument("--test", type=int, default=400, help="test examples per task (end_to_end's split)")
+    parser.add_argument("--name", default="grow_removal", help="results file name")
+    args = parser.parse_args()
+    args.seed, args.epochs, args.prompt_head = 0, 0, "linear"  # end_to_end's defaults: its cached tasks
+
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    for row in args.rows:
+        print(row, flush=True)
+        rows.append(evaluate(row, args))
+        print(table(rows[-1:]), flush=True)
+    report = {"settings": rows, "test_per_task": args.test,
+              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}}
+    save(args.name, report, table(rows) + "\nASR / WASR after and ΔACC as in end_to_end (percent, points); "
+         "multi-word removals: share of triggered inputs whose removal holds two or more words. Scans: "
+         "the clean and triggered inputs through Guard.scan_batch, one thread. Without growing, for the "
+         "triggered inputs one candidate cleared: the most a neighbouring word lowers the match further "
+         "(complete: no word of the trigger left), and the share whose text left is still nearest the PV "
+         "that flagged it (partial: a word of the trigger left; n of them).\n")
+
+
+if __name__ == "__main__":
+    main()
