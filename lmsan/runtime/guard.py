@@ -334,7 +334,7 @@ class Guard:
             checked: dict[Unit, Answer] = {}  # task: each trial's logits, so the answer costs no extra pass
             scores: dict[Unit, tuple[float, int]] = {}  # each trial's match and nearest PV (a removal may grow)
 
-            def detect(trials: list[Unit]) -> list[float]:
+            def detect(trials: list[Unit]) -> list[bool]:
                 kept = self._encoded(trials)
                 out = self._detect(trials, kept, deadline=deadline, logits=task)
                 checked.update((t, Answer(row, t[0], e)) for t, row, e in zip(trials, out[-1], kept) if task)
@@ -380,26 +380,21 @@ class Guard:
         for _ in range(self.max_window - 1):
             growths = {}
             for u, (outcome, drops) in state.items():
-                if outcome.sentences in scores and scores[outcome.sentences][1] != flagged[u]:
-                    continue  # the text left is nearest another PV: nothing of this trigger pulls any more
+                nearest = scores.get(outcome.sentences, (None, None))[1]  # every cleared text was a scored trial
+                if nearest != flagged[u] or len(outcome.removed.split(" ")) >= self.max_window:
+                    continue  # nothing of this trigger pulls towards its PV any more, or no room left
                 found = grow(units[u], outcome.grown_from or outcome.removed, drops, self._protect)
-                if found and len(outcome.removed.split(" ")) < self.max_window and (
-                        self.max_trials is None or outcome.trials + len(found) <= self.max_trials):
+                if found and (self.max_trials is None or outcome.trials + len(found) <= self.max_trials):
                     growths[u] = found
-            trials = [g.sentences for found in growths.values() for g in found]
-            trials += list(dict.fromkeys(state[u][0].sentences for u in growths
-                                         if state[u][0].sentences not in scores))  # a cleared text never scored
-            if not trials:
+            if not growths:
                 break
             try:
-                detect(trials)
+                detect([g.sentences for found in growths.values() for g in found])
             except BudgetExceeded:
                 break
             now = {}
             for u, found in growths.items():
                 outcome = state[u][0]
-                if scores[outcome.sentences][1] != flagged[u]:
-                    continue
                 best = min(found, key=lambda g: scores[g.sentences][0])
                 if scores[outcome.sentences][0] - scores[best.sentences][0] >= self.grow_margin:
                     now[u] = (replace(outcome, sentences=best.sentences, removed=best.phrase,
