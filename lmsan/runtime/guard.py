@@ -380,7 +380,7 @@ class Guard:
         for _ in range(self.max_window - 1):
             growths = {}
             for u, (outcome, drops) in state.items():
-                nearest = scores.get(outcome.sentences, (None, None))[1]  # every cleared text was a scored trial
+                nearest = scores.get(outcome.sentences, (None, None))[1]  # a text never scored does not grow
                 if nearest != flagged[u] or len(outcome.removed.split(" ")) >= self.max_window:
                     continue  # nothing of this trigger pulls towards its PV any more, or no room left
                 found = grow(units[u], outcome.grown_from or outcome.removed, drops, self._protect)
