@@ -146,11 +146,13 @@ def find_cached(base: Path, config) -> Path | None:
 
 # Named settings a run can compare side by side: a profile plus overrides. "before" is the default
 # profile as it was before the trigger sweep (soft prompts only, one pass over the corpus per
-# epoch, L_max 30), so the clean-verdict speed-up is measured in one run.
+# epoch, L_max 30), so the clean-verdict speed-up is measured in one run; "unscreened" measures
+# every span trigger confirmation tries on all its evaluation sentences (no 64-sentence screen).
 SETTINGS: dict[str, tuple[str, dict]] = {
     "default": ("default", {}),
     "reference": ("reference", {}),
     "before": ("default", {"sweep": False, "epoch_batches": 0, "max_loops": 30}),
+    "unscreened": ("default", {"confirm_screen_rows": 0}),
 }
 
 
@@ -383,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-only", action="store_true", help="build the zoo and stop")
     parser.add_argument("--models", nargs="*", default=list(ZOO), help="zoo entries (default: all)")
     parser.add_argument("--profiles", nargs="*", default=["default", "reference"], choices=list(SETTINGS),
-                        help="settings run side by side ('before': the default as it was before the trigger sweep)")
+                        help="settings run side by side ('before': the default as it was before the trigger sweep; "
+                             "'unscreened': trigger confirmation without its screen)")
     parser.add_argument("--loops", type=int, default=0, help="L_max per model (0: each setting's default)")
     parser.add_argument("--mode", choices=["detect", "search"], default="detect")
     parser.add_argument("--patience", type=int, default=0, help="search mode: loops without a new PV before stopping")

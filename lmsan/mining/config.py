@@ -125,7 +125,10 @@ class MiningConfig:
         confirm_steps: coordinate-search steps at most.
         confirm_candidates: single-slot swaps tried per step; confirm_top_k: tokens per slot
             they are drawn from (by the one-hot gradient).
-        confirm_rows: corpus rows each sequence's ``δ`` is measured on.
+        confirm_rows: corpus rows each sequence's ``δ`` and each span's hit rate are measured on.
+        confirm_screen_rows: evaluation rows each span is screened on first; only spans within
+            0.2 of ``confirm_hit_rate`` there are measured on all ``confirm_rows`` (a span that
+            confirms always was). 0 measures every span on all of them.
         sweep: before any fuzz loop, insert every vocabulary token (then pairs of the best) into
             defense sentences and keep those that fire like a trigger (``lmsan.mining.sweep``);
             their PVs join the set, detect mode stops there, and the fuzz loops are repelled
@@ -191,6 +194,7 @@ class MiningConfig:
     confirm_candidates: int = 16
     confirm_top_k: int = 16
     confirm_rows: int = 512
+    confirm_screen_rows: int = 64
     sweep: bool = True
     sweep_rows: int = 4
     sweep_top: int = 64
@@ -215,7 +219,7 @@ class MiningConfig:
         if self.batch_size < 2:
             raise ConfigError("batch_size must be >= 2 (the diversity loss is a softmax over the batch)")
         for name in ("max_loops", "patience", "abort_after_epoch", "confirm_steps", "seed_start", "mask_seed", "parallel_seeds",
-                     "sweep_pair_top", "epoch_batches"):
+                     "sweep_pair_top", "epoch_batches", "confirm_screen_rows"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be an int >= 0; got {getattr(self, name)!r}")
         for name in ("lr_rel", "lr0_factor", "converge_rel", "dedup_rel", "bound_factor", "confirm_margin"):

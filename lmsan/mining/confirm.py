@@ -17,6 +17,9 @@ embeddings, so the trigger can be read back from it:
    ``lmsan.pvset.HIT_AGREEMENT``). The best span is the suspected trigger; the candidate is
    confirmed when its hit rate reaches ``min_hit_rate``, and the PV becomes that span's mean
    output (what triggered text really produces; one trigger's PV, never a mix of two).
+   Spans are screened first (``TriggerSearch.measure``): only those within ``SCREEN_SLACK`` of
+   the bar on the first ``SCREEN_ROWS`` sentences are measured on all of them, so a verdict is
+   always taken on every evaluation sentence, and a clean model's far-off spans cost 1/8 of it.
 
 On small clean models seven free prompt vectors (each 2–3x the norm of any real token) can
 collapse the output, and so can seven adversarial real tokens together, but no single word or
@@ -39,6 +42,22 @@ from lmsan.mining.losses import diversity_loss
 from lmsan.mining.prompt import Corpus, draw_insertions
 from lmsan.pvset import HIT_AGREEMENT
 
+SCREEN_ROWS = 64  # evaluation sentences a span is screened on before the full measurement
+SCREEN_SLACK = 0.2  # screened spans this far below the hit-rate bar still get the full measurement
+
+
+@dataclass(frozen=True, eq=False)
+class Measure:
+    """One span on the evaluation sentences: hit rate in [0, 1], ``ρ`` (unitless) and mean output float [d].
+
+    ``rows`` is how many evaluation sentences it was measured on (``SCREEN_ROWS`` when screened out).
+    """
+
+    hit_rate: float
+    rho: float
+    mean: torch.Tensor
+    rows: int
+
 
 @dataclass(frozen=True)
 class TriggerCheck:
@@ -53,6 +72,8 @@ class TriggerCheck:
         trigger: that span decoded (the suspected trigger).
         hit_rate: share of evaluation sentences that, with ``trigger`` inserted once, sign-agree
             > ``HIT_AGREEMENT`` (0.9) with the mean output's sign pattern.
+        hit_rows: the evaluation sentences ``hit_rate`` is over (all of them when it came near
+            the bar; the screen's when it did not).
         confirmed: ``hit_rate >= min_hit_rate``.
         features_mean: float [d], the mean output with ``trigger`` inserted once (the PV real
             text produces); ``None`` unless confirmed.
@@ -65,12 +86,14 @@ class TriggerCheck:
     trigger_ids: tuple[int, ...]
     trigger: str
     hit_rate: float
+    hit_rows: int
     confirmed: bool
     features_mean: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trigger": self.trigger, "hit_rate": round(self.hit_rate, 4), "confirmed": self.confirmed,
-                "search_text": self.search_text, "delta": round(self.delta, 6), "steps": self.steps}
+        return {"trigger": self.trigger, "hit_rate": round(self.hit_rate, 4), "hit_rows": self.hit_rows,
+                "confirmed": self.confirmed, "search_text": self.search_text, "delta": round(self.delta, 6),
+                "steps": self.steps}
 
 
 def spans(token_ids: Sequence[int], longest: int) -> list[tuple[int, ...]]:
@@ -94,6 +117,20 @@ def hit_rates(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = features.mean(dim=1)  # [C, d]
     agreement = ((features >= 0) == (mean >= 0).unsqueeze(1)).float().mean(dim=-1)  # [C, R]
     return (agreement > HIT_AGREEMENT).float().mean(dim=-1), mean
+
+
+def concentration(features: torch.Tensor, feature_scale: float) -> torch.Tensor:
+    """``ρ`` per candidate: mean over ``d`` of the variance across rows, over the clean scale.
+
+    Args:
+        features: float [C, R, d], outputs with each candidate inserted once into the same R rows.
+        feature_scale: the clean feature scale (mean per-dimension variance of clean outputs).
+
+    Returns:
+        float [C], unitless; about 1 for a token that leaves the outputs as diverse as clean text,
+        near 0 for one that sends every row to the same vector.
+    """
+    return features.float().var(dim=1, unbiased=True).mean(dim=-1) / feature_scale
 
 
 def nearest_tokens(prompt: torch.Tensor, embedding: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
@@ -141,11 +178,13 @@ class TriggerSearch:
             passes are most of the cost); the verdict is measured on sentences of every length.
         eval_rows: the first rows of the corpus, where each sequence's ``δ`` is measured with fixed
             insertion points (rounded down to a multiple of ``batch_size``).
+        screen_rows: rows a span of the search's sequence is screened on before the full
+            measurement (``measure``); 0 measures every span on all ``eval_rows``.
     """
 
     def __init__(self, encoder: Encoder, corpus: Corpus, feature_scale: float, banned: torch.Tensor, *,
-                 batch_size: int, eval_rows: int) -> None:
-        self.encoder, self.corpus, self.scale = encoder, corpus, feature_scale
+                 batch_size: int, eval_rows: int, screen_rows: int = SCREEN_ROWS) -> None:
+        self.encoder, self.corpus, self.scale, self.screen_rows = encoder, corpus, feature_scale, screen_rows
         self.banned = banned.to(encoder.embedding.device)
         self.batch_size = batch_size
         self.eval_rows = max(batch_size, min(eval_rows, corpus.size) // batch_size * batch_size)
@@ -174,25 +213,50 @@ class TriggerSearch:
         features = self.eval_features(token_ids.unsqueeze(0), insert_at)
         return float(sequence_delta(features, self.scale, self.batch_size)[0])
 
-    def single_insertion(self, token_ids: torch.Tensor, insert_at: torch.Tensor, *,
-                         longest: int) -> tuple[tuple[int, ...], float, torch.Tensor]:
-        """The span of ``token_ids`` [L] with the highest hit rate when inserted once.
+    def measure(self, spans: Sequence[tuple[int, ...]], insert_at: torch.Tensor, *, min_hit_rate: float,
+                screen_rows: int = SCREEN_ROWS, chunk_rows: int = 8192) -> dict[tuple[int, ...], Measure]:
+        """Hit rate, ``ρ`` and mean output of each span (any lengths) inserted once at ``insert_at`` [R].
 
-        Returns:
-            (span ids, hit rate, mean output float [d]); on a tie the shorter, earlier span.
+        Every span is screened on the first ``screen_rows`` of the ``R`` sentences; only those
+        within ``SCREEN_SLACK`` of ``min_hit_rate`` there are measured on all ``R`` (the verdict's
+        rows: a span that reaches ``min_hit_rate`` was always measured in full; ``screen_rows``
+        0 measures every span on all of them). ``chunk_rows`` bounds the model rows per forward pass.
         """
-        best: tuple[tuple[int, ...], float, torch.Tensor] | None = None
-        by_width: dict[int, list[tuple[int, ...]]] = {}
-        for span in spans(token_ids.tolist(), longest):
-            by_width.setdefault(len(span), []).append(span)
-        for width, group in sorted(by_width.items()):
-            ids = torch.tensor(group, device=token_ids.device)  # [C, width]
-            rates, means = hit_rates(self.eval_features(ids, insert_at))
-            k = int(rates.argmax())
-            if best is None or float(rates[k]) > best[1]:
-                best = (group[k], float(rates[k]), means[k].float().cpu())
-        assert best is not None, "a sequence has at least one token"
-        return best
+        unique = list(dict.fromkeys(spans))
+        if not 0 < screen_rows < len(insert_at):
+            return self._measure(unique, insert_at, chunk_rows)
+        results = self._measure(unique, insert_at[:screen_rows], chunk_rows)
+        close = [span for span in unique if results[span].hit_rate >= min_hit_rate - SCREEN_SLACK]
+        if close:
+            results.update(self._measure(close, insert_at, chunk_rows))
+        return results
+
+    def _measure(self, spans: list[tuple[int, ...]], insert_at: torch.Tensor,
+                 chunk_rows: int) -> dict[tuple[int, ...], Measure]:
+        """Spans on the first ``len(insert_at)`` evaluation sentences (one forward per same-length chunk)."""
+        per_chunk = max(1, chunk_rows // len(insert_at))
+        out: dict[tuple[int, ...], Measure] = {}
+        by_length: dict[int, list[tuple[int, ...]]] = {}
+        for span in spans:
+            by_length.setdefault(len(span), []).append(span)
+        chunks = [same[k : k + per_chunk] for same in by_length.values() for k in range(0, len(same), per_chunk)]
+        for group in chunks:
+            features = self.eval_features(torch.tensor(group, device=self.encoder.embedding.device), insert_at)
+            rates, means = hit_rates(features)
+            rhos = concentration(features, self.scale)
+            for span, rate, rho, mean in zip(group, rates.tolist(), rhos.tolist(), means.float().cpu()):
+                out[span] = Measure(rate, rho, mean, len(insert_at))
+        return out
+
+    def single_insertion(self, token_ids: torch.Tensor, insert_at: torch.Tensor, *, longest: int,
+                         min_hit_rate: float) -> tuple[tuple[int, ...], Measure]:
+        """The span of ``token_ids`` [L] with the highest hit rate when inserted once, and its measure
+        (``measure``, screened on ``screen_rows``: ``Measure.rows`` says how many sentences its rate
+        is over). On a tie the shorter, earlier span."""
+        candidates = spans(token_ids.tolist(), longest)  # shortest first, then by position
+        measured = self.measure(candidates, insert_at, min_hit_rate=min_hit_rate, screen_rows=self.screen_rows)
+        best = max(candidates, key=lambda span: (measured[span].hit_rate, -candidates.index(span)))
+        return best, measured[best]
 
     def run(self, prompt: torch.Tensor, tokenizer: Any, *, margin: float, steps: int, candidates: int,
             top_k: int, min_hit_rate: float, longest_span: int, seed: int) -> TriggerCheck:
@@ -208,22 +272,26 @@ class TriggerSearch:
         eval_at = draw_insertions(self.corpus, np.arange(self.eval_rows), rng)  # fixed: results compare
         ids = nearest_tokens(prompt.to(embedding.device), embedding, self.banned)
         best_ids, best_delta = ids, self.eval_delta(ids, eval_at)
-        span, rate, mean = self.single_insertion(ids, eval_at, longest=longest_span)
+        span, found = self.single_insertion(ids, eval_at, longest=longest_span, min_hit_rate=min_hit_rate)
         done = 0  # no search when the nearest tokens already name the trigger
-        while rate < min_hit_rate and best_delta >= margin and done < steps:
+        while found.hit_rate < min_hit_rate and best_delta >= margin and done < steps:
+            previous = ids
             ids = self._step(ids, rng, generator, candidates=candidates, top_k=top_k)
             done += 1
+            if torch.equal(ids, previous):  # the step kept the sequence: its δ is known
+                continue
             delta = self.eval_delta(ids, eval_at)
             if delta < best_delta:
                 best_ids, best_delta = ids, delta
         if done:
-            searched = self.single_insertion(best_ids, eval_at, longest=longest_span)
-            if searched[1] > rate:
-                span, rate, mean = searched
-        confirmed = rate >= min_hit_rate
+            searched = self.single_insertion(best_ids, eval_at, longest=longest_span, min_hit_rate=min_hit_rate)
+            if searched[1].hit_rate > found.hit_rate:
+                span, found = searched
+        confirmed = found.hit_rate >= min_hit_rate
         search_list = [int(i) for i in best_ids]
         return TriggerCheck(tuple(search_list), tokenizer.decode(search_list).strip(), best_delta, done, span,
-                            tokenizer.decode(list(span)).strip(), rate, confirmed, mean if confirmed else None)
+                            tokenizer.decode(list(span)).strip(), found.hit_rate, found.rows, confirmed,
+                            found.mean if confirmed else None)
 
     def _step(self, ids: torch.Tensor, rng: np.random.Generator, generator: torch.Generator, *,
               candidates: int, top_k: int) -> torch.Tensor:
@@ -256,5 +324,5 @@ def special_token_ids(tokenizer: Any) -> torch.Tensor:
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 
-__all__ = ["TriggerCheck", "TriggerSearch", "hit_rates", "nearest_tokens", "sequence_delta", "spans",
+__all__ = ["SCREEN_ROWS", "SCREEN_SLACK", "Measure", "TriggerCheck", "TriggerSearch", "concentration", "hit_rates", "nearest_tokens", "sequence_delta", "spans",
            "special_token_ids"]

@@ -115,7 +115,8 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
     text_probe = None  # inserts real tokens into the evaluation sentences (confirmation and sweep)
     if config.confirm or config.sweep:
         text_probe = TriggerSearch(encoder, corpus, scale, special_token_ids(loaded.tokenizer),
-                                   batch_size=config.batch_size, eval_rows=config.confirm_rows)
+                                   batch_size=config.batch_size, eval_rows=config.confirm_rows,
+                                   screen_rows=config.confirm_screen_rows)
     trigger_search = text_probe if config.confirm else None
     sources = list(resume[0].pv_sources) if resume is not None else []
     swept = resume[0].sweep if resume is not None else None
@@ -230,7 +231,7 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
 
 def confirm_outcome(check: TriggerCheck, reason: str, min_hit_rate: float) -> tuple[str, str]:
     """Outcome and reason of a candidate the filter accepted, after trigger confirmation."""
-    found = f"{check.trigger!r} inserted once hits {check.hit_rate:.0%} of sentences"
+    found = f"{check.trigger!r} inserted once hits {check.hit_rate:.0%} of {check.hit_rows} sentences"
     if check.confirmed:
         return "accepted", f"{reason}; trigger {found} (>= {min_hit_rate:.0%})"
     return "unconfirmed", (f"no text reproduces it: best {found} < {min_hit_rate:.0%} (token search "

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from lmsan.mining.confirm import TriggerSearch, hit_rates
+from lmsan.mining.confirm import Measure, TriggerSearch, concentration
 from lmsan.mining.prompt import draw_insertions
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,6 @@ log = logging.getLogger(__name__)
 HELPERS = 4  # the best HELPERS · max(top, pair_top) single tokens are the pieces a trigger may widen with
 WIDEN_RHO = 0.9  # a widened span must concentrate the outputs at least this much more than the piece
 PULL = 0.6  # a piece pulls the output towards the span's PV at least this much (cosine of the shifts)
-SCREEN_ROWS = 64  # evaluation sentences a span is screened on before the full measurement
-SCREEN_SLACK = 0.2  # screened spans this far below the hit-rate bar still get the full measurement
-
-
-@dataclass(frozen=True, eq=False)
-class Measure:
-    """One span on the evaluation sentences: hit rate in [0, 1], ``ρ`` (unitless) and mean output float [d]."""
-
-    hit_rate: float
-    rho: float
-    mean: torch.Tensor
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,20 +118,6 @@ class SweepResult:
                 "best": [[text, round(rho, 4)] for text, rho in self.best]}
 
 
-def concentration(features: torch.Tensor, feature_scale: float) -> torch.Tensor:
-    """``ρ`` per candidate: mean over ``d`` of the variance across rows, over the clean scale.
-
-    Args:
-        features: float [C, R, d], outputs with each candidate inserted once into the same R rows.
-        feature_scale: the clean feature scale (mean per-dimension variance of clean outputs).
-
-    Returns:
-        float [C], unitless; about 1 for a token that leaves the outputs as diverse as clean text,
-        near 0 for one that sends every row to the same vector.
-    """
-    return features.float().var(dim=1, unbiased=True).mean(dim=-1) / feature_scale
-
-
 def candidate_ids(vocab_size: int, banned: torch.Tensor) -> torch.Tensor:
     """Every vocabulary id except ``banned`` (special tokens): int64 [C]."""
     keep = torch.ones(vocab_size, dtype=torch.bool)
@@ -193,35 +168,9 @@ class TriggerSweep:
         return torch.cat(rhos), torch.cat(means)
 
     def measure(self, spans: Sequence[tuple[int, ...]], *, min_hit_rate: float) -> dict[tuple[int, ...], Measure]:
-        """Hit rate, ``ρ`` and mean output of each span (any lengths) on the evaluation sentences.
-
-        Every span is screened on the first ``SCREEN_ROWS`` evaluation sentences; only those within
-        ``SCREEN_SLACK`` of ``min_hit_rate`` there are measured on all of them (the verdict's rows).
-        """
-        results: dict[tuple[int, ...], Measure] = {}
-        by_length: dict[int, list[tuple[int, ...]]] = {}
-        for span in dict.fromkeys(spans):
-            by_length.setdefault(len(span), []).append(span)
-        for group in by_length.values():
-            results.update(self._measure(group, self.eval_at[:SCREEN_ROWS]))
-            close = [span for span in group if results[span].hit_rate >= min_hit_rate - SCREEN_SLACK]
-            if close:
-                results.update(self._measure(close, self.eval_at))
-        return results
-
-    def _measure(self, spans: list[tuple[int, ...]], insert_at: torch.Tensor) -> dict[tuple[int, ...], Measure]:
-        """Same-length spans on the first ``len(insert_at)`` evaluation sentences."""
-        per_chunk = max(1, self.chunk_rows // len(insert_at))
-        out: dict[tuple[int, ...], Measure] = {}
-        for start in range(0, len(spans), per_chunk):
-            group = spans[start : start + per_chunk]
-            ids = torch.tensor(group, device=self.search.encoder.embedding.device)
-            features = self.search.eval_features(ids, insert_at)  # [c, R, d]
-            rates, means = hit_rates(features)
-            rhos = concentration(features, self.search.scale)
-            for span, rate, rho, mean in zip(group, rates.tolist(), rhos.tolist(), means.float().cpu()):
-                out[span] = Measure(rate, rho, mean)
-        return out
+        """Hit rate, ``ρ`` and mean output of each span on the evaluation sentences, screened first
+        (``TriggerSearch.measure``)."""
+        return self.search.measure(spans, self.eval_at, min_hit_rate=min_hit_rate, chunk_rows=self.chunk_rows)
 
     # ---- the sweep --------------------------------------------------------------------------
     def run(self, *, top: int, pair_top: int, min_hit_rate: float, extra_hit_rate: float, t_dedup: float,

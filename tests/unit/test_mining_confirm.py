@@ -146,11 +146,28 @@ def test_collapse_without_a_trigger_token_is_unconfirmed():
     assert outcome == "unconfirmed" and reason.startswith("no text reproduces it")
 
 
+def test_screening_measures_only_spans_near_the_bar_on_every_row_and_keeps_the_verdict():
+    encoder, corpus, scale, _ = toy(backdoored=True)
+    probe = TriggerSearch(encoder, corpus, scale, special_token_ids(ToyTokenizer()), batch_size=16, eval_rows=64,
+                          screen_rows=16)
+    insert_at = torch.ones(64, dtype=torch.long)
+    candidates = [(TRIGGER,), (3,), (4, 5), (TRIGGER, 5)]
+    screened = probe.measure(candidates, insert_at, min_hit_rate=0.9, screen_rows=16)
+    full = probe.measure(candidates, insert_at, min_hit_rate=0.9, screen_rows=0)
+    assert {span: m.rows for span, m in screened.items()} == {(TRIGGER,): 64, (3,): 16, (4, 5): 16, (TRIGGER, 5): 64}
+    assert all(m.rows == 64 for m in full.values())
+    for span in [(TRIGGER,), (TRIGGER, 5)]:  # what can confirm is measured exactly as without the screen
+        assert screened[span].hit_rate == full[span].hit_rate == 1.0
+        assert torch.equal(screened[span].mean, full[span].mean)
+    span, found = probe.single_insertion(torch.tensor([3, TRIGGER, 5]), insert_at, longest=2, min_hit_rate=0.9)
+    assert span == (TRIGGER,) and (found.hit_rate, found.rows) == (1.0, 64)
+
+
 def test_confirmed_outcome_keeps_the_filter_reason():
-    check = SimpleNamespace(confirmed=True, trigger="cf", hit_rate=0.97)
+    check = SimpleNamespace(confirmed=True, trigger="cf", hit_rate=0.97, hit_rows=512)
     outcome, reason = confirm_outcome(check, "L_D -1 < T_L -0.3", 0.8)
     assert outcome == "accepted"
-    assert reason == "L_D -1 < T_L -0.3; trigger 'cf' inserted once hits 97% of sentences (>= 80%)"
+    assert reason == "L_D -1 < T_L -0.3; trigger 'cf' inserted once hits 97% of 512 sentences (>= 80%)"
 
 
 @pytest.mark.parametrize("key, value", [("confirm_margin", 0.0), ("confirm_candidates", 0), ("confirm_steps", -1),
