@@ -50,7 +50,7 @@ SCREEN_SLACK = 0.2  # screened spans this far below the hit-rate bar still get t
 class Measure:
     """One span on the evaluation sentences: hit rate in [0, 1], ``ρ`` (unitless) and mean output float [d].
 
-    ``rows`` is how many evaluation sentences it was measured on (``SCREEN_ROWS`` when screened out).
+    ``rows`` is how many evaluation sentences it was measured on (the screen's when screened out).
     """
 
     hit_rate: float
@@ -255,7 +255,7 @@ class TriggerSearch:
         is over). On a tie the shorter, earlier span."""
         candidates = spans(token_ids.tolist(), longest)  # shortest first, then by position
         measured = self.measure(candidates, insert_at, min_hit_rate=min_hit_rate, screen_rows=self.screen_rows)
-        best = max(candidates, key=lambda span: (measured[span].hit_rate, -candidates.index(span)))
+        best = max(candidates, key=lambda span: measured[span].hit_rate)  # max keeps the first of a tie
         return best, measured[best]
 
     def run(self, prompt: torch.Tensor, tokenizer: Any, *, margin: float, steps: int, candidates: int,
@@ -324,5 +324,5 @@ def special_token_ids(tokenizer: Any) -> torch.Tensor:
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 
-__all__ = ["SCREEN_ROWS", "SCREEN_SLACK", "Measure", "TriggerCheck", "TriggerSearch", "concentration", "hit_rates", "nearest_tokens", "sequence_delta", "spans",
-           "special_token_ids"]
+__all__ = ["SCREEN_ROWS", "SCREEN_SLACK", "Measure", "TriggerCheck", "TriggerSearch", "concentration", "hit_rates",
+           "nearest_tokens", "sequence_delta", "spans", "special_token_ids"]
