@@ -31,7 +31,9 @@ prompt active), and the flagged shares of a separate guard on the bare backbone 
 Work (mined PV sets, tuned tasks, guards, and each setting's scores) is cached under
 ``$LMSAN_CACHE/end_to_end``; ``--fresh`` re-scores the settings. A row cached before the monitor
 option (scored with the ``task`` monitor) is completed: only the guard of the missing monitor is
-exported and scanned; the unguarded, ONION and task-monitor figures are kept.
+exported and scanned; the unguarded, ONION and task-monitor figures are kept. ``--rescan`` scans
+every cached setting's task guards again (exported again where the export changed) and keeps the
+rest; ``--merge`` keeps the settings of the earlier results file that this run does not score.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ MONITORS = ("bare", "task")
 def guard_for(model: Path, pvs: Path, task: Path | None, out: Path, monitor: str = "task") -> Path:
     """Export (cached) the guard of ``model`` with ``pvs``, for ``task`` (its monitor reading
     ``monitor``'s pass) or the bare backbone. A task guard's directory is ``out`` for the ``task``
-    monitor (the guards cached before the option) and ``out-monitor-bare`` for ``bare``."""
+    monitor (the guards cached before the option) and ``out-monitor-bare`` for ``bare``. A guard
+    cached before the graph had its ``pv_match`` output is exported again."""
     from lmsan.export import export_guard
 
     if task is not None and monitor != "task":
@@ -165,8 +168,9 @@ def guard_for(model: Path, pvs: Path, task: Path | None, out: Path, monitor: str
         raw = json.loads((out / "guard.json").read_text())
         recorded = raw.get("task", {}) if task is not None else {}
         reads = "sentences" if monitor == "bare" else "joined"  # a pair task's bare monitor reads each sentence
-        if task is None or (recorded.get("monitor", "task") == monitor
-                            and (not recorded.get("pairs") or raw.get("pair_reading", "joined") == reads)):
+        current = "pv_match" in raw.get("outputs", [])
+        if current and (task is None or (recorded.get("monitor", "task") == monitor
+                                         and (not recorded.get("pairs") or raw.get("pair_reading", "joined") == reads))):
             return out
     export_guard(model, pvs, out, task=task, overwrite=True, **({"monitor": monitor} if task is not None else {}))
     return out
@@ -210,9 +214,13 @@ def triggered_inputs(inputs: list, triggers: list[str], seed: int) -> dict[str, 
     return out
 
 
-def guarded(guard: Any, inputs: list, labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scan with the task guard: predicted label (-1 when rejected), rejected, triggered; all [N]."""
+def guarded(guard: Any, inputs: list, labels: tuple[str, ...],
+            kept: list | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scan with the task guard: predicted label (-1 when rejected), rejected, triggered; all [N].
+    The ``ScanResult``s are appended to ``kept`` when given."""
     results = guard.scan_batch(inputs)
+    if kept is not None:
+        kept.extend(results)
     preds = np.array([labels.index(r.prediction) if r.prediction is not None else -1 for r in results])
     return preds, np.array([r.rejected for r in results]), np.array([r.triggered for r in results])
 
@@ -251,15 +259,18 @@ def setting_data(task: str, triggers: list[str], args: argparse.Namespace) -> tu
     return inputs, np.array(test.labels), triggered_inputs(inputs, triggers, seed=args.seed)
 
 
-def guard_figures(guard: Any, inputs: list, gold: np.ndarray, attacked: dict[str, list]) -> dict[str, Any]:
+def guard_figures(guard: Any, inputs: list, gold: np.ndarray, attacked: dict[str, list],
+                  kept: dict[str, list] | None = None) -> dict[str, Any]:
     """A task guard's figures (``GUARD_FIGURES``): accuracy on clean inputs, attack scores after
-    it, rejected and flagged shares of clean and triggered inputs; plus the guard's monitor."""
+    it, rejected and flagged shares of clean and triggered inputs; plus the guard's monitor.
+    With ``kept``, each trigger's ``ScanResult``s land in ``kept[trigger]``."""
     from lmsan.eval.metrics import accuracy, attack_scores
 
     after_clean, rejected_clean, flagged_clean = guarded(guard, inputs, guard.labels)
     after_trig, rejected_trig, flagged_trig = {}, [], []
     for trigger, texts in attacked.items():
-        preds, rejected, flagged = guarded(guard, texts, guard.labels)
+        preds, rejected, flagged = guarded(guard, texts, guard.labels,
+                                           None if kept is None else kept.setdefault(trigger, []))
         after_trig[trigger] = np.where(rejected, gold, preds)  # blocked: the attack got no answer
         rejected_trig.append(rejected)
         flagged_trig.append(flagged)
@@ -370,6 +381,19 @@ def complete_row(row: dict[str, Any], bb: dict, task: str, method: str, args: ar
     return row
 
 
+def carried_over(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The settings of ``benchmarks/results/<name>.json`` that ``rows`` do not hold (same
+    backbone, task and tuning), each marked ``carried_over``; none without that file."""
+    from _results import RESULTS
+
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return []
+    done = {(r["backbone"], r["task"], r["tuning"]) for r in rows}
+    old = json.loads(path.read_text())["settings"]
+    return [{**r, "carried_over": True} for r in old if (r.get("backbone"), r["task"], r["tuning"]) not in done]
+
+
 def onion_scorer() -> tuple[Any, str]:
     """The ONION language model (see docs/evaluation.md): the scorer and its description."""
     from lmsan.data import load_sentences
@@ -425,6 +449,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one attack, one task, 100 test examples (smoke run)")
     parser.add_argument("--name", default="end_to_end", help="results file name")
     parser.add_argument("--fresh", action="store_true", help="re-evaluate settings already cached")
+    parser.add_argument("--rescan", action="store_true",
+                        help="scan the cached settings' task guards again (after a runtime or export change); "
+                             "the unguarded, ONION and bare-guard figures stay")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the settings of the results file --name that this run does not score "
+                             "(marked carried_over in the JSON)")
     parser.add_argument("--monitor", choices=MONITORS, default="bare",
                         help="the task guard's monitor for the main columns (lmsan-export --monitor); both are scored")
     parser.add_argument("--rows", nargs="+", default=None, metavar="BACKBONE/TASK",
@@ -452,6 +482,9 @@ def main() -> None:
             cached, older = work_dir() / "rows" / f"{stem}-monitors.json", work_dir() / "rows" / f"{stem}.json"
             found = next((json.loads(c.read_text()) for c in (cached, older) if c.is_file() and not args.fresh), None)
             if found is not None and found.get("onion_lm") == lm:
+                if args.rescan:
+                    for figures in found["row"]["per_model"].values():
+                        figures["monitors"] = {}  # every monitor's guard is scanned again
                 row = complete_row(found["row"], bb, task, method, args)  # a no-op on a complete row
             else:
                 row = evaluate_setting(bb, task, method, args, onion)
@@ -459,6 +492,8 @@ def main() -> None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_text(json.dumps({"onion_lm": lm, "row": rows[-1]}, default=str))
             print(table(rows[-1:]), flush=True)
+    if args.merge:
+        rows += carried_over(args.name, rows)
     report = {
         "settings": rows, "onion_lm": lm, "test_per_task": args.test, "seed": args.seed, "monitor": args.monitor,
         "rejected_policy": "a rejected clean input counts as wrong; a rejected triggered input as blocked",

@@ -5,7 +5,10 @@ benchmarks/results/grow_removal.{json,md}).
 A multi-word trigger whose first word alone already clears the monitor (``mckenzie`` of
 ``mckenzie pl``) leaves the rest behind, and the rest may still steer the task. With growing on,
 the guard tries the removed words' neighbours once the search has cleared the input and keeps
-one that lowers the match by at least the margin (``lmsan.runtime.removal.grow``).
+one that lowers the flagging PV's share of agreeing signs by at least the margin
+(``lmsan.runtime.removal.grow``, ``Guard._grow``). Three settings side by side: growing off; the
+rule of graphs exported before their ``pv_match`` output (the best PV's share, ``match``,
+must drop); and today's rule (the flagging PV's own share must drop).
 
 Each setting is one of ``benchmarks/end_to_end.py``'s rows on its backdoored backbone (the same
 cached mined PVs, tuned task and guarded task graph with the bare monitor, the same 400 test
@@ -26,28 +29,31 @@ import end_to_end as e2e
 import numpy as np
 from _results import save
 
+SETTINGS = (("off", False, True), ("best", True, False), ("on", True, True))  # label, grows, by the flagging PV
 DEFAULT_ROWS = [f"{bb}/{task}" for bb in ("bert-por", "bert-neuba", "bert-btop")
                 for task in ("sms-spam", "polarity", "bbcnews", "bbc-pair")]
 
 
-def scored(guard: Any, inputs: list, gold: np.ndarray, attacked: dict[str, list], acc_before: float) -> dict:
-    """``end_to_end.guard_figures`` plus ΔACC, the share of triggered inputs whose removal grew,
-    and the seconds the triggered scans took."""
+def scored(guard: Any, inputs: list, gold: np.ndarray, attacked: dict[str, list], acc_before: float,
+           kept: dict[str, list]) -> dict:
+    """``end_to_end.guard_figures`` plus ΔACC, the share of triggered inputs whose removal holds
+    two or more words, and the seconds the clean and triggered scans took; each trigger's
+    ``ScanResult``s land in ``kept[trigger]``."""
     started = time.perf_counter()
-    figures = e2e.guard_figures(guard, inputs, gold, attacked)
+    figures = e2e.guard_figures(guard, inputs, gold, attacked, kept)
     seconds = time.perf_counter() - started
-    results = [r for texts in attacked.values() for r in guard.scan_batch(texts)]
-    grown = np.mean([any(" " in removed for removed in r.removed) for r in results])
+    grown = np.mean([any(" " in removed for removed in r.removed) for found in kept.values() for r in found])
     return {"asr_after": figures["after"]["asr"], "wasr_after": figures["after"]["weighted_asr"],
             "acc_change": figures["acc_guard"] - acc_before, "flagged_clean": figures["flagged_clean"],
             "flagged_triggered": figures["flagged_triggered"], "multi_word_removed": float(grown),
             "rejected_clean": figures["rejected_clean"], "scan_s": round(seconds, 2)}
 
 
-def diagnose(guard: Any, attacked: dict[str, list]) -> dict[str, Any]:
+def diagnose(guard: Any, attacked: dict[str, list], scanned: dict[str, list]) -> dict[str, Any]:
     """Without growing: for each triggered input cleared by removing one candidate, the most a
-    neighbouring word lowers the match further (``removal.grow``'s trials) and whether the text
-    left is still nearest the flagging PV; split by whether a word of the trigger is left.
+    neighbouring word lowers the flagging PV's share further (``removal.grow``'s trials) and
+    whether the text left is still nearest the flagging PV; split by whether a word of the
+    trigger is left. ``scanned``: each trigger's ``ScanResult``s from ``guard`` (growing off).
 
     Returns ``{"complete" | "partial": {"n", "gain_p50", "gain_p95", "gain_p99",
     "nearest_flagging_pv"}}`` (gain: match units; the last a share).
@@ -56,7 +62,7 @@ def diagnose(guard: Any, attacked: dict[str, list]) -> dict[str, Any]:
 
     found: dict[str, list[tuple[float, bool]]] = {"complete": [], "partial": []}
     for trigger, texts in attacked.items():
-        for text, result in zip(texts, guard.scan_batch(texts)):
+        for text, result in zip(texts, scanned[trigger]):
             if not result.triggered or result.rejected or len(result.removed) != 1:
                 continue
             sentences = text if isinstance(text, tuple) else (text,)
@@ -67,9 +73,10 @@ def diagnose(guard: Any, attacked: dict[str, list]) -> dict[str, Any]:
             units, _, encodings = guard._units([left, *trials])
             if len(units) != len(trials) + 1:  # a long input read in windows: not diagnosed
                 continue
-            match, nearest = guard._detect(units, encodings)[:2]
+            _, nearest, _, per_pv = guard._detect(units, encodings, per_pv=True)
+            share = per_pv[:, result.pv_index]
             kind = "partial" if set(trigger.split()) & {w for s in left for w in s.split()} else "complete"
-            found[kind].append((float(match[0] - match[1:].min()), bool(nearest[0] == result.pv_index)))
+            found[kind].append((float(share[0] - share[1:].min()), bool(nearest[0] == result.pv_index)))
     out = {}
     for kind, pairs in found.items():
         gains = np.array([g for g, _ in pairs])
@@ -79,7 +86,7 @@ def diagnose(guard: Any, attacked: dict[str, list]) -> dict[str, Any]:
 
 
 def evaluate(row: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One end-to-end setting on its backdoored backbone, growing off and on."""
+    """One end-to-end setting on its backdoored backbone, in each of ``SETTINGS``."""
     from lmsan.runtime import Guard
     from lmsan.runtime.removal import GROW_MARGIN
 
@@ -95,9 +102,13 @@ def evaluate(row: str, args: argparse.Namespace) -> dict[str, Any]:
     acc_before = float(np.mean(before == gold))
     out = {"backbone": name, "task": task, "attack": bb["attack"], "tuning": e2e.TUNING_NAME[method],
            "acc_backdoor": acc_before, "grow_margin": GROW_MARGIN}
-    for label, margin in (("off", None), ("on", GROW_MARGIN)):
-        out[label] = scored(Guard.load(directory, grow_margin=margin), inputs, gold, attacked, acc_before)
-    out["without_growing"] = diagnose(Guard.load(directory, grow_margin=None), attacked)
+    for label, grows, flagging in SETTINGS:
+        guard = Guard.load(directory, grow_margin=GROW_MARGIN if grows else None)
+        guard._per_pv = flagging  # False: the rule of a graph without pv_match (the best PV's share)
+        kept: dict[str, list] = {}
+        out[label] = scored(guard, inputs, gold, attacked, acc_before, kept)
+        if label == "off":
+            out["without_growing"] = diagnose(guard, attacked, kept)
     return out
 
 
@@ -109,18 +120,19 @@ def table(rows: list[dict]) -> str:
         value = row["without_growing"][kind][key]
         return "–" if value is None else f"{value:.3f}"
 
-    lines = ["| attack | tuning | task | ASR after: off → on | WASR after: off → on | ΔACC: off → on | "
-             "multi-word removals: off → on | scans s: off / on | neighbour gain p95 / p99 (complete) | "
+    def each(row: dict, key: str, show) -> str:
+        return " → ".join(show(row[label][key]) for label, _, _ in SETTINGS)
+
+    lines = ["| attack | tuning | task | ASR after: off → best PV → flagging PV | WASR after | ΔACC | "
+             "multi-word removals | scans s | neighbour gain p95 / p99 (complete) | "
              "nearest the flagging PV: complete / partial (n) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        off, on = r["off"], r["on"]
-        lines.append(f"| {r['attack']} | {r['tuning']} | {r['task']} | {pct(off['asr_after'])} → {pct(on['asr_after'])} | "
-                     f"{pct(off['wasr_after'])} → {pct(on['wasr_after'])} | "
-                     f"{100 * off['acc_change']:+.1f} → {100 * on['acc_change']:+.1f} | "
-                     f"{pct(off['multi_word_removed'])} → {pct(on['multi_word_removed'])} | "
-                     f"{off['scan_s']:.1f} / {on['scan_s']:.1f} | {diag(r, 'complete', 'gain_p95')} / "
-                     f"{diag(r, 'complete', 'gain_p99')} | {pct(r['without_growing']['complete']['nearest_flagging_pv'])} / "
+        lines.append(f"| {r['attack']} | {r['tuning']} | {r['task']} | {each(r, 'asr_after', pct)} | "
+                     f"{each(r, 'wasr_after', pct)} | {each(r, 'acc_change', lambda x: f'{100 * x:+.1f}')} | "
+                     f"{each(r, 'multi_word_removed', pct)} | {each(r, 'scan_s', lambda x: f'{x:.1f}')} | "
+                     f"{diag(r, 'complete', 'gain_p95')} / {diag(r, 'complete', 'gain_p99')} | "
+                     f"{pct(r['without_growing']['complete']['nearest_flagging_pv'])} / "
                      f"{pct(r['without_growing']['partial']['nearest_flagging_pv'])} "
                      f"({r['without_growing']['partial']['n']}) |")
     return "\n".join(lines) + "\n"
@@ -144,10 +156,12 @@ def main() -> None:
         print(table(rows[-1:]), flush=True)
     report = {"settings": rows, "test_per_task": args.test,
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}}
-    save(args.name, report, table(rows) + "\nASR / WASR after and ΔACC as in end_to_end (percent, points); "
+    save(args.name, report, table(rows) + "\nEach column: growing off → on with the best PV's share (graphs "
+         "without pv_match) → on with the flagging PV's share (the default). "
+         "ASR / WASR after and ΔACC as in end_to_end (percent, points); "
          "multi-word removals: share of triggered inputs whose removal holds two or more words. Scans: "
          "the clean and triggered inputs through Guard.scan_batch, one thread. Without growing, for the "
-         "triggered inputs one candidate cleared: the most a neighbouring word lowers the match further "
+         "triggered inputs one candidate cleared: the most a neighbouring word lowers the flagging PV's share "
          "(complete: no word of the trigger left), and the share whose text left is still nearest the PV "
          "that flagged it (partial: a word of the trigger left; n of them).\n")
 

@@ -55,9 +55,9 @@ _UNDECODED = re.compile("[\udc80-\udcff]")  # how surrogateescape carries a byte
 @click.option("--fail-open", is_flag=True,
               help="An input whose removal hits a work cap passes unsanitized (default: REJECTED).")
 @click.option("--grow-margin", type=click.FloatRange(0.0, 1.0, max_open=True), default=GROW_MARGIN, show_default=True,
-              help="Once a removal clears an input, also remove a word next to it when that lowers the match "
-                   "by at least this much more and the text left is still nearest the flagging PV (the rest of "
-                   "a multi-word trigger); 0: never.")
+              help="Once a removal clears an input, also remove a word next to it when that lowers the flagging "
+                   "PV's share of agreeing signs by at least this much more and the text left is still nearest "
+                   "that PV (the rest of a multi-word trigger); 0: never.")
 @click.option("--task", "task", default=None, metavar="KEY",
               help="Which task a shared task guard answers (lmsan-export with several --task: each task's "
                    "directory name) [default: its first].")

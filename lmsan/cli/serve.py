@@ -72,8 +72,9 @@ def _opt(*names: str, env: str, **kw):
 @_opt("--fail-open", env="FAIL_OPEN", is_flag=True,
       help="An input whose removal hits a work cap passes unsanitized (default: rejected).")
 @_opt("--grow-margin", env="GROW_MARGIN", type=click.FloatRange(0.0, 1.0, max_open=True), default=GROW_MARGIN,
-      show_default=True, help="Also remove a word next to a cleared removal that lowers the match by at least this "
-                              "much more (the rest of a multi-word trigger); 0: never.")
+      show_default=True, help="Also remove a word next to a cleared removal that lowers the flagging PV's share "
+                              "of agreeing signs by at least this much more (the rest of a multi-word trigger); "
+                              "0: never.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout once listening: url, host, port, guard digest, settings.")
 @common_options

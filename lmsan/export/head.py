@@ -1,11 +1,11 @@
 """The fused sign-match head and the exportable guard module (method.md §3).
 
-``SignMatchHead`` turns target-position features into ``match``, ``pv_index`` and ``triggered``
-with one MatMul against the ±1 PV sign matrix. ``GuardModule`` wraps a backbone so the exported
-graph ends in that head, and optionally outputs the last layer's attention from the target
-position (``saliency``: where the runtime's trigger removal looks first). Where the backbone's
-layers allow it, the last layer runs for the target row only (``lmsan.export.prune``). Imports
-torch; never mining or runtime.
+``SignMatchHead`` turns target-position features into ``match``, ``pv_index``, ``triggered`` and
+``pv_match`` (every PV's share) with one MatMul against the ±1 PV sign matrix. ``GuardModule``
+wraps a backbone so the exported graph ends in that head, and optionally outputs the last
+layer's attention from the target position (``saliency``: where the runtime's trigger removal
+looks first). Where the backbone's layers allow it, the last layer runs for the target row only
+(``lmsan.export.prune``). Imports torch; never mining or runtime.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from lmsan.errors import ConfigError
 from lmsan.export.prune import last_layer_rows, split_last_layer
 from lmsan.models.targets import gather_positions
 
-GRAPH_OUTPUTS = ("match", "pv_index", "triggered")
+GRAPH_OUTPUTS = ("match", "pv_index", "triggered", "pv_match")
 
 
 class SignMatchHead(nn.Module):
@@ -32,7 +32,8 @@ class SignMatchHead(nn.Module):
     Input shape: features float [B, d] (any float dtype; computed in float32), threshold float32
     scalar ``T_match``.
     Output shape: match float32 [B] in [0, 1] (share of the d signs agreeing with the best PV),
-    pv_index int64 [B] (best PV, -1 when K = 0), triggered bool [B] (``match > threshold``).
+    pv_index int64 [B] (best PV, -1 when K = 0), triggered bool [B] (``match > threshold``),
+    pv_match float32 [B, K] (each PV's share; the runtime's removal follows the flagging PV's).
     """
 
     def __init__(self, signs: np.ndarray) -> None:
@@ -44,20 +45,30 @@ class SignMatchHead(nn.Module):
         self.size, self.width = int(signs.shape[0]), int(signs.shape[1])
         self.register_buffer("signs_t", torch.tensor(signs.T, dtype=torch.float32))  # [d, K]
 
+    def agreement(self, features: torch.Tensor) -> torch.Tensor:
+        """features float [B, d] -> float32 [B, K] in [0, 1]: each PV's share of agreeing signs."""
+        features = _float32(features)
+        if self.size == 0:  # a clean PV set: nothing to agree with
+            return features[:, :0]
+        signs = torch.where(features >= 0, 1.0, -1.0)  # [B, d], zero counts as +1
+        return (signs @ self.signs_t + self.width) / (2 * self.width)
+
     def best(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features float [B, d] -> (match float32 [B], pv_index int64 [B]): the best PV's share
         of agreeing signs, and its index (0 and -1 for an empty PV set)."""
-        features = _float32(features)
-        if self.size == 0:  # a clean PV set: nothing can match
-            return torch.zeros_like(features[:, 0]), torch.full_like(features[:, 0], -1).long()
-        signs = torch.where(features >= 0, 1.0, -1.0)  # [B, d], zero counts as +1
-        agree = (signs @ self.signs_t + self.width) / (2 * self.width)  # [B, K] in [0, 1]
+        return self._best(self.agreement(features), features)
+
+    def _best(self, agree: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``agreement`` [B, K] -> ``best``'s pair (``features`` gives the batch size when K = 0)."""
+        if self.size == 0:
+            return torch.zeros_like(features[:, 0]).float(), torch.full_like(features[:, 0], -1).long()
         match, pv_index = agree.max(dim=1)
         return match, pv_index
 
     def forward(self, features: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        match, pv_index = self.best(features)
-        return match, pv_index, match > threshold
+        agree = self.agreement(features)
+        match, pv_index = self._best(agree, features)
+        return match, pv_index, match > threshold, agree
 
 
 class GuardModule(nn.Module):
@@ -65,10 +76,10 @@ class GuardModule(nn.Module):
 
     Input shape: input_ids int64 [B, T], attention_mask int64 [B, T], token_type_ids int64 [B, T]
     (only when ``use_token_types``), threshold float32 scalar.
-    Output shape: match [B], pv_index [B], triggered [B] (see ``SignMatchHead``), then features
-    float32 [B, d] at the target position, then (with ``saliency``) float32 [B, T]: the last
-    layer's attention from the target position to every token, averaged over heads (each row
-    sums to 1 over the unpadded tokens).
+    Output shape: match [B], pv_index [B], triggered [B], pv_match [B, K] (see ``SignMatchHead``),
+    then features float32 [B, d] at the target position, then (with ``saliency``) float32
+    [B, T]: the last layer's attention from the target position to every token, averaged over
+    heads (each row sums to 1 over the unpadded tokens).
 
     With ``prune`` (and a BERT-style backbone, ``split_last_layer``) the last layer runs for the
     target row only; ``pruned`` says whether it does. Otherwise saliency needs eager attention

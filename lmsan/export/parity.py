@@ -2,7 +2,8 @@
 
 Criteria (fp32): ONNX features match PyTorch within ``rtol`` relative to the batch's largest
 feature magnitude, and per-PV match counts are identical except where a sign flip sits on a
-feature within ``zero_atol`` of zero. A task graph's logits match within ``rtol`` too, with the
+feature within ``zero_atol`` of zero; the graph's own ``match`` and ``pv_match`` equal the counts
+recomputed from its ``features``. A task graph's logits match within ``rtol`` too, with the
 same predicted labels (a token task: over the real tokens of every row, padding left out). fp16 and int8 graphs use a looser ``rtol`` and report
 count differences without failing on them. Imports torch and onnxruntime; never mining or runtime.
 """
@@ -132,7 +133,8 @@ def check_parity(module: Any, graph: Path, batch: dict[str, np.ndarray], *, fp16
     off_zero = int((flips & (np.abs(reference) > zero_atol)).sum())
     signs = module.head.signs_t.numpy().T  # [K, d]
     mismatches = int((_best_counts(features, signs, match) != _best_counts(reference, signs, None)).sum())
-    head_ok = bool(np.array_equal(_best_counts(features, signs, match), _best_counts(features, signs, None)))
+    head_ok = bool(np.array_equal(_best_counts(features, signs, match), _best_counts(features, signs, None))
+                   and np.array_equal(np.rint(out["pv_match"] * features.shape[1]), _counts(features, signs)))
     passed = max_rel <= rtol and head_ok and (fp16 or int8 or off_zero == 0)
     saliency_diff = (float(np.abs(out["saliency"] - ref["saliency"]).max())
                      if "saliency" in out and "saliency" in ref else None)
@@ -154,6 +156,13 @@ def _logits_parity(logits: np.ndarray, reference: np.ndarray, mask: np.ndarray) 
     return rel, int((logits.argmax(axis=-1) != reference.argmax(axis=-1)).sum())
 
 
+def _counts(features: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """int64 [B, K]: ``N_match`` of every PV, recomputed in numpy (zero counts as +1)."""
+    d = features.shape[1]
+    dots = np.where(features >= 0, 1.0, -1.0) @ signs.T.astype(np.float64)  # [B, K] = 2 N_match - d
+    return np.rint((dots + d) / 2).astype(np.int64)
+
+
 def _best_counts(features: np.ndarray, signs: np.ndarray, match: np.ndarray | None) -> np.ndarray:
     """int64 [B]: ``N_match`` of the best PV, from the graph's ``match`` or recomputed in numpy."""
     d = features.shape[1]
@@ -161,5 +170,4 @@ def _best_counts(features: np.ndarray, signs: np.ndarray, match: np.ndarray | No
         return np.rint(np.asarray(match, np.float64) * d).astype(np.int64)
     if signs.shape[0] == 0:
         return np.zeros(features.shape[0], np.int64)
-    dots = np.where(features >= 0, 1.0, -1.0) @ signs.T.astype(np.float64)  # [B, K] = 2 N_match - d
-    return np.rint((dots.max(axis=1) + d) / 2).astype(np.int64)
+    return _counts(features, signs).max(axis=1)

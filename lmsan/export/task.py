@@ -45,9 +45,9 @@ class TaskGuardModule(nn.Module):
 
     Input shape: input_ids int64 [B, T], attention_mask int64 [B, T], token_type_ids int64 [B, T]
     (only when ``use_token_types``), threshold float32 scalar.
-    Output shape (``output_names``): match [B], pv_index [B], triggered [B] (``SignMatchHead``),
-    features float32 [B, d] (what the monitor reads: the bare pass's, or the task's own at its
-    head position), then with ``saliency`` float32 [B, T] (the last layer's attention from the
+    Output shape (``output_names``): match [B], pv_index [B], triggered [B], pv_match [B, K]
+    (``SignMatchHead``), features float32 [B, d] (what the monitor reads: the bare pass's, or the
+    task's own at its head position), then with ``saliency`` float32 [B, T] (the last layer's attention from the
     monitor's row to each input token, heads averaged, in the pass the monitor reads; template
     keys left out, so rows sum to at most 1), then logits float32 [B, C] (always from the
     prompted pass; a token task: [B, T, C], one row per position).

@@ -36,7 +36,7 @@ Input = str | tuple[str, str]
 BUCKET_TOKENS = 16  # sequence-length bucket width (``buckets``)
 WARMUP_TOKENS = 512  # default warm-up covers buckets up to this length
 SCORES = ["match", "pv_index", "triggered"]  # graph outputs every scan reads
-SCORES_AND_SALIENCY = SCORES + ["saliency"]  # the detection pass of a probe scan that sanitizes
+PER_PV = "pv_match"  # every PV's share [N, K]: what a removal grows by (graphs exported before it lack it)
 SPLIT_TOKENS = 32  # CPU: padding waste (row-tokens) worth one more session call
 
 
@@ -95,6 +95,27 @@ class ScanResult:
 
 
 @dataclass(frozen=True)
+class Score:
+    """One removal trial's scores.
+
+    Attributes:
+        match: float in [0, 1], the best PV's share of agreeing signs.
+        nearest: that PV's index.
+        per_pv: float32 [K], every PV's share (the graph's ``pv_match`` row); None for a graph
+            exported without that output.
+    """
+
+    match: float
+    nearest: int
+    per_pv: np.ndarray | None
+
+    def towards(self, pv: int) -> float:
+        """How close the trial is to PV ``pv``: its share of signs agreeing with that PV (the best
+        PV's ``match`` where ``per_pv`` is missing)."""
+        return self.match if self.per_pv is None else float(self.per_pv[pv])
+
+
+@dataclass(frozen=True)
 class Answer:
     """What a task guard answers one unit with: ``logits`` float [C] (a token task: [T, C], one
     row per token of ``encoding``, then padding) for ``text``, and the text's
@@ -135,8 +156,9 @@ class Guard:
         # a backbone guard reads each sentence of a pair alone, as the PVs were mined (a task graph
         # splits its pairs itself, guard.json "pair_reading"; target mask needs the mask in the text)
         self._pair_sentences = manifest.task is None and manifest.target != "mask"
-        self._saliency = (saliency and search == "probe"  # the removal's first guess (probe only)
-                          and "saliency" in {output.name for output in session.get_outputs()})
+        outputs = {output.name for output in session.get_outputs()}
+        self._saliency = saliency and search == "probe" and "saliency" in outputs  # the removal's first guess
+        self._per_pv = PER_PV in outputs
 
     @classmethod
     def load(cls, directory: str | Path, *, providers: Sequence[ProviderSpec] | str | None = None,
@@ -188,7 +210,8 @@ class Guard:
                 ``triggered``, with the cap in ``reason``.
             grow_margin: after a removal clears an input whose text left is still nearest the
                 PV that flagged it, a word next to the removed one is removed too when that
-                lowers the match (share of agreeing signs) by at least this much more, up to
+                lowers that PV's share of agreeing signs (``pv_match``; ``match`` for a graph
+                exported without it) by at least this much more, up to
                 ``max_window`` words in all: the rest of a multi-word trigger whose first word
                 already cleared it (``Guard._grow``; one more session call per round, triggered
                 inputs only). None: never.
@@ -332,13 +355,15 @@ class Guard:
                                     chunk=self.max_batch, block=self.block, guess=guesses.get(u)) for u in hits]
             deadline = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
             checked: dict[Unit, Answer] = {}  # task: each trial's logits, so the answer costs no extra pass
-            scores: dict[Unit, tuple[float, int]] = {}  # each trial's match and nearest PV (a removal may grow)
+            scores: dict[Unit, Score] = {}  # each trial's scores (a removal may grow)
 
             def detect(trials: list[Unit]) -> list[bool]:
                 kept = self._encoded(trials)
-                out = self._detect(trials, kept, deadline=deadline, logits=task)
+                out = self._detect(trials, kept, deadline=deadline, logits=task, per_pv=self._per_pv)
                 checked.update((t, Answer(row, t[0], e)) for t, row, e in zip(trials, out[-1], kept) if task)
-                scores.update(zip(trials, zip(out[0].tolist(), out[1].tolist())))
+                per_pv = out[3] if self._per_pv else [None] * len(trials)
+                scores.update((t, Score(m, k, row)) for t, m, k, row in zip(trials, out[0].tolist(), out[1].tolist(),
+                                                                           per_pv))
                 return out[2].tolist()
 
             found = run_searches(searches, detect, groups=[owners[u][0] for u in hits], max_trials=self.max_trials,
@@ -358,19 +383,21 @@ class Guard:
                 for i, texts in enumerate(inputs)]
 
     def _grow(self, units: list[Unit], outcomes: dict[int, PurgeOutcome], flagged: dict[int, int],
-              scores: dict[Unit, tuple[float, int]], detect) -> dict[int, PurgeOutcome]:
+              scores: dict[Unit, Score], detect) -> dict[int, PurgeOutcome]:
         """Grow each cleared removal by a neighbouring word (``lmsan.runtime.removal.grow``)
         while the text it leaves is still nearest the PV that flagged the unit (the rest of
-        the trigger pulls towards it) and the word lowers the match by at least
-        ``grow_margin``; up to ``max_window`` words. One batched session call per round, for
-        every unit at once. A work cap (``max_trials`` per unit, the time budget) ends the
-        growing, never the removal it grew from.
+        the trigger pulls towards it) and the word lowers that PV's share of agreeing signs by
+        at least ``grow_margin`` (``Score.towards``: the flagging PV's own share, not the best
+        PV's, which a text freed of the trigger hands to whichever PV its clean words sit
+        nearest); up to ``max_window`` words. One batched session call per round, for every
+        unit at once. A work cap (``max_trials`` per unit, the time budget) ends the growing,
+        never the removal it grew from.
 
         Args:
             units: the scan's units; outcomes: their removal outcomes (cleared ones grow).
             flagged: each triggered unit's PV index (the detection pass's ``pv_index``).
-            scores: ``{trial: (match, nearest PV index)}`` of the trials scored so far (the
-                search's); ``detect`` scores more trials into it (and may raise ``BudgetExceeded``).
+            scores: each trial scored so far (the search's); ``detect`` scores more trials into
+                it (and may raise ``BudgetExceeded``).
 
         Returns:
             The outcomes that grew (``removed`` the grown phrase, ``grown_from`` the search's candidate).
@@ -380,8 +407,9 @@ class Guard:
         for _ in range(self.max_window - 1):
             growths = {}
             for u, (outcome, drops) in state.items():
-                nearest = scores.get(outcome.sentences, (None, None))[1]  # a text never scored does not grow
-                if nearest != flagged[u] or len(outcome.removed.split(" ")) >= self.max_window:
+                score = scores.get(outcome.sentences)  # a text never scored does not grow
+                full = len(outcome.removed.split(" ")) >= self.max_window
+                if score is None or score.nearest != flagged[u] or full:
                     continue  # nothing of this trigger pulls towards its PV any more, or no room left
                 found = grow(units[u], outcome.grown_from or outcome.removed, drops, self._protect)
                 if found and (self.max_trials is None or outcome.trials + len(found) <= self.max_trials):
@@ -394,9 +422,9 @@ class Guard:
                 break
             now = {}
             for u, found in growths.items():
-                outcome = state[u][0]
-                best = min(found, key=lambda g: scores[g.sentences][0])
-                if scores[outcome.sentences][0] - scores[best.sentences][0] >= self.grow_margin:
+                outcome, pv = state[u][0], flagged[u]
+                best = min(found, key=lambda g: scores[g.sentences].towards(pv))
+                if scores[outcome.sentences].towards(pv) - scores[best.sentences].towards(pv) >= self.grow_margin:
                     now[u] = (replace(outcome, sentences=best.sentences, removed=best.phrase,
                                       trials=outcome.trials + len(found),
                                       grown_from=outcome.grown_from or outcome.removed), best.drops)
@@ -471,16 +499,17 @@ class Guard:
                 kept.append(None)  # tokenized again in _detect
         return units, owners, kept
 
-    def _detect(self, units: Sequence[Unit], encodings: list | None = None, *,
-                saliency: bool = False, logits: bool = False, deadline: float | None = None) -> tuple[Any, ...]:
-        """Return match float32 [N], pv_index int64 [N], triggered bool [N], then with ``saliency``
+    def _detect(self, units: Sequence[Unit], encodings: list | None = None, *, saliency: bool = False,
+                logits: bool = False, per_pv: bool = False, deadline: float | None = None) -> tuple[Any, ...]:
+        """Return match float32 [N], pv_index int64 [N], triggered bool [N], then with ``per_pv``
+        float32 [N, K] (every PV's share, the graph's ``pv_match``), then with ``saliency``
         N float32 saliency rows (each padded to the width of its session call), then with
         ``logits`` (task guards) float32 [N, C] (a token task: N float32 [T, C] rows, each padded
         to the width of its session call), in at most ``max_batch``-row session calls (rows
         sorted by length when there are several; ``_calls``). Raise ``BudgetExceeded`` before a
         session call past ``deadline`` (``time.monotonic()``)."""
         encodings = self._encoded(units, encodings)
-        names = (SCORES_AND_SALIENCY if saliency else SCORES) + (["logits"] if logits else [])
+        names = SCORES + ([PER_PV] if per_pv else []) + (["saliency"] if saliency else []) + (["logits"] if logits else [])
         n = len(encodings)
         calls = None
         if n > 1:
@@ -492,6 +521,7 @@ class Guard:
             outputs = self._score(encodings, names)
         else:
             outputs = [np.zeros(n, np.float32), np.zeros(n, np.int64), np.zeros(n, bool)]
+            outputs += [np.zeros((n, self.manifest.pv_count), np.float32)] if per_pv else []
             outputs += [[None] * n] if saliency else []  # rows of each call's width
             if logits:  # a token task's rows are as wide as their call, like saliency's
                 outputs.append([None] * n if self.manifest.token_task else np.zeros((n, len(self.labels)), np.float32))

@@ -55,8 +55,8 @@ searches (the windows of one input) and a ``deadline``; a search it stops is rej
 cap in ``reason``. ``remove_within`` applies the removals of overlapping windows to the whole text.
 
 ``grow`` lists the removals one neighbouring word longer than a cleared one; the guard scores them and
-keeps one that lowers the match by a clear margin (the rest of a multi-word trigger whose first word
-alone cleared the input).
+keeps one that lowers the flagging PV's share by a clear margin (the rest of a multi-word trigger
+whose first word alone cleared the input).
 
 Words are maximal runs of non-space characters (``str.split``); a word containing ``protect``
 (the mask token, for target ``mask``) is never a candidate.
@@ -79,8 +79,9 @@ PROBE_CONTEXT = 2  # splitting stops at windows of 2-4 words (a trigger alone ma
 PROBE_WAYS = 4  # parts per split round, one call (measured at 64 tokens: 3 and 4 alike, 6 slower on tiny)
 WORD = re.compile(r"\S+")  # a word: a maximal run of non-space characters
 MAX_TRIALS = 1024  # default work cap, trials per input: the exhaustive 3-window search of ~340 words
-GROW_MARGIN = 0.08  # a neighbour joins a removal that lowers the match by this much more: about the 99th
-# percentile of what removing a word that is not part of the trigger does (tiny BERTs: 0.055-0.11; 95th 0.03-0.06)
+GROW_MARGIN = 0.08  # a neighbour joins a removal that lowers the flagging PV's share by this much more: about
+# the 95th percentile of what removing a word that is not part of the trigger does (tiny BERTs: 0.039-0.078; 99th
+# 0.07-0.23), where the text left must also still be nearest that PV (12-17 % of such inputs)
 
 
 @dataclass(frozen=True)
@@ -508,7 +509,7 @@ def grow(sentences: Unit, candidate: str, drops: tuple[frozenset[int], ...] | No
 
     A multi-word trigger whose first word already clears the input (``mckenzie`` of
     ``mckenzie pl``) leaves the rest behind; the guard scores these trials and keeps the one that
-    lowers the match by a clear margin (``Guard.load(grow_margin=...)``).
+    lowers the flagging PV's share by a clear margin (``Guard.load(grow_margin=...)``).
 
     Args:
         sentences: the input (one or two texts).

@@ -111,7 +111,7 @@ def test_parity_with_pytorch_on_padded_batches_and_pairs(guard_dir):
     pairs = ["b", "question two?", "x"]
     loaded = load_model(tiny_model(), attn_implementation="eager")
     for second in (None, pairs):
-        batch, (match, pv_index, triggered, features, saliency) = _ort_features(guard_dir, texts, second)
+        batch, (match, pv_index, triggered, pv_match, features, saliency) = _ort_features(guard_dir, texts, second)
         with torch.no_grad():
             out = loaded.encoder(**{k: torch.from_numpy(v) for k, v in batch.items()}, output_attentions=True)
         ref = out.last_hidden_state[:, 0].numpy()
@@ -124,6 +124,7 @@ def test_parity_with_pytorch_on_padded_batches_and_pairs(guard_dir):
         near_zero = (np.abs(ref) < 1e-6).any(axis=1)
         assert np.array_equal(np.rint(match * 32)[~near_zero], counts.max(axis=1)[~near_zero])
         assert np.array_equal(pv_index[~near_zero], counts.argmax(axis=1)[~near_zero])
+        assert np.array_equal(np.rint(pv_match * 32)[~near_zero], counts[~near_zero])  # every PV's share
         assert np.array_equal(triggered, match > 0.8)
     manifest = json.loads((guard_dir / "guard.json").read_text())
     assert manifest["parity"]["passed"] and manifest["parity"]["max_rel_diff"] <= 1e-4
@@ -221,10 +222,12 @@ def test_head_counts_zero_as_positive_in_onnx(tmp_path):
     features = torch.tensor([[0.0, -0.0, -1.0, -2.0], [-1.0, -2.0, 0.0, 1e-9]])  # -0.0 >= 0 too
     path = tmp_path / "head.onnx"
     torch.onnx.export(head, (features, torch.tensor(0.8)), str(path), dynamo=True,
-                      input_names=["features", "threshold"], output_names=["match", "pv_index", "triggered"])
+                      input_names=["features", "threshold"], output_names=["match", "pv_index", "triggered", "pv_match"])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    match, pv_index, triggered = session.run(None, {"features": features.numpy(), "threshold": np.array(0.8, np.float32)})
+    match, pv_index, triggered, pv_match = session.run(None, {"features": features.numpy(),
+                                                              "threshold": np.array(0.8, np.float32)})
     assert match.tolist() == [1.0, 1.0] and pv_index.tolist() == [0, 1] and triggered.tolist() == [True, True]
+    assert pv_match.tolist() == [[1.0, 0.0], [0.0, 1.0]]  # every PV's share, the best one = match
     assert "Sign" not in {node.op_type for node in __import__("onnx").load(str(path)).graph.node}
 
 
@@ -233,8 +236,10 @@ def test_clean_pv_set_never_triggers(tmp_path):
 
     from lmsan.export.head import SignMatchHead
 
-    match, pv_index, triggered = SignMatchHead(np.zeros((0, 4), np.int8))(torch.ones(3, 4), torch.tensor(0.0))
+    match, pv_index, triggered, pv_match = SignMatchHead(np.zeros((0, 4), np.int8))(torch.ones(3, 4),
+                                                                                    torch.tensor(0.0))
     assert match.tolist() == [0.0] * 3 and pv_index.tolist() == [-1] * 3 and not triggered.any()
+    assert pv_match.shape == (3, 0)
 
 
 def test_manifest_records_hashes_and_settings(guard_dir):
@@ -249,7 +254,7 @@ def test_manifest_records_hashes_and_settings(guard_dir):
     assert manifest["pvs"]["size"] == 3 and manifest["pvs"]["width"] == 32 and manifest["pvs"]["sha256"] is None
     assert manifest["target"] == "cls" and manifest["threshold"] == 0.8 and manifest["max_length"] == 38  # tokenizer limit < 40 positions
     assert manifest["opset"] >= 17 and manifest["inputs"][-1] == "threshold" and manifest["pruned"] is True
-    assert manifest["outputs"] == ["match", "pv_index", "triggered", "features", "saliency"]
+    assert manifest["outputs"] == ["match", "pv_index", "triggered", "pv_match", "features", "saliency"]
 
 
 def test_pv_file_hash_and_no_features_output(tmp_path):
@@ -262,13 +267,14 @@ def test_pv_file_hash_and_no_features_output(tmp_path):
     result = export_guard(tiny_model(), pvs, tmp_path / "g")
     assert result.manifest["pvs"]["sha256"] == sha256_file(pvs)
     outputs = [o.name for o in onnx.load(str(tmp_path / "g" / "model.onnx")).graph.output]
-    assert outputs == ["match", "pv_index", "triggered", "saliency"]
+    assert outputs == ["match", "pv_index", "triggered", "pv_match", "saliency"]
     names = sorted(p.name for p in (tmp_path / "g").iterdir())
     assert names == ["guard.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"]
     assert sorted(result.manifest["files"]) == names[1:]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     bare = export_guard(tiny_model(), pvs, tmp_path / "bare", saliency=False)
-    assert bare.manifest["outputs"] == ["match", "pv_index", "triggered"] and bare.parity.saliency_max_diff is None
+    assert bare.manifest["outputs"] == ["match", "pv_index", "triggered", "pv_match"]
+    assert bare.parity.saliency_max_diff is None
     outputs = [o.name for o in onnx.load(str(tmp_path / "bare" / "model.onnx")).graph.output]
     assert outputs == bare.manifest["outputs"]
 

@@ -387,15 +387,16 @@ def test_mask_target_needs_the_mask_token(tmp_path):
 
 
 def _two_word_trigger(guard):
-    """Make ``guard`` score texts by their words: match 0.5, +0.35 with ``zork`` (which alone
-    crosses T = 0.8), +0.1 with ``plim`` (the rest of the trigger ``zork plim``: both nearest
-    PV 0) and +0.1 with ``blorp`` (a word nearest PV 1, like a topic word near another PV)."""
-    def detect(units, encodings=None, *, saliency=False, logits=False, deadline=None):
+    """Make ``guard`` score texts by their words. PV 0's share: 0.5, +0.35 with ``zork`` (which
+    alone crosses T = 0.8), +0.1 with ``plim`` (the rest of the trigger ``zork plim``); PV 1's:
+    0.55 (where clean text sits), +0.1 with ``blorp`` (a word near PV 1, like a topic word near
+    another PV). The match is the larger share."""
+    def detect(units, encodings=None, *, saliency=False, logits=False, per_pv=False, deadline=None):
         words = [set(" ".join(unit).split()) for unit in units]
-        match = np.array([0.5 + 0.35 * ("zork" in w) + 0.1 * ("plim" in w) + 0.1 * ("blorp" in w) for w in words],
-                         np.float32)
-        nearest = np.array([0 if {"zork", "plim"} & w else 1 for w in words], np.int64)
-        return match, nearest, match >= 0.8
+        shares = np.array([[0.5 + 0.35 * ("zork" in w) + 0.1 * ("plim" in w), 0.55 + 0.1 * ("blorp" in w)]
+                           for w in words], np.float32)
+        match = shares.max(axis=1)
+        return (match, shares.argmax(axis=1), match >= 0.8) + ((shares,) if per_pv else ())
 
     guard._detect = detect
     return guard
@@ -410,6 +411,16 @@ def test_a_removal_grows_into_the_rest_of_a_two_word_trigger(guard_dir):
     strict = _two_word_trigger(Guard.load(guard_dir, saliency=False, grow_margin=0.15)).scan(text)
     assert strict.removed == ("zork",)  # plim lowers the match by 0.1 only
     assert _two_word_trigger(Guard.load(guard_dir, saliency=False, max_window=1)).scan(text).removed == ("zork",)
+
+
+def test_a_removal_grows_by_the_flagging_pvs_share_not_the_best_pvs(guard_dir):
+    """Without plim the text sits nearest PV 1 (0.55): the best share drops by only 0.05, PV 0's
+    (the flagging PV's) by 0.1. A graph without ``pv_match`` can only follow the best share."""
+    text = "the cat zork plim sat down"
+    guard = _two_word_trigger(Guard.load(guard_dir, saliency=False))
+    assert guard._per_pv and guard.scan(text).removed == ("zork plim",)
+    guard._per_pv = False  # as for a graph exported before its pv_match output
+    assert guard.scan(text).removed == ("zork",)
 
 
 def test_growing_leaves_clean_neighbours_and_spliced_windows_right(guard_dir, monkeypatch):

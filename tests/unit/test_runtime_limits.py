@@ -77,11 +77,12 @@ def test_a_hostile_long_input_is_bounded_per_input(guard_dir):
 
 def _fake_detector(guard, trigger):
     """Replace the graph by a detector that fires when ``trigger`` (words) appears in a unit."""
-    def detect(units, encodings=None, *, saliency=False, logits=False, deadline=None):
+    def detect(units, encodings=None, *, saliency=False, logits=False, per_pv=False, deadline=None):
         hits = [any(tuple(words[i : i + len(trigger)]) == trigger for i in range(len(words)))
                 for words in ([w for text in unit for w in text.split()] for unit in units)]
         match = np.array([1.0 if h else 0.5 for h in hits], np.float32)
-        return match, np.array([0 if h else -1 for h in hits], np.int64), np.array(hits)
+        scores = match, np.array([0 if h else -1 for h in hits], np.int64), np.array(hits)
+        return scores + ((match[:, None],) if per_pv else ())
     guard._detect = detect
     guard._saliency = False
 
