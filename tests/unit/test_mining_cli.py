@@ -111,6 +111,46 @@ def test_a_run_writes_report_and_pvs_and_resumes(tiny_dir, corpus, tmp_path):
     assert [loop["seed"] for loop in json.loads(stdout)["loops"]] == [1, 2, 3]
 
 
+ARCHITECTURES = {  # random-init shapes per model family (d = 32, one layer), MiniLM's tokenizer
+    "distilbert": dict(dim=32, n_layers=1, n_heads=2, hidden_dim=64),
+    "albert": dict(hidden_size=32, embedding_size=16),
+    "electra": dict(hidden_size=32, embedding_size=16),
+    "deberta-v2": dict(hidden_size=32, relative_attention=True, position_buckets=16),
+    "xlm-roberta": dict(hidden_size=32, max_position_embeddings=66, pad_token_id=0),
+    "modernbert": dict(hidden_size=32, pad_token_id=0, bos_token_id=101, eos_token_id=102, cls_token_id=101,
+                       sep_token_id=102),
+    "gpt2": dict(n_embd=32, n_layer=1, n_head=2, n_positions=64),
+}
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_every_model_family_runs_to_a_verdict(arch, corpus, tmp_path):
+    """Loading, the trigger sweep, a fuzz loop and the report work beyond BERT: position ids,
+    token types, factorised embeddings and a decoder read at its last token (target ``last``).
+    A random init is no real model (method.md §5): only the run's mechanics are checked."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from lmsan.models import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    shape = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+             "max_position_embeddings": 64} if arch not in ("distilbert", "gpt2") else {}
+    model = AutoModel.from_config(AutoConfig.for_model(arch, vocab_size=tokenizer.vocab_size,
+                                                       **{**shape, **ARCHITECTURES[arch]}))
+    model.save_pretrained(tmp_path / arch)
+    tokenizer.save_pretrained(tmp_path / arch)
+    config = tmp_path / "fast.json"
+    config.write_text(json.dumps({"batch_size": 16, "epochs": 2, "max_length": 24}))
+    target = ["--target", "last"] if arch == "gpt2" else []
+    code, stdout, stderr = invoke([str(tmp_path / arch), "--data", str(corpus), "--config", str(config), "--loops",
+                                   "1", "--out", str(tmp_path / "out"), "--json", "-q", *target])
+    assert code in (0, 1), stderr
+    report = json.loads(stdout)
+    assert code == (1 if report["verdict"] == "backdoored" else 0)
+    assert report["pvs"]["target"] == ("last" if arch == "gpt2" else "cls")
+    assert (tmp_path / "out" / "pvs.safetensors").is_file() and (tmp_path / "out" / "report.json").is_file()
+
+
 @pytest.mark.parametrize("bad, key", [({"lr_rel": "fast"}, "lr_rel"), ({"grad_threshold": "x"}, "grad_threshold"),
                                       ({"confirm": "false"}, "confirm")])
 def test_config_values_are_type_checked_before_anything_loads(bad, key, tmp_path):
