@@ -124,13 +124,16 @@ ARCHITECTURES = {  # random-init shapes per model family (d = 32, one layer), Mi
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
-def test_every_model_family_runs_to_a_verdict(arch, corpus, tmp_path):
-    """Loading, the trigger sweep, a fuzz loop and the report work beyond BERT: position ids,
-    token types, factorised embeddings and a decoder read at its last token (target ``last``).
-    A random init is no real model (method.md §5): only the run's mechanics are checked."""
+def test_every_model_family_runs_mine_export_and_guard(arch, corpus, tmp_path):
+    """Loading, the trigger sweep, a fuzz loop, the report, the exported guard (parity) and a
+    scan work beyond BERT: position ids, token types, factorised embeddings and a decoder read
+    at its last token (target ``last``). A random init is no real model (method.md §5): only
+    the chain's mechanics are checked."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    from lmsan.export import export_guard
     from lmsan.models import minilm_path
+    from lmsan.runtime import Guard
 
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
     shape = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
@@ -149,6 +152,10 @@ def test_every_model_family_runs_to_a_verdict(arch, corpus, tmp_path):
     assert code == (1 if report["verdict"] == "backdoored" else 0)
     assert report["pvs"]["target"] == ("last" if arch == "gpt2" else "cls")
     assert (tmp_path / "out" / "pvs.safetensors").is_file() and (tmp_path / "out" / "report.json").is_file()
+    exported = export_guard(tmp_path / arch, tmp_path / "out" / "pvs.safetensors", tmp_path / "guard")
+    assert exported.parity.passed and exported.manifest["pvs"]["size"] == report["pvs"]["size"]
+    result = Guard.load(tmp_path / "guard").scan(" ".join(WORDS))
+    assert 0.0 <= result.match <= 1.0 and result.triggered == (result.match > exported.manifest["threshold"])
 
 
 @pytest.mark.parametrize("bad, key", [({"lr_rel": "fast"}, "lr_rel"), ({"grad_threshold": "x"}, "grad_threshold"),
