@@ -56,7 +56,7 @@ def diagnose(guard: Any, attacked: dict[str, list], scanned: dict[str, list]) ->
     trigger is left. ``scanned``: each trigger's ``ScanResult``s from ``guard`` (growing off).
 
     Returns ``{"complete" | "partial": {"n", "gain_p50", "gain_p95", "gain_p99",
-    "nearest_flagging_pv"}}`` (gain: match units; the last a share).
+    "nearest_flagging_pv"}}`` (gain: the flagging PV's share of agreeing signs; the last a share).
     """
     from lmsan.runtime.removal import grow
 
@@ -104,7 +104,7 @@ def evaluate(row: str, args: argparse.Namespace) -> dict[str, Any]:
            "acc_backdoor": acc_before, "grow_margin": GROW_MARGIN}
     for label, grows, flagging in SETTINGS:
         guard = Guard.load(directory, grow_margin=GROW_MARGIN if grows else None)
-        guard._per_pv = flagging  # False: the rule of a graph without pv_match (the best PV's share)
+        guard._per_pv = flagging and grows  # False: the rule of a graph without pv_match (the best PV's share)
         kept: dict[str, list] = {}
         out[label] = scored(guard, inputs, gold, attacked, acc_before, kept)
         if label == "off":

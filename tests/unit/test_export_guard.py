@@ -242,6 +242,19 @@ def test_clean_pv_set_never_triggers(tmp_path):
     assert pv_match.shape == (3, 0)
 
 
+def test_a_clean_pv_set_exports_and_scans(tmp_path):
+    """K = 0 (a clean verdict's PV set): the graph exports, passes parity and loads; nothing triggers."""
+    from lmsan.export import export_guard
+    from lmsan.runtime import Guard
+
+    exported = export_guard(tiny_model(), PVSet(np.zeros((0, 32), np.float32)), tmp_path / "g")
+    assert exported.parity.passed and exported.manifest["pvs"]["size"] == 0
+    guard = Guard.load(tmp_path / "g")
+    results = guard.scan_batch(["a short text", ANCHOR])
+    assert [(r.triggered, r.match, r.pv_index) for r in results] == [(False, 0.0, None)] * 2
+    assert guard._detect([("a short text",), (ANCHOR,)], per_pv=True)[3].shape == (2, 0)
+
+
 def test_manifest_records_hashes_and_settings(guard_dir):
     from lmsan.files import sha256_file
     from lmsan.models import load_model

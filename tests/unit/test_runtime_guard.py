@@ -113,17 +113,20 @@ def test_rows_of_very_different_lengths_go_in_separate_calls(guard_dir):
 
 @pytest.mark.parametrize("kw", [dict(), dict(max_batch=2), dict(buckets=True, max_batch=2)])
 def test_saliency_rows_survive_split_and_bucketed_calls(guard, guard_dir, kw):
-    """Rows sorted by length, split into calls, padded to buckets: each saliency row is its own."""
+    """Rows sorted by length, split into calls, padded to buckets: each saliency row and each
+    ``pv_match`` row is its own."""
     split = Guard.load(guard_dir, threshold=0.95, **kw)
     texts = ["x", " ".join(ANCHOR.split() * 4), "y z", ANCHOR, "the lazy dog"]
     units = [(t,) for t in texts]
-    match, _, triggered, rows = split._detect(units, saliency=True)
-    for unit, score, flag, row in zip(units, match, triggered, rows):
-        alone = guard._detect([unit], saliency=True)
+    match, nearest, triggered, shares, rows = split._detect(units, saliency=True, per_pv=True)
+    assert np.allclose(shares.max(axis=1), match) and np.array_equal(shares.argmax(axis=1), nearest)
+    for unit, score, flag, share, row in zip(units, match, triggered, shares, rows):
+        alone = guard._detect([unit], saliency=True, per_pv=True)
         n = guard.encoder.lengths([unit])[0]
         assert flag == alone[2][0] and score == pytest.approx(alone[0][0], abs=1.5 / 32)
-        assert np.allclose(row[:n], alone[3][0][:n], atol=1e-5) and np.allclose(row[n:], 0, atol=1e-6)
-        assert split.encoder.top_word(unit, row) == guard.encoder.top_word(unit, alone[3][0])
+        assert np.allclose(share, alone[3][0], atol=1.5 / 32)
+        assert np.allclose(row[:n], alone[4][0][:n], atol=1e-5) and np.allclose(row[n:], 0, atol=1e-6)
+        assert split.encoder.top_word(unit, row) == guard.encoder.top_word(unit, alone[4][0])
 
 
 def test_sentence_pairs_use_token_types_like_transformers(guard, guard_dir):
