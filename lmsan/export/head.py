@@ -56,18 +56,19 @@ class SignMatchHead(nn.Module):
     def best(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features float [B, d] -> (match float32 [B], pv_index int64 [B]): the best PV's share
         of agreeing signs, and its index (0 and -1 for an empty PV set)."""
-        return self._best(self.agreement(features), features)
+        return self._best(self.agreement(features))
 
-    def _best(self, agree: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``agreement`` [B, K] -> ``best``'s pair (``features`` gives the batch size when K = 0)."""
-        if self.size == 0:
-            return torch.zeros_like(features[:, 0]).float(), torch.full_like(features[:, 0], -1).long()
+    def _best(self, agree: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``agreement`` float32 [B, K] -> ``best``'s pair."""
+        if self.size == 0:  # [B, 0]: its row sums are the zeros, and no PV is -1
+            zeros = agree.sum(dim=1)
+            return zeros, zeros.long() - 1
         match, pv_index = agree.max(dim=1)
         return match, pv_index
 
     def forward(self, features: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, ...]:
         agree = self.agreement(features)
-        match, pv_index = self._best(agree, features)
+        match, pv_index = self._best(agree)
         return match, pv_index, match > threshold, agree
 
 

@@ -158,7 +158,7 @@ class Guard:
         self._pair_sentences = manifest.task is None and manifest.target != "mask"
         outputs = {output.name for output in session.get_outputs()}
         self._saliency = saliency and search == "probe" and "saliency" in outputs  # the removal's first guess
-        self._per_pv = PER_PV in outputs
+        self._per_pv = grow_margin is not None and PER_PV in outputs  # removal trials fetch it to grow by
 
     @classmethod
     def load(cls, directory: str | Path, *, providers: Sequence[ProviderSpec] | str | None = None,
