@@ -1,6 +1,7 @@
 """Which optional extra each command needs, and the one-line error when it is not installed.
 
-``pip install lmsan`` is the torch-free runtime (``lmsan-guard``, ``lmsan.runtime``, ``lmsan data``).
+``pip install lmsan`` is the torch-free runtime (``lmsan-guard``, ``lmsan-calibrate``, ``lmsan.runtime``,
+``lmsan data``).
 Everything else lives in extras (``pyproject.toml``); a command run without its extra fails with
 ``MissingExtraError`` naming the extra and the pip command (``lmsan.cli._common`` prints it and
 exits 2). Detection uses ``importlib.util.find_spec``, so checking imports nothing. Stdlib only.

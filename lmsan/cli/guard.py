@@ -11,22 +11,19 @@ torch or transformers.
 
 from __future__ import annotations
 
-import json
-import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
 from lmsan.cli._common import (CONTEXT_SETTINGS, EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND, common_options, configure_logging,
                                emit_json, run)
+from lmsan.cli._inputs import Item, read_inputs
 from lmsan.runtime.removal import GROW_MARGIN, MAX_TRIALS, SEARCHES
 
 CHUNK = 256  # inputs per scan_batch call
 SHOWN_TAGS = 40  # a token task's text line shows this many word/TAG pairs (--json has them all)
-_UNDECODED = re.compile("[\udc80-\udcff]")  # how surrogateescape carries a byte that is not UTF-8
 
 
 @click.command("lmsan-guard", context_settings=CONTEXT_SETTINGS)
@@ -81,7 +78,7 @@ def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, thre
 
     if texts and input_file:
         raise click.UsageError("give TEXT arguments or --file, not both")
-    items = list(_inputs(texts, input_file))
+    items = list(read_inputs(texts, input_file))
     if not items:
         raise click.UsageError("no input: give TEXT arguments, --file, or lines on stdin")
     scanner = Guard.load(directory, providers=list(providers) or None, threshold=threshold, search=search,
@@ -104,16 +101,6 @@ def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, thre
         bad = f", {len(errors)} bad" if errors else ""
         click.echo(f"{flagged} of {len(results)} inputs triggered{bad} ({scanner.provider})", err=True)
     return EXIT_ERROR if errors else EXIT_FOUND if flagged else EXIT_CLEAN
-
-
-@dataclass(frozen=True)
-class Item:
-    """One input: ``value`` (a text or pair, None if unreadable), ``where`` it came from
-    (``input N``, ``FILE:LINE``, ``<stdin>:LINE``) and why it is unreadable, if it is."""
-
-    value: Any
-    where: str
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,54 +138,6 @@ def _record(item: Item, result: Any) -> dict[str, Any]:
     if isinstance(result, Failed):
         return {"input": value, "where": item.where, "error": result.reason}
     return {"input": value, "where": item.where, **result.to_dict()}
-
-
-def _inputs(texts: tuple[str, ...], input_file: Path | None) -> Iterator[Item]:
-    """Texts from arguments, else JSONL lines from --file, else stdin lines (blank ones skipped)."""
-    if texts:
-        for number, text in enumerate(texts):
-            bad = _UNDECODED.search(text)  # os/click decode argv bytes with surrogateescape
-            error = f"undecodable byte 0x{ord(bad.group()) & 0xFF:02X} at index {bad.start()} (not UTF-8)" if bad else None
-            yield Item(None if bad else text, f"input {number}", error)
-        return
-    if input_file:
-        with open(input_file, "rb") as handle:
-            yield from _lines(handle, str(input_file), json_lines=True)
-        return
-    if sys.stdin is None or sys.stdin.isatty():
-        return
-    stream = getattr(sys.stdin, "buffer", None)
-    yield from _lines(stream if stream is not None else sys.stdin, "<stdin>", json_lines=False)
-
-
-def _lines(handle: Any, name: str, *, json_lines: bool) -> Iterator[Item]:
-    """Non-blank lines of a binary (or, for tests, text) stream, each decoded as UTF-8 alone."""
-    for number, line in enumerate(handle, 1):
-        where = f"{name}:{number}"
-        if isinstance(line, bytes):
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield Item(None, where, f"invalid UTF-8 (byte 0x{line[exc.start]:02X} at offset {exc.start})")
-                continue
-        if line.strip():
-            yield _parse(line, where) if json_lines else Item(line.rstrip("\r\n"), where)
-
-
-def _parse(line: str, where: str) -> Item:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return Item(None, where, f"not JSON ({exc.msg})")
-    if isinstance(value, dict):
-        if "text" in value:
-            return Item(value["text"], where)
-        if "text_a" in value and "text_b" in value:
-            return Item((value["text_a"], value["text_b"]), where)
-        return Item(None, where, "an object needs 'text' or 'text_a' and 'text_b'")
-    if isinstance(value, list) and len(value) == 2:
-        return Item((value[0], value[1]), where)
-    return Item(value, where)  # a string; anything else is refused by the guard's input check
 
 
 def _answer(result: Any) -> str:

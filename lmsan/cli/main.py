@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "mine": ("lmsan.cli.mine", "mine"),
     "export": ("lmsan.cli.export", "export"),
     "guard": ("lmsan.cli.guard", "guard"),
+    "calibrate": ("lmsan.cli.calibrate", "calibrate"),
     "tune": ("lmsan.cli.tune", "tune"),
     "serve": ("lmsan.cli.serve", "serve"),
     "scan-many": ("lmsan.cli.scan_many", "scan_many"),

@@ -24,7 +24,8 @@ import numpy as np
 from lmsan.errors import ConfigError, DataError, InputError, LmsanError
 from lmsan.files import cache_dir
 from lmsan.runtime.encode import MAX_CHARS, Encoder, check_input
-from lmsan.runtime.manifest import SEQUENCE_INPUTS, TASK_INPUTS, GuardManifest
+from lmsan.runtime.calibrate import calibrated_scores
+from lmsan.runtime.manifest import PER_PV, SEQUENCE_INPUTS, TASK_INPUTS, GuardManifest
 from lmsan.runtime.removal import (GROW_MARGIN, MAX_TRIALS, SEARCHES, BudgetExceeded, PurgeOutcome, Unit, grow,
                                    make_search, remove_within,
                                    run_searches)
@@ -36,7 +37,6 @@ Input = str | tuple[str, str]
 BUCKET_TOKENS = 16  # sequence-length bucket width (``buckets``)
 WARMUP_TOKENS = 512  # default warm-up covers buckets up to this length
 SCORES = ["match", "pv_index", "triggered"]  # graph outputs every scan reads
-PER_PV = "pv_match"  # every PV's share [N, K]: what a removal grows by (graphs exported before it lack it)
 SPLIT_TOKENS = 32  # CPU: padding waste (row-tokens) worth one more session call
 
 
@@ -147,6 +147,9 @@ class Guard:
         self.manifest, self.session, self.encoder = manifest, session, encoder
         self.grow_margin = grow_margin
         self._threshold = np.array(threshold, dtype=np.float32)
+        # a calibrated guard: each PV flags above max(T_match, its own threshold), scored from pv_match
+        self._limits = None if manifest.pv_thresholds is None else np.maximum(
+            self._threshold, np.array(manifest.pv_thresholds, np.float32))
         self.max_batch, self.max_window, self.search, self.block = max_batch, max_window, search, block
         self.max_chars, self.buckets = max_chars, buckets
         self.max_trials, self.time_budget_s, self.fail_open = max_trials, time_budget_s, fail_open
@@ -261,8 +264,9 @@ class Guard:
                     max_trials=max_trials, time_budget_s=time_budget_s, fail_open=fail_open,
                     grow_margin=grow_margin)
         guard._self_check()
-        log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f) in %.2f s", directory, guard.provider,
-                 manifest.pv_count, manifest.target, threshold, time.perf_counter() - started)
+        log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f%s) in %.2f s", directory, guard.provider,
+                 manifest.pv_count, manifest.target, threshold,
+                 ", per-PV thresholds calibrated" if manifest.pv_thresholds else "", time.perf_counter() - started)
         return guard
 
     def _self_check(self) -> None:
@@ -297,6 +301,12 @@ class Guard:
     def threshold(self) -> float:
         """``T_match`` in use."""
         return float(self._threshold)
+
+    @property
+    def pv_thresholds(self) -> tuple[float, ...] | None:
+        """Each PV's threshold in use, ``max(T_match, its calibrated one)``, for a calibrated
+        guard (``lmsan.runtime.calibrate``); None when every PV flags above ``T_match``."""
+        return None if self._limits is None else tuple(float(x) for x in self._limits)
 
     def warmup(self, shapes: Sequence[tuple[int, int]] | None = None) -> float:
         """Run the graph once per (batch, sequence) shape (builds TensorRT engines); return seconds.
@@ -564,10 +574,17 @@ class Guard:
         return [out[:rows] for out in self._run(vars(batch), names)]
 
     def _run(self, arrays: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """One session call for the outputs ``names`` (``SCORES`` first); a calibrated guard's
+        scores come from ``pv_match`` and its per-PV thresholds (``calibrated_scores``)."""
         feed = {name: arrays[name] for name in self._inputs}
         feed["threshold"] = self._threshold
         feed.update(self._task_feed)
-        return self.session.run(names, feed)
+        if self._limits is None:
+            return self.session.run(names, feed)
+        fetched = names if PER_PV in names else [*names, PER_PV]
+        outputs = self.session.run(fetched, feed)
+        per_pv = outputs[fetched.index(PER_PV)]
+        return [*calibrated_scores(per_pv, self._limits), *outputs[len(SCORES):len(names)]]
 
     def _result(self, texts: tuple[str, ...], mine: list[int], owners: list, match: list[float],
                 pv_index: list[int], triggered: list[bool], outcomes: dict, sanitize: bool,

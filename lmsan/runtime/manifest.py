@@ -31,6 +31,8 @@ GUARD_FORMAT = "lmsan.guard/1"
 SCHEMA_VERSION = 1
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # int64 [B, T]; token_type_ids optional
 SCORE_OUTPUTS = ("match", "pv_index", "triggered")
+PER_PV = "pv_match"  # float32 [B, K]: every PV's share (a calibrated guard needs it)
+CALIBRATION = "calibration"  # guard.json: per-PV thresholds from clean inputs (lmsan.runtime.calibrate)
 TASK_INPUTS = ("prompt", "head_weight", "head_bias")  # float32; a shared task graph's task tensors
 TASK_KINDS = ("sequence", "tokens")  # task.kind: one label per input / one label per word
 TASK_MONITORS = ("bare", "task")  # task.monitor: the pass the PV monitor reads (lmsan.export.tasks.MONITORS)
@@ -63,6 +65,9 @@ class GuardManifest:
         labels: a task guard's label names (``task.labels``; the graph's ``logits`` [B, C], or a
             token task's [B, T, C], follow their order), or None for a bare-backbone guard.
         task: a task guard's ``task`` object (name, method, head position, ...), or None.
+        pv_thresholds: float [K], each PV's own threshold from a calibration on clean inputs
+            (``lmsan.runtime.calibrate``, ``guard.json`` ``calibration``), or None: every PV at
+            ``T_match``. A PV flags an input when its share exceeds ``max(T_match, its threshold)``.
         digest: the manifest's own SHA-256 (``None`` for guards exported before it existed).
         raw: the parsed JSON.
     """
@@ -82,6 +87,7 @@ class GuardManifest:
     raw: dict[str, Any]
     labels: tuple[str, ...] | None = None
     task: dict[str, Any] | None = None
+    pv_thresholds: tuple[float, ...] | None = None
 
     @property
     def path(self) -> Path:
@@ -159,6 +165,7 @@ class GuardManifest:
         if target == "mask" and (mask_token is None or mask_id is None):
             raise DataError(f"malformed {path}: target 'mask' needs tokenizer.mask_token and tokenizer.mask_id")
         task, labels = _task(raw, path, task)
+        pv_count = _Fields(field.get("pvs", dict), path, "pvs.").get("size", int, low=0)
         manifest = cls(
             directory=directory,
             graph=directory / _plain(field.get("graph", str), path),
@@ -170,11 +177,12 @@ class GuardManifest:
             pad_id=tokenizer.get("pad_id", int, low=0),
             mask_token=mask_token,
             mask_id=mask_id,
-            pv_count=_Fields(field.get("pvs", dict), path, "pvs.").get("size", int, low=0),
+            pv_count=pv_count,
             digest=digest,
             raw=raw,
             labels=labels,
             task=task,
+            pv_thresholds=_pv_thresholds(raw, path, pv_count),
         )
         for needed in (manifest.graph.name, manifest.tokenizer.name, *(t["file"] for t in raw.get("tasks") or ())):
             if needed not in files:
@@ -206,11 +214,12 @@ class GuardManifest:
             expected = "tensor(float)" if name == "threshold" or name in TASK_INPUTS else "tensor(int64)"
             if kind != expected:
                 raise DataError(f"{self.graph}: input {name} is {kind}, expected {expected}")
-        missing = [name for name in SCORE_OUTPUTS + (("logits",) if self.task else ()) if name not in outputs]
+        needed = SCORE_OUTPUTS + (("logits",) if self.task else ()) + ((PER_PV,) if self.pv_thresholds else ())
+        missing = [name for name in needed if name not in outputs]
         listed = self.raw.get("outputs")
         if missing or (listed is not None and list(listed) != list(outputs)):
             raise DataError(f"{where} disagree on the graph outputs: graph {outputs}, manifest {listed} "
-                            f"(needs {', '.join(SCORE_OUTPUTS)}{', logits' if self.task else ''})")
+                            f"(needs {', '.join(needed)})")
 
     def check_scores(self, pv_index: int) -> None:
         """Check ``pvs.size`` against one ``pv_index`` the graph returned: -1 exactly when ``K = 0``,
@@ -323,6 +332,20 @@ def _task(raw: dict[str, Any], path: Path, wanted: str | None) -> tuple[dict[str
         raise DataError(f"malformed {path}: a token task reads single texts with its monitor at target 'token', "
                         f"got target {raw.get('target')!r}{' and pairs' if task.get('pairs') else ''}")
     return task, tuple(labels)
+
+
+def _pv_thresholds(raw: dict[str, Any], path: Path, pv_count: int) -> tuple[float, ...] | None:
+    """``calibration.pv_thresholds`` checked: K shares in [0, 1]; None for an uncalibrated guard."""
+    if raw.get(CALIBRATION) is None:
+        return None
+    if pv_count == 0:
+        raise DataError(f"malformed {path}: a guard with no PVs has nothing to calibrate, but it has {CALIBRATION}")
+    values = _Fields(_Fields(raw, path).get(CALIBRATION, dict), path, f"{CALIBRATION}.").get("pv_thresholds", list)
+    if len(values) != pv_count or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           and 0.0 <= v <= 1.0 for v in values):
+        raise DataError(f"malformed {path}: {CALIBRATION}.pv_thresholds must be {pv_count} shares in [0, 1] "
+                        f"(one per PV), got {values!r}")
+    return tuple(float(v) for v in values)
 
 
 def _check_digest(raw: dict[str, Any], path: Path, pinned: str | None) -> str | None:

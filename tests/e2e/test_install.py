@@ -75,7 +75,7 @@ def guard_dir() -> Path:
 
 
 def test_runtime_install_has_no_torch_transformers_or_onnx(venv):
-    code = ("import importlib.util, json, lmsan, lmsan.runtime, lmsan.cli.guard, lmsan.cli.main; "
+    code = ("import importlib.util, json, lmsan, lmsan.runtime, lmsan.cli.guard, lmsan.cli.calibrate, lmsan.cli.main; "
             f"print(json.dumps({{'file': lmsan.__file__, 'found': [m for m in {HEAVY!r} "
             "if importlib.util.find_spec(m)]}))")
     done = venv.run("python", "-c", code)
@@ -100,6 +100,18 @@ def test_guard_scans_like_the_full_install(venv, guard_dir):
         assert (row["triggered"], row["sanitized"], tuple(row["removed"])) == \
                (result.triggered, result.sanitized, result.removed)
         assert row["match"] == pytest.approx(result.match, abs=1e-6)
+
+
+def test_calibration_runs_in_the_runtime_install(venv, guard_dir, tmp_path):
+    from lmsan.runtime import Guard, calibrate
+
+    clean = [f"clean sentence number {i} about the weather" for i in range(100)]
+    path = tmp_path / "clean.jsonl"
+    path.write_text("".join(json.dumps(text) + "\n" for text in clean))
+    done = venv.run("lmsan-calibrate", str(guard_dir), "--file", str(path), "--dry-run", "--json", "-q")
+    assert done.returncode == 0, done.stderr
+    expected = calibrate(Guard.load(guard_dir), clean)
+    assert json.loads(done.stdout)["calibration"]["pv_thresholds"] == pytest.approx(list(expected.pv_thresholds))
 
 
 def test_mining_and_export_name_the_extra(venv, tmp_path):

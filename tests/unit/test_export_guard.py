@@ -253,6 +253,11 @@ def test_a_clean_pv_set_exports_and_scans(tmp_path):
     results = guard.scan_batch(["a short text", ANCHOR])
     assert [(r.triggered, r.match, r.pv_index) for r in results] == [(False, 0.0, None)] * 2
     assert guard._detect([("a short text",), (ANCHOR,)], per_pv=True)[3].shape == (2, 0)
+    from lmsan.errors import ConfigError
+    from lmsan.runtime import calibrate
+
+    with pytest.raises(ConfigError, match="no PVs"):
+        calibrate(guard, ["a short text"] * 100)
 
 
 def test_manifest_records_hashes_and_settings(guard_dir):

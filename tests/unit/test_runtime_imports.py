@@ -24,6 +24,8 @@ guard.warmup()
 result = guard.scan({ANCHOR!r})
 assert result.triggered and result.removed, result
 guard.scan(("a pair", "of texts"))
+from lmsan.runtime import calibrate
+assert len(calibrate(guard, ["a clean text", "another one"] * 50, cap=0.99).pv_thresholds) == 3
 {HEAVY}
 """
     done = _python(code)
@@ -47,7 +49,7 @@ else:
 
 
 def test_help_imports_nothing_heavy():
-    for module in ("guard", "export"):
+    for module in ("guard", "calibrate", "export"):
         code = f"""
 import sys
 from lmsan.cli import {module}

@@ -173,6 +173,7 @@ def test_sanitize_false_and_info(server, guard):
     info = httpx.get(f"{server}/v1/info").json()
     assert info["guard"] == guard.digest and info["labels"] is None and info["task"] is None
     assert info["threshold"] == pytest.approx(THRESHOLD) and info["serving"]["max_items"] == 8
+    assert info["pv_thresholds"] is None  # not calibrated
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
 
 
