@@ -8,7 +8,7 @@ task's prompt was tuned on (disjoint from the test inputs): what a service owner
 copy of the guard directory is calibrated with ``lmsan.runtime.calibrate`` at each quantile (cap
 ``--cap``) and scanned as ``end_to_end`` scans; ΔACC is against the unguarded task in PyTorch.
 
-    .venv/bin/python benchmarks/calibration.py [--rows bert-por/bbcnews ...] [--quantiles 0.99 0.995]
+    .venv/bin/python benchmarks/calibration.py [--rows bert-por/bbcnews minilm-por/bbcnews ...] [--quantiles 0.99 0.995]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def evaluate(row: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any
     from lmsan.tuning.tasks import task_data
 
     name, task = row.split("/")
-    bb = e2e.backbones([name], False)[0]
+    minilm = name == "minilm-por"  # end_to_end's real-model row (--minilm)
+    bb = e2e.backbones([] if minilm else [name], minilm)[0]
     method = e2e.ATTACK_TUNING[bb["attack"]]
     directory = e2e.task_guard(bb, "backdoored", task, method, args, "bare").manifest.directory
     inputs, gold, attacked = e2e.setting_data(task, bb["triggers"], args)
@@ -55,7 +56,7 @@ def evaluate(row: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any
     acc_before = float(np.mean(e2e.Unguarded(bb["backdoored"], task_dir, base.manifest.max_length).predict(inputs) == gold))
     train = task_data(task, test_size=args.test, seed=0).train
     clean = list(zip(train.texts, train.text_pairs)) if train.text_pairs else list(train.texts)
-    out = {"backbone": name, "task": task, "attack": bb["attack"], "tuning": e2e.TUNING_NAME[method],
+    out = {"backbone": name, "model": bb["model"], "task": task, "attack": bb["attack"], "tuning": e2e.TUNING_NAME[method],
            "acc_backdoor": acc_before, "calibration_inputs": len(clean), "cap": args.cap, "threshold": base.threshold,
            "uncalibrated": figures(base, inputs, gold, attacked, acc_before), "calibrated": {}}
     for quantile in args.quantiles:
@@ -77,13 +78,14 @@ def table(rows: list[dict], quantiles: list[float]) -> str:
     def pct(x: float) -> str:
         return f"{100 * x:.1f}"
 
-    lines = [f"| attack | tuning | task | ASR after: T_match → q {' → q '.join(map(str, quantiles))} | WASR after | "
+    lines = [f"| attack | tuning | task | model | ASR after: T_match → q {' → q '.join(map(str, quantiles))} | WASR after | "
              "ΔACC | flagged clean | flagged triggered | rejected clean | PVs raised / at the cap |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         last = r["calibrated"][str(quantiles[-1])]
         raised = sum(t > r["threshold"] for t in last["pv_thresholds"])
-        lines.append(f"| {r['attack']} | {r['tuning']} | {r['task']} | {each(r, 'asr_after', pct)} | "
+        lines.append(f"| {r['attack']} | {r['tuning']} | {r['task']} | {r['model']} | "
+                     f"{each(r, 'asr_after', pct)} | "
                      f"{each(r, 'wasr_after', pct)} | {each(r, 'acc_change', lambda x: f'{100 * x:+.1f}')} | "
                      f"{each(r, 'flagged_clean', pct)} | {each(r, 'flagged_triggered', pct)} | "
                      f"{each(r, 'rejected_clean', pct)} | {raised} / {len(last['capped'])} of "
@@ -93,7 +95,8 @@ def table(rows: list[dict], quantiles: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="BACKBONE/TASK")
+    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="BACKBONE/TASK",
+                        help="end_to_end rows (minilm-por/TASK: all-MiniLM-L6-v2, once end_to_end.py --minilm cached it)")
     parser.add_argument("--quantiles", nargs="+", type=float, default=[0.99, 0.995])
     parser.add_argument("--cap", type=float, default=0.9)
     parser.add_argument("--test", type=int, default=400, help="test examples per task (end_to_end's split)")

@@ -32,8 +32,8 @@ DEFAULT_CAP = 0.9
 @click.option("--quantile", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=DEFAULT_QUANTILE,
               show_default=True,
               help="Each PV's threshold is this quantile of the clean inputs' shares of agreeing signs with it "
-                   "(about 1 - QUANTILE of such inputs flag each raised PV); needs at least 1 / (1 - QUANTILE) "
-                   "inputs.")
+                   "(about 1 - QUANTILE of such inputs flag each raised PV); a PV flags above the larger of T_match and "
+                   "its threshold. Needs more than 1 / (1 - QUANTILE) inputs (101 at 0.99).")
 @click.option("--cap", type=click.FloatRange(0.0, 1.0, min_open=True), default=DEFAULT_CAP, show_default=True,
               help="Highest threshold calibration may set. Clean inputs that reach a PV harder are the backdoor "
                    "firing on a natural word or triggered inputs in the sample: those PVs stay at the cap (warned).")
@@ -94,8 +94,8 @@ def _report(outcome: dict, as_json: bool) -> None:
     if found is None:
         click.echo("calibration removed: every PV flags above T_match", err=True)
     else:
-        thresholds = " ".join(f"{t:.3f}" for t in found["pv_thresholds"])
-        click.echo(f"PV thresholds (T_match {found['threshold']:.3f}, cap {found['cap']:.3f}): {thresholds}", err=True)
+        thresholds = " ".join(f"{max(t, found['threshold']):.3f}" for t in found["pv_thresholds"])
+        click.echo(f"PV thresholds at T_match {found['threshold']:.3f} (cap {found['cap']:.3f}): {thresholds}", err=True)
         click.echo(f"clean inputs flagged: {100 * found['flagged_before']:.1f} % at T_match -> "
                    f"{100 * found['flagged_after']:.1f} % calibrated ({found['inputs']} inputs)", err=True)
         if found["capped"]:

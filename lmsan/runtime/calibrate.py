@@ -4,8 +4,10 @@ into its ``guard.json``; a loaded calibrated guard scores with ``calibrated_scor
 ``T_match`` (0.8) is one number for every PV. A PV that sits where the model puts many clean
 inputs (on the 2-layer test BERT, collateral PVs that clean news texts reach at p99 0.83-0.95)
 flags clean inputs, which the guard then edits or rejects. Calibration gives each PV its own
-threshold: the ``quantile`` of the PV's share of agreeing signs over clean inputs, never below
-``T_match`` (a threshold is only ever raised) and never above ``cap``. The cap is a safety bound:
+threshold: the ``quantile`` of the PV's share of agreeing signs over clean inputs, at most
+``cap``; the guard flags a PV above ``max(T_match, its threshold)``, so calibration only ever
+raises a PV above ``T_match`` (a ``threshold`` lowered at load lowers the others). The cap is a
+safety bound:
 clean inputs that reach a PV harder than that are the backdoor itself firing on a natural word
 (the tokenizer splits ``Qwest`` into the trigger's sub-word) or a calibration set with triggered
 inputs in it; such PVs stay at ``cap`` and are reported (``Calibration.capped``).
@@ -48,16 +50,16 @@ class Calibration:
     """Per-PV thresholds from clean inputs (``guard.json`` ``calibration``).
 
     Attributes:
-        pv_thresholds: float [K], each PV's threshold: its clean ``quantile``, clipped to
-            [T_match, cap] (shares of agreeing signs in [0, 1]).
+        pv_thresholds: float [K], each PV's threshold: its clean ``quantile``, at most ``cap``
+            (shares of agreeing signs in [0, 1]); the guard uses ``max(T_match, threshold)``.
         quantile: the quantile of the clean inputs' shares, in (0, 1).
         cap: the highest threshold calibration may set.
         inputs: clean inputs read.
         inputs_sha256: SHA-256 of the inputs (canonical JSON list), to trace the calibration set.
         capped: PVs whose clean quantile reached ``cap`` (the threshold is the cap).
         flagged_before: share of the clean inputs flagged at ``T_match`` alone.
-        flagged_after: share flagged with the calibrated thresholds.
-        threshold: ``T_match`` the thresholds were clipped to (the guard's at calibration).
+        flagged_after: share flagged with the calibrated thresholds (at ``threshold``).
+        threshold: ``T_match`` of the guard calibrated (``flagged_before`` / ``_after`` are at it).
     """
 
     pv_thresholds: tuple[float, ...]
@@ -94,15 +96,16 @@ def calibrated_scores(per_pv: np.ndarray, limits: np.ndarray) -> tuple[np.ndarra
     return per_pv[rows, best].astype(np.float32), best.astype(np.int64), excess[rows, best] > 0
 
 
-def pv_thresholds(shares: np.ndarray, *, quantile: float, threshold: float, cap: float) -> np.ndarray:
+def pv_thresholds(shares: np.ndarray, *, quantile: float, cap: float) -> np.ndarray:
     """Each PV's threshold from clean inputs' shares: float [N, K] -> float [K], the ``quantile``
-    of each column (an observed share, numpy's ``higher`` method) clipped to [threshold, cap]."""
-    return np.clip(np.quantile(shares, quantile, axis=0, method="higher"), threshold, cap)
+    of each column (an observed share, numpy's ``higher`` method), at most ``cap``."""
+    return np.minimum(np.quantile(shares, quantile, axis=0, method="higher"), cap)
 
 
 def min_inputs(quantile: float) -> int:
-    """Fewest clean inputs for a ``quantile`` above what the largest share alone would give."""
-    return math.ceil(round(1.0 / (1.0 - quantile), 9))
+    """Fewest clean inputs whose ``quantile`` (numpy's ``higher`` method) is not their largest
+    share: more than ``1 / (1 - quantile)`` (101 at 0.99)."""
+    return math.floor(round(1.0 / (1.0 - quantile), 9)) + 1
 
 
 def calibrate(guard: Guard, inputs: Sequence[str | tuple[str, str]], *, quantile: float = DEFAULT_QUANTILE,
@@ -138,9 +141,9 @@ def calibrate(guard: Guard, inputs: Sequence[str | tuple[str, str]], *, quantile
     checked = [check_input(value, max_chars=guard.max_chars, index=i) for i, value in enumerate(inputs)]
     shares = np.concatenate([_input_shares(guard, checked[start:start + CHUNK], start, len(checked))
                              for start in range(0, len(checked), CHUNK)])
-    thresholds = pv_thresholds(shares, quantile=quantile, threshold=guard.threshold, cap=cap)
+    thresholds = pv_thresholds(shares, quantile=quantile, cap=cap)
     before = (shares.max(axis=1) > guard.threshold).mean()
-    after = (shares > thresholds).any(axis=1).mean()
+    after = (shares > np.maximum(guard.threshold, thresholds)).any(axis=1).mean()
     capped = tuple(int(k) for k in np.flatnonzero(np.quantile(shares, quantile, axis=0, method="higher") >= cap))
     if capped:
         log.warning("clean inputs reach PVs %s at share >= cap %.3f: the backdoor firing on natural words, or "
@@ -153,7 +156,12 @@ def calibrate(guard: Guard, inputs: Sequence[str | tuple[str, str]], *, quantile
 
 def _input_shares(guard: Guard, inputs: list[tuple[str, ...]], start: int, total: int) -> np.ndarray:
     """float32 [len(inputs), K]: each input's largest share per PV over its units."""
-    units, owners, encodings = guard._units(inputs)
+    try:
+        units, owners, encodings = guard._units(inputs)
+    except InputError as exc:  # numbered within this chunk
+        if exc.index is None:
+            raise
+        raise InputError(exc.reason, index=start + exc.index) from exc
     per_pv = guard._detect(units, encodings, per_pv=True)[3]
     shares = np.zeros((len(inputs), guard.manifest.pv_count), np.float32)
     for unit, (i, _) in enumerate(owners):

@@ -45,10 +45,13 @@ class ScanResult:
     """The verdict on one input.
 
     Attributes:
-        triggered: ``match > T_match`` (on any window of a long input).
+        triggered: ``match > T_match`` (on any window of a long input); for a guard with
+            calibrated per-PV thresholds (``lmsan.runtime.calibrate``): some PV's share is above
+            ``max(T_match, its threshold)``.
         match: float in [0, 1], share of the d feature signs agreeing with the best PV (max over
-            windows).
-        pv_index: index of the best-matching PV when triggered, else None.
+            windows); a triggered input's is the flagging PV's share (of its window or sentence
+            furthest past its threshold).
+        pv_index: index of the best-matching PV when triggered (the flagging PV), else None.
         sanitized: the input with the trigger removed (the input itself when not triggered), in
             the input's shape (str or pair); None when rejected or when removal was not asked for.
         removed: removed trigger candidates (words joined by one space), distinct, in window
@@ -99,7 +102,8 @@ class Score:
     """One removal trial's scores.
 
     Attributes:
-        match: float in [0, 1], the best PV's share of agreeing signs.
+        match: float in [0, 1], the best PV's share of agreeing signs (a calibrated guard: the
+            PV furthest past its own threshold).
         nearest: that PV's index.
         per_pv: float32 [K], every PV's share (the graph's ``pv_match`` row); None for a graph
             exported without that output.
@@ -108,6 +112,11 @@ class Score:
     match: float
     nearest: int
     per_pv: np.ndarray | None
+
+    def closest(self) -> int:
+        """The PV the trial's features agree with most: ``per_pv``'s largest share, whatever
+        the thresholds (``nearest`` where ``per_pv`` is missing)."""
+        return self.nearest if self.per_pv is None else int(np.argmax(self.per_pv))
 
     def towards(self, pv: int) -> float:
         """How close the trial is to PV ``pv``: its share of signs agreeing with that PV (the best
@@ -419,7 +428,7 @@ class Guard:
             for u, (outcome, drops) in state.items():
                 score = scores.get(outcome.sentences)  # a text never scored does not grow
                 full = len(outcome.removed.split(" ")) >= self.max_window
-                if score is None or score.nearest != flagged[u] or full:
+                if score is None or score.closest() != flagged[u] or full:
                     continue  # nothing of this trigger pulls towards its PV any more, or no room left
                 found = grow(units[u], outcome.grown_from or outcome.removed, drops, self._protect)
                 if found and (self.max_trials is None or outcome.trials + len(found) <= self.max_trials):
@@ -613,8 +622,8 @@ class Guard:
         if not hit:
             original: Input = texts[0] if len(texts) == 1 else (texts[0], texts[1])
             return ScanResult(False, match[best], None, original, (), False)
-        best_hit = max(hit, key=match.__getitem__)
-        pv = pv_index[best_hit] if pv_index[best_hit] >= 0 else None
+        best = max(hit, key=match.__getitem__)  # a calibrated guard's best unit need not be a hit
+        pv = pv_index[best] if pv_index[best] >= 0 else None
         if not sanitize:
             return ScanResult(True, match[best], pv, None, (), False)
         found = [(u, outcomes[u]) for u in mine if u in outcomes]

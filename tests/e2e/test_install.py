@@ -105,7 +105,7 @@ def test_guard_scans_like_the_full_install(venv, guard_dir):
 def test_calibration_runs_in_the_runtime_install(venv, guard_dir, tmp_path):
     from lmsan.runtime import Guard, calibrate
 
-    clean = [f"clean sentence number {i} about the weather" for i in range(100)]
+    clean = [f"clean sentence number {i} about the weather" for i in range(120)]
     path = tmp_path / "clean.jsonl"
     path.write_text("".join(json.dumps(text) + "\n" for text in clean))
     done = venv.run("lmsan-calibrate", str(guard_dir), "--file", str(path), "--dry-run", "--json", "-q")

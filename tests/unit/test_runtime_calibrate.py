@@ -59,7 +59,7 @@ def test_thresholds_are_clipped_quantiles_and_the_loaded_guard_flags_by_them(gua
     texts = clean_texts(300)
     guard = Guard.load(guard_dir, threshold=LOW)
     found = calibrate(guard, texts, quantile=0.95, cap=0.9)
-    expected = np.clip(np.quantile(shares(guard, texts), 0.95, axis=0, method="higher"), LOW, 0.9)
+    expected = np.minimum(np.quantile(shares(guard, texts), 0.95, axis=0, method="higher"), 0.9)
     assert found.pv_thresholds == pytest.approx(expected.tolist(), abs=1e-6)
     assert found.inputs == 300 and found.quantile == 0.95 and found.cap == 0.9
     assert found.flagged_after < found.flagged_before
@@ -81,16 +81,16 @@ def test_thresholds_are_clipped_quantiles_and_the_loaded_guard_flags_by_them(gua
 
 def test_a_pair_reads_as_its_nearer_sentence(guard_dir):
     guard = Guard.load(guard_dir)
-    firsts, seconds = clean_texts(100), clean_texts(100, seed=2)
+    firsts, seconds = clean_texts(101), clean_texts(101, seed=2)
     found = calibrate(guard, list(zip(firsts, seconds)), quantile=0.99, cap=1.0)
     nearer = np.maximum(shares(guard, firsts), shares(guard, seconds))
-    expected = np.clip(np.quantile(nearer, 0.99, axis=0, method="higher"), 0.8, 1.0)
+    expected = np.quantile(nearer, 0.99, axis=0, method="higher")
     assert found.pv_thresholds == pytest.approx(expected.tolist(), abs=1e-6)
 
 
 def test_the_cap_bounds_a_threshold_and_names_the_pv(guard_dir, caplog):
     guard = Guard.load(guard_dir)
-    poisoned = clean_texts(99) + [ANCHOR] * 2  # triggered inputs in the calibration set
+    poisoned = clean_texts(100) + [ANCHOR] * 2  # triggered inputs in the calibration set
     found = calibrate(guard, poisoned, quantile=0.99, cap=0.9)
     assert found.pv_thresholds[0] == pytest.approx(0.9) and found.capped == (0,)
     assert "stay at the cap" in caplog.text
@@ -100,7 +100,7 @@ def test_the_cap_bounds_a_threshold_and_names_the_pv(guard_dir, caplog):
 
 def test_digest_changes_and_reset_restores_it(guard_dir):
     original = Guard.load(guard_dir).digest
-    digest = write_calibration(guard_dir, calibrate(Guard.load(guard_dir, threshold=LOW), clean_texts(100)))
+    digest = write_calibration(guard_dir, calibrate(Guard.load(guard_dir, threshold=LOW), clean_texts(120)))
     assert digest != original and Guard.load(guard_dir, expect_digest=digest).pv_thresholds is not None
     with pytest.raises(IntegrityError):
         Guard.load(guard_dir, expect_digest=original)
@@ -109,7 +109,7 @@ def test_digest_changes_and_reset_restores_it(guard_dir):
 
 
 def test_edited_or_malformed_thresholds_are_refused(guard_dir):
-    write_calibration(guard_dir, calibrate(Guard.load(guard_dir, threshold=LOW), clean_texts(100)))
+    write_calibration(guard_dir, calibrate(Guard.load(guard_dir, threshold=LOW), clean_texts(120)))
     path = guard_dir / "guard.json"
     raw = json.loads(path.read_text())
     raw["calibration"]["pv_thresholds"][0] = 0.99
@@ -127,15 +127,19 @@ def test_edited_or_malformed_thresholds_are_refused(guard_dir):
 def test_bad_calibration_requests(guard_dir):
     guard = Guard.load(guard_dir)
     with pytest.raises(ConfigError, match="quantile"):
-        calibrate(guard, clean_texts(100), quantile=1.0)
+        calibrate(guard, clean_texts(120), quantile=1.0)
     with pytest.raises(ConfigError, match="cap"):
-        calibrate(guard, clean_texts(100), cap=0.8)
-    assert min_inputs(0.99) == 100 and min_inputs(0.9) == 10
-    with pytest.raises(InputError, match="at least 100"):
-        calibrate(guard, clean_texts(99))
+        calibrate(guard, clean_texts(120), cap=0.8)
+    assert min_inputs(0.99) == 101 and min_inputs(0.9) == 11 and min_inputs(0.995) == 201
+    with pytest.raises(InputError, match="at least 101"):
+        calibrate(guard, clean_texts(100))
     with pytest.raises(InputError) as bad:
-        calibrate(guard, clean_texts(50) + [""] + clean_texts(49))
+        calibrate(guard, clean_texts(50) + [""] + clean_texts(60))
     assert bad.value.index == 50
+    long_pair = (" ".join(["word"] * 30), " ".join(["another"] * 30))  # too long joined: found while reading
+    with pytest.raises(InputError) as bad:
+        calibrate(guard, clean_texts(290) + [long_pair] + clean_texts(20))
+    assert bad.value.index == 290  # numbered in the whole list, not in its chunk of 256
 
 
 def run_cli(args, capsys):
@@ -160,10 +164,21 @@ def test_cli_dry_run_json_and_bad_lines_write_nothing(guard_dir, tmp_path, capsy
     code, out, err = run_cli([str(guard_dir), "--file", str(bad)], capsys)
     assert code == 2 and "bad.jsonl:121" in err and "nothing written" in err and "Traceback" not in err
     code, out, err = run_cli([str(guard_dir), "one", "two"], capsys)
-    assert code == 2 and "at least 100" in err
+    assert code == 2 and "at least 101" in err
     assert (guard_dir / "guard.json").read_bytes() == manifest
 
     code, out, err = run_cli([str(guard_dir), "--file", str(clean), "-q"], capsys)
     assert code == 0 and Guard.load(guard_dir, expect_digest=out.strip()).pv_thresholds is not None
     code, out, err = run_cli([str(guard_dir), "--reset", "--json"], capsys)
     assert code == 0 and json.loads(out)["calibration"] is None and Guard.load(guard_dir).pv_thresholds is None
+
+
+def test_a_triggered_input_reports_its_flagging_pvs_share(guard_dir):
+    """With per-PV thresholds the unit nearest a PV need not be the one that flags: a pair whose
+    first sentence sits at 0.88 under a raised threshold and whose second flags at 0.82 reports
+    the second's PV and share."""
+    guard = Guard.load(guard_dir)
+    owners = [(0, (0, 1)), (0, (0, 1))]
+    result = guard._verdict(("first", "second"), [0, 1], owners, [0.88, 0.82], [0, 1], [False, True], {},
+                            sanitize=False)
+    assert result.triggered and (result.match, result.pv_index) == (0.82, 1)
