@@ -7,8 +7,7 @@ flags clean inputs, which the guard then edits or rejects. Calibration gives eac
 threshold: the ``quantile`` of the PV's share of agreeing signs over clean inputs, at most
 ``cap``; the guard flags a PV above ``max(T_match, its threshold)``, so calibration only ever
 raises a PV above ``T_match`` (a ``threshold`` lowered at load lowers the others). The cap is a
-safety bound:
-clean inputs that reach a PV harder than that are the backdoor itself firing on a natural word
+safety bound: clean inputs that reach a PV harder than that are the backdoor itself firing on a natural word
 (the tokenizer splits ``Qwest`` into the trigger's sub-word) or a calibration set with triggered
 inputs in it; such PVs stay at ``cap`` and are reported (``Calibration.capped``).
 
@@ -96,12 +95,6 @@ def calibrated_scores(per_pv: np.ndarray, limits: np.ndarray) -> tuple[np.ndarra
     return per_pv[rows, best].astype(np.float32), best.astype(np.int64), excess[rows, best] > 0
 
 
-def pv_thresholds(shares: np.ndarray, *, quantile: float, cap: float) -> np.ndarray:
-    """Each PV's threshold from clean inputs' shares: float [N, K] -> float [K], the ``quantile``
-    of each column (an observed share, numpy's ``higher`` method), at most ``cap``."""
-    return np.minimum(np.quantile(shares, quantile, axis=0, method="higher"), cap)
-
-
 def min_inputs(quantile: float) -> int:
     """Fewest clean inputs whose ``quantile`` (numpy's ``higher`` method) is not their largest
     share: more than ``1 / (1 - quantile)`` (101 at 0.99)."""
@@ -112,7 +105,7 @@ def calibrate(guard: Guard, inputs: Sequence[str | tuple[str, str]], *, quantile
               cap: float = DEFAULT_CAP) -> Calibration:
     """Calibrate ``guard``'s per-PV thresholds on clean ``inputs`` (texts or pairs, as ``scan``
     takes them). An input's share for a PV is its largest over the sequences the guard reads for
-    it (a pair's two sentences, a long text's windows), so about ``1 - quantile`` of such inputs
+    it (a backbone guard's pair: its two sentences; a long text: its windows), so about ``1 - quantile`` of such inputs
     flag each PV whose threshold the quantile set. Reads the graph's raw ``pv_match``, so an
     already calibrated guard calibrates afresh.
 
@@ -141,10 +134,11 @@ def calibrate(guard: Guard, inputs: Sequence[str | tuple[str, str]], *, quantile
     checked = [check_input(value, max_chars=guard.max_chars, index=i) for i, value in enumerate(inputs)]
     shares = np.concatenate([_input_shares(guard, checked[start:start + CHUNK], start, len(checked))
                              for start in range(0, len(checked), CHUNK)])
-    thresholds = pv_thresholds(shares, quantile=quantile, cap=cap)
+    clean = np.quantile(shares, quantile, axis=0, method="higher")  # [K]: an observed share per PV
+    thresholds = np.minimum(clean, cap)
     before = (shares.max(axis=1) > guard.threshold).mean()
     after = (shares > np.maximum(guard.threshold, thresholds)).any(axis=1).mean()
-    capped = tuple(int(k) for k in np.flatnonzero(np.quantile(shares, quantile, axis=0, method="higher") >= cap))
+    capped = tuple(int(k) for k in np.flatnonzero(clean >= cap))
     if capped:
         log.warning("clean inputs reach PVs %s at share >= cap %.3f: the backdoor firing on natural words, or "
                     "triggered inputs in the calibration set; those PVs stay at the cap", list(capped), cap)

@@ -49,8 +49,8 @@ class ScanResult:
             calibrated per-PV thresholds (``lmsan.runtime.calibrate``): some PV's share is above
             ``max(T_match, its threshold)``.
         match: float in [0, 1], share of the d feature signs agreeing with the best PV (max over
-            windows); a triggered input's is the flagging PV's share (of its window or sentence
-            furthest past its threshold).
+            windows); a triggered input's is its flagging PV's share (the highest of its
+            triggered windows or sentences).
         pv_index: index of the best-matching PV when triggered (the flagging PV), else None.
         sanitized: the input with the trigger removed (the input itself when not triggered), in
             the input's shape (str or pair); None when rejected or when removal was not asked for.

@@ -55,7 +55,7 @@ def test_calibrated_scores_follow_each_pvs_own_threshold():
     assert match.tolist() == pytest.approx([0.70, 0.99, 0.75, 0.5])
 
 
-def test_thresholds_are_clipped_quantiles_and_the_loaded_guard_flags_by_them(guard_dir):
+def test_thresholds_are_capped_quantiles_and_the_loaded_guard_flags_by_them(guard_dir):
     texts = clean_texts(300)
     guard = Guard.load(guard_dir, threshold=LOW)
     found = calibrate(guard, texts, quantile=0.95, cap=0.9)
