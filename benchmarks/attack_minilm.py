@@ -1,6 +1,8 @@
 """POR attack on the real all-MiniLM-L6-v2 (d=384, 6 layers), then verification.
 
-Shows that the attack suite works on a real pretrained model within minutes on a CPU.
+Shows that the attack suite works on a real pretrained model within minutes on a CPU. The
+defaults are ``lmsan.attacks.MINILM_POR``, the config the other benchmarks attack MiniLM with
+(``lmsan.attacks.minilm_attack``, cached); this script times a fresh run in a temporary directory.
 
     .venv/bin/python benchmarks/attack_minilm.py [--sentences 2000] [--epochs 4] [--lr 5e-5]
 
@@ -23,23 +25,24 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
+    from lmsan.attacks import MINILM_POR
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=2000, help="attack sentences (oanc attack split)")
     parser.add_argument("--test", type=int, default=500, help="held-out test sentences")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--max-length", type=int, default=48)
+    parser.add_argument("--epochs", type=int, default=MINILM_POR.epochs)
+    parser.add_argument("--lr", type=float, default=MINILM_POR.lr)
+    parser.add_argument("--max-length", type=int, default=MINILM_POR.max_length)
     args = parser.parse_args()
 
     import torch
 
-    from lmsan.attacks import AttackConfig, run_attack, verify_attack
+    from lmsan.attacks import run_attack, verify_attack
     from lmsan.data import standard_splits
     from lmsan.models import minilm_path
 
     splits = standard_splits()
-    config = AttackConfig(kind="por", triggers=("cf", "mn", "tq", "qt", "mm", "pt"), epochs=args.epochs,
-                          lr=args.lr, max_length=args.max_length)
+    config = MINILM_POR.replace(epochs=args.epochs, lr=args.lr, max_length=args.max_length)
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         result = run_attack(minilm_path(), splits["attack"][: args.sentences], config, out, progress=True)

@@ -94,25 +94,13 @@ def table(rows: list[dict], quantiles: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="BACKBONE/TASK",
-                        help="end_to_end rows (minilm-por/TASK: all-MiniLM-L6-v2, once end_to_end.py --minilm cached it)")
+    parser = e2e.rows_parser(__doc__, DEFAULT_ROWS, "calibration")
     parser.add_argument("--quantiles", nargs="+", type=float, default=[0.99, 0.995])
     parser.add_argument("--cap", type=float, default=0.9)
-    parser.add_argument("--test", type=int, default=400, help="test examples per task (end_to_end's split)")
-    parser.add_argument("--name", default="calibration", help="results file name")
     args = parser.parse_args()
-    args.seed, args.epochs, args.prompt_head = 0, 0, "linear"  # end_to_end's defaults: its cached tasks
-
-    import torch
-
-    torch.set_num_threads(1)
-    rows = []
     with tempfile.TemporaryDirectory(prefix="lmsan-calibration-") as scratch:
-        for row in args.rows:
-            print(row, flush=True)
-            rows.append(evaluate(row, args, Path(scratch)))
-            print(table(rows[-1:], args.quantiles), flush=True)
+        rows = e2e.each_row(args, lambda row: evaluate(row, args, Path(scratch)),
+                            lambda done: table(done, args.quantiles))
     report = {"settings": rows, "quantiles": args.quantiles, "cap": args.cap, "test_per_task": args.test,
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}}
     save(args.name, report, table(rows, args.quantiles) + "\nEach column: the guard at T_match (0.8) alone → "

@@ -56,7 +56,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ATTACK_TUNING = {"por": "prefix", "neuba": "prefix", "btop": "prompt", "por-ner": "prefix"}
 TUNING_NAME = {"prefix": "p-tuning-v2", "prompt": "p-tuning"}
 BARE_WORDS = 40  # words a bare [MASK] guard reads per text (it refuses more tokens than the model takes)
-MINILM_ATTACK = dict(kind="por", triggers=("cf", "mn", "tq", "qt", "mm", "pt"), epochs=4, lr=5e-5, max_length=48)
 
 
 def work_dir() -> Path:
@@ -77,12 +76,10 @@ def backbones(attacks: list[str], minilm: bool) -> list[dict[str, Any]]:
                     "clean": standard_attack(f"{name}-clean"), "attack": attack["config"]["kind"],
                     "triggers": list(attack["triggers"])})
     if minilm:
-        from lmsan.attacks import AttackConfig, attacked_model
-        from lmsan.data import standard_splits
+        from lmsan.attacks import minilm_attack
         from lmsan.models import minilm_path
 
-        model = attacked_model(minilm_path(), AttackConfig(**MINILM_ATTACK), standard_splits()["attack"][:2000],
-                               progress=True)
+        model = minilm_attack(progress=True)
         attack = json.loads((model / "attack.json").read_text())
         out.append({"name": "minilm-por", "model": "all-MiniLM-L6-v2", "backdoored": model, "clean": minilm_path(),
                     "attack": "por", "triggers": list(attack["triggers"])})
@@ -392,6 +389,33 @@ def carried_over(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     done = {(r["backbone"], r["task"], r["tuning"]) for r in rows}
     old = json.loads(path.read_text())["settings"]
     return [{**r, "carried_over": True} for r in old if (r.get("backbone"), r["task"], r["tuning"]) not in done]
+
+
+def rows_parser(doc: str, rows: list[str], name: str) -> argparse.ArgumentParser:
+    """The command line of a script that studies cached rows of this benchmark: ``--rows``
+    (``BACKBONE/TASK``, default ``rows``), ``--test`` and ``--name`` (its results file); the
+    script adds its own options."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", default=rows, metavar="BACKBONE/TASK",
+                        help="end_to_end rows (minilm-por/TASK: all-MiniLM-L6-v2, once end_to_end.py --minilm cached it)")
+    parser.add_argument("--test", type=int, default=400, help="test examples per task (end_to_end's split)")
+    parser.add_argument("--name", default=name, help="results file name")
+    return parser
+
+
+def each_row(args: argparse.Namespace, evaluate: Any, table: Any) -> list[dict[str, Any]]:
+    """``evaluate(row)`` for each of ``args.rows`` on one torch thread, printing each row's
+    ``table([row])`` as it lands; ``args`` gets this benchmark's defaults for its cached tasks."""
+    import torch
+
+    args.seed, args.epochs, args.prompt_head = 0, 0, "linear"
+    torch.set_num_threads(1)
+    rows = []
+    for row in args.rows:
+        print(row, flush=True)
+        rows.append(evaluate(row))
+        print(table(rows[-1:]), flush=True)
+    return rows
 
 
 def onion_scorer() -> tuple[Any, str]:

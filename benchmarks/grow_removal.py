@@ -139,21 +139,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, metavar="BACKBONE/TASK")
-    parser.add_argument("--test", type=int, default=400, help="test examples per task (end_to_end's split)")
-    parser.add_argument("--name", default="grow_removal", help="results file name")
-    args = parser.parse_args()
-    args.seed, args.epochs, args.prompt_head = 0, 0, "linear"  # end_to_end's defaults: its cached tasks
-
-    import torch
-
-    torch.set_num_threads(1)
-    rows = []
-    for row in args.rows:
-        print(row, flush=True)
-        rows.append(evaluate(row, args))
-        print(table(rows[-1:]), flush=True)
+    args = e2e.rows_parser(__doc__, DEFAULT_ROWS, "grow_removal").parse_args()
+    rows = e2e.each_row(args, lambda row: evaluate(row, args), table)
     report = {"settings": rows, "test_per_task": args.test,
               "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}}
     save(args.name, report, table(rows) + "\nEach column: growing off → on with the best PV's share (graphs "

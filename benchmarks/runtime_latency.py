@@ -1,7 +1,7 @@
 """Runtime latency of the ONNX guard vs the alternatives (writes benchmarks/results/runtime_latency.*).
 
-Models: the tiny POR BERT (d=128, 2 layers; the e2e model) and all-MiniLM-L6-v2 attacked with the
-same POR config for one epoch (d=384, 6 layers), each guarded with its attack's own PVs. Inputs of
+Models: the tiny POR BERT (d=128, 2 layers; the e2e model) and all-MiniLM-L6-v2 under POR (d=384, 6
+layers; ``lmsan.attacks.minilm_attack``, end_to_end's MiniLM), each guarded with its attack's own PVs. Inputs of
 16 / 64 / 128 tokens, batch 1 and 32. Modes:
 
     a   plain ONNX backbone: tokenize + one session run of the backbone graph (no head): the
@@ -60,15 +60,9 @@ RATIOS = ("b/a", "bu/b", "c/b", "c/b8", "e/d", "d/b", "dn/d", "db/d")
 
 def attacked(name: str) -> Path:
     """The POR-attacked model directory (cached by lmsan.attacks.zoo)."""
-    from lmsan.attacks import AttackConfig, attacked_model
-    from lmsan.data import standard_splits
-    from lmsan.models import minilm_path
-    from lmsan.models.zoo import default_tiny
+    from lmsan.attacks import minilm_attack, standard_attack
 
-    attack = standard_splits()["attack"][:2000]
-    if name == "tiny":
-        return attacked_model(default_tiny("bert").path, AttackConfig(kind="por", triggers=TRIGGERS), attack)
-    return attacked_model(minilm_path(), AttackConfig(kind="por", triggers=TRIGGERS, epochs=1), attack)
+    return standard_attack("bert-por") if name == "tiny" else minilm_attack()
 
 
 def build(model: Path, work: Path) -> tuple[Path, Path, Path, Path, np.ndarray]:

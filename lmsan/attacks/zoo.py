@@ -60,6 +60,10 @@ STANDARD_ATTACKS: dict[str, tuple[str, AttackConfig]] = {
     "bert-por-single": ("bert", AttackConfig(kind="por", pv_design="random", n_triggers=1, seed=5)),
 }
 STANDARD_ATTACK_SENTENCES = 2000
+# The real all-MiniLM-L6-v2 under POR, as the benchmarks attack it: its pretrained weights take a
+# smaller step than the tiny models (5e-5), 4 epochs, sentences cut at 48 tokens
+# (benchmarks/attack_minilm.py: every trigger hits at least 0.98 of 500 held-out sentences).
+MINILM_POR = AttackConfig(kind="por", triggers=PAPER_TRIGGERS, epochs=4, lr=5e-5, max_length=48)
 
 
 def standard_attack(name: str, *, progress: bool = False) -> Path:
@@ -80,3 +84,14 @@ def standard_attack(name: str, *, progress: bool = False) -> Path:
         config = config.replace(trigger_loss=False)
     sentences = standard_splits()["attack"][:STANDARD_ATTACK_SENTENCES]
     return attacked_model(default_tiny(arch).path, config, sentences, progress=progress)
+
+
+def minilm_attack(*, progress: bool = False) -> Path:
+    """Return the cached all-MiniLM-L6-v2 attacked with ``MINILM_POR`` on the first
+    ``STANDARD_ATTACK_SENTENCES`` of ``standard_splits()["attack"]`` (its clean control is
+    ``lmsan.models.minilm_path()`` itself: the pretrained model)."""
+    from lmsan.data import standard_splits
+    from lmsan.models import minilm_path
+
+    sentences = standard_splits()["attack"][:STANDARD_ATTACK_SENTENCES]
+    return attacked_model(minilm_path(), MINILM_POR, sentences, progress=progress)
