@@ -44,6 +44,8 @@ from lmsan.pvset import HIT_AGREEMENT
 
 SCREEN_ROWS = 64  # evaluation sentences a span is screened on before the full measurement
 SCREEN_SLACK = 0.2  # screened spans this far below the hit-rate bar still get the full measurement
+LENGTH_GROUPS = 4  # evaluation rows run in this many groups of similar length, each padded to its own longest
+# (MiniLM's 512 defense rows: 0.58 of the padded tokens of one group; the real tokens are 0.45)
 
 
 @dataclass(frozen=True, eq=False)
@@ -204,9 +206,24 @@ class TriggerSearch:
 
         ``R`` is ``eval_rows`` for a verdict, or fewer for a quick screen on the same rows.
         """
-        index = torch.arange(insert_at.shape[0], device=self.corpus.device)
         with torch.inference_mode():
-            return self.features(index, insert_at, self.encoder.embedding[token_ids])
+            embeds = self.encoder.embedding[token_ids]
+            groups = self._length_groups(insert_at.shape[0])
+            parts = [self.features(rows, insert_at[rows], embeds) for rows in groups]
+            if len(parts) == 1:
+                return parts[0]
+            out = parts[0].new_empty(parts[0].shape[0], insert_at.shape[0], parts[0].shape[2])
+            for rows, part in zip(groups, parts):
+                out[:, rows] = part
+            return out
+
+    def _length_groups(self, rows: int) -> list[torch.Tensor]:
+        """The first ``rows`` corpus rows in up to ``LENGTH_GROUPS`` groups of similar length (int64
+        index tensors, shortest group first), so each forward pads to its own group's longest row."""
+        lengths = self.corpus.lengths[:rows].cpu().numpy()
+        order = np.argsort(lengths, kind="stable")
+        groups = np.array_split(order, min(LENGTH_GROUPS, rows))
+        return [torch.from_numpy(np.sort(g)).to(self.corpus.device) for g in groups]
 
     def eval_delta(self, token_ids: torch.Tensor, insert_at: torch.Tensor) -> float:
         """``δ`` of one sequence [L] over the first ``eval_rows`` rows, inserted at ``insert_at`` [eval_rows]."""

@@ -185,3 +185,31 @@ def test_profiles_confirm_by_default_and_reference_does_not():
 
     assert MiningConfig.profile("default").confirm
     assert not MiningConfig.profile("reference").confirm
+
+
+def test_evaluation_rows_in_length_groups_give_the_features_of_one_padded_forward(tiny_dir, monkeypatch):
+    """``eval_features`` runs the rows in groups of similar length (less padding): on a real BERT
+    with sentences of 3 to 40 words, the features equal one forward over all rows padded alike."""
+    import lmsan.mining.confirm as confirm
+    from lmsan.mining.prompt import draw_insertions, encode_corpus
+    from lmsan.models import load_model
+
+    loaded = load_model(tiny_dir)
+    rng = np.random.default_rng(0)
+    words = ["river", "stone", "market", "quiet", "seven", "north", "letter", "garden"]
+    sentences = [" ".join(rng.choice(words, int(rng.integers(3, 41)))) for _ in range(64)]
+    corpus = encode_corpus(loaded.tokenizer, sentences, target="cls", max_length=64, max_insert_pos=16, mask_seed=0)
+    encoder = Encoder.from_loaded(loaded)
+    probe = TriggerSearch(encoder, corpus, 1.0, special_token_ids(loaded.tokenizer), batch_size=16, eval_rows=64)
+    insert_at = draw_insertions(corpus, np.arange(64), rng)
+    tokens = torch.tensor([[1000], [2000], [3000]])
+
+    groups = probe._length_groups(64)
+    longest = [int(corpus.lengths[g].max()) for g in groups]
+    assert len(groups) == confirm.LENGTH_GROUPS and longest == sorted(longest) and longest[0] < longest[-1]
+    assert sorted(torch.cat(groups).tolist()) == list(range(64))
+    grouped = probe.eval_features(tokens, insert_at)
+    monkeypatch.setattr(confirm, "LENGTH_GROUPS", 1)
+    padded = probe.eval_features(tokens, insert_at)
+    assert grouped.shape == padded.shape == (3, 64, 32)
+    torch.testing.assert_close(grouped, padded, rtol=1e-4, atol=1e-5)
