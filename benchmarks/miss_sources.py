@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 from collections import Counter
 from typing import Any
 
@@ -38,9 +37,9 @@ MISSES = ("unflagged", "trigger_left", "trigger_removed")
 
 
 def words_of(item: Any) -> set[str]:
-    """The whole words of a text or a pair (punctuation stripped)."""
+    """The words of a text or a pair (``str.split``, as the guard's removal splits them; punctuation stripped)."""
     texts = item if isinstance(item, tuple) else (item,)
-    return {w.strip(".,;:!?\"'()") for t in texts for w in re.findall(r"\S+", t)}
+    return {w.strip(".,;:!?\"'()") for t in texts for w in t.split()}
 
 
 def miss_class(result: Any, trigger: str) -> str:
@@ -59,7 +58,7 @@ def evaluate(row: str, args: argparse.Namespace) -> dict[str, Any]:
     inputs, gold, attacked = e2e.setting_data(task, bb["triggers"], args)
     task_dir = e2e.tuned_task(bb["backdoored"], task, method, f"{name}-backdoored", args)
     before = e2e.Unguarded(bb["backdoored"], task_dir, guard.manifest.max_length).predict(inputs)
-    label = {name: k for k, name in enumerate(guard.labels)}
+    label = {label_name: k for k, label_name in enumerate(guard.labels)}
 
     clean = guard.scan_batch(inputs)
     clean_match = np.array([r.match for r in clean])
