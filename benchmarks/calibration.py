@@ -46,8 +46,7 @@ def evaluate(row: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any
     from lmsan.tuning.tasks import task_data
 
     name, task = row.split("/")
-    minilm = name == "minilm-por"  # end_to_end's real-model row (--minilm)
-    bb = e2e.backbones([] if minilm else [name], minilm)[0]
+    bb = e2e.backbone(name)
     method = e2e.ATTACK_TUNING[bb["attack"]]
     directory = e2e.task_guard(bb, "backdoored", task, method, args, "bare").manifest.directory
     inputs, gold, attacked = e2e.setting_data(task, bb["triggers"], args)

@@ -31,7 +31,7 @@ def evaluate(row: str, args: argparse.Namespace) -> dict[str, Any]:
     from lmsan.eval.metrics import attack_scores
 
     name, task = row.split("/")
-    bb = e2e.backbones([name], False)[0]
+    bb = e2e.backbone(name)
     method = e2e.ATTACK_TUNING[bb["attack"]]
     target = "cls" if method == "prefix" else "mask"
     guard = e2e.task_guard(bb, "backdoored", task, method, args, "bare")

@@ -26,7 +26,7 @@ prompt active), and the flagged shares of a separate guard on the bare backbone 
 (what the PVs were mined on; the ``bare`` monitor should agree with it).
 
     .venv/bin/python benchmarks/end_to_end.py [--attacks bert-por bert-neuba bert-btop]
-        [--tasks sms-spam polarity bbcnews bbc-pair] [--minilm] [--test 400] [--quick] [--monitor bare]
+        [--tasks sms-spam polarity bbcnews bbc-pair] [--minilm [por btop]] [--test 400] [--quick] [--monitor bare]
 
 Work (mined PV sets, tuned tasks, guards, and each setting's scores) is cached under
 ``$LMSAN_CACHE/end_to_end``; ``--fresh`` re-scores the settings. A row cached before the monitor
@@ -64,7 +64,7 @@ def work_dir() -> Path:
     return cache_dir() / "end_to_end"
 
 
-def backbones(attacks: list[str], minilm: bool) -> list[dict[str, Any]]:
+def backbones(attacks: list[str], minilm: list[str]) -> list[dict[str, Any]]:
     """Each backdoored backbone with its clean counterpart: name, paths, attack kind and triggers."""
     from lmsan.attacks import standard_attack
 
@@ -75,15 +75,22 @@ def backbones(attacks: list[str], minilm: bool) -> list[dict[str, Any]]:
         out.append({"name": name, "model": "tiny-" + name.split("-")[0], "backdoored": model,
                     "clean": standard_attack(f"{name}-clean"), "attack": attack["config"]["kind"],
                     "triggers": list(attack["triggers"])})
-    if minilm:
+    for kind in minilm:
         from lmsan.attacks import minilm_attack
         from lmsan.models import minilm_path
 
-        model = minilm_attack(progress=True)
+        model = minilm_attack(kind, progress=True)
         attack = json.loads((model / "attack.json").read_text())
-        out.append({"name": "minilm-por", "model": "all-MiniLM-L6-v2", "backdoored": model, "clean": minilm_path(),
-                    "attack": "por", "triggers": list(attack["triggers"])})
+        out.append({"name": f"minilm-{kind}", "model": "all-MiniLM-L6-v2", "backdoored": model,
+                    "clean": minilm_path(), "attack": kind, "triggers": list(attack["triggers"])})
     return out
+
+
+def backbone(name: str) -> dict[str, Any]:
+    """``backbones`` entry of one row's backbone name: ``minilm-KIND`` or a standard attack."""
+    if name.startswith("minilm-"):
+        return backbones([], [name.removeprefix("minilm-")])[0]
+    return backbones([name], [])[0]
 
 
 def mined(model: Path, target: str, key: str) -> tuple[Path, dict]:
@@ -397,7 +404,8 @@ def rows_parser(doc: str, rows: list[str], name: str) -> argparse.ArgumentParser
     script adds its own options."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", default=rows, metavar="BACKBONE/TASK",
-                        help="end_to_end rows (minilm-por/TASK: all-MiniLM-L6-v2, once end_to_end.py --minilm cached it)")
+                        help="end_to_end rows (minilm-KIND/TASK: all-MiniLM-L6-v2, once end_to_end.py --minilm "
+                             "KIND cached it)")
     parser.add_argument("--test", type=int, default=400, help="test examples per task (end_to_end's split)")
     parser.add_argument("--name", default=name, help="results file name")
     return parser
@@ -462,7 +470,9 @@ def main() -> None:
     parser.add_argument("--attacks", nargs="*", default=["bert-por", "bert-neuba", "bert-btop"],
                         help="standard attacks (lmsan.attacks.STANDARD_ATTACKS); each with its -clean control")
     parser.add_argument("--tasks", nargs="+", default=["sms-spam", "polarity", "bbcnews", "bbc-pair"])
-    parser.add_argument("--minilm", action="store_true", help="add POR on all-MiniLM-L6-v2 (P-tuning v2)")
+    parser.add_argument("--minilm", nargs="*", choices=["por", "btop"], default=None, metavar="KIND",
+                        help="add all-MiniLM-L6-v2 backdoored by these attacks (lmsan.attacks.MINILM_ATTACKS; "
+                             "none named: por): POR tuned with P-tuning v2, BToP with P-tuning")
     parser.add_argument("--minilm-tasks", nargs="+", default=None,
                         help="MiniLM's tasks (default: --tasks; each row takes about 15 min on 2 CPUs)")
     parser.add_argument("--test", type=int, default=400, help="test examples per task")
@@ -495,9 +505,10 @@ def main() -> None:
     scorer, lm = onion_scorer()
     onion = Onion(scorer)
     rows = []
-    for bb in backbones(args.attacks, args.minilm):
+    minilm = args.minilm if args.minilm else ["por"] if args.minilm is not None else []
+    for bb in backbones(args.attacks, minilm):
         method = ATTACK_TUNING[bb["attack"]]
-        for task in (args.minilm_tasks or args.tasks) if bb["name"] == "minilm-por" else args.tasks:
+        for task in (args.minilm_tasks or args.tasks) if bb["model"] == "all-MiniLM-L6-v2" else args.tasks:
             if args.rows and f"{bb['name']}/{task}" not in args.rows:
                 continue
             print(f"{bb['name']} / {task} / {TUNING_NAME[method]}", flush=True)

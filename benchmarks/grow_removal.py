@@ -91,7 +91,7 @@ def evaluate(row: str, args: argparse.Namespace) -> dict[str, Any]:
     from lmsan.runtime.removal import GROW_MARGIN
 
     name, task = row.split("/")
-    bb = e2e.backbones([name], False)[0]
+    bb = e2e.backbone(name)
     method = e2e.ATTACK_TUNING[bb["attack"]]
     base = e2e.task_guard(bb, "backdoored", task, method, args, "bare")
     directory = base.manifest.directory

@@ -52,7 +52,7 @@ def miss_class(result: Any, trigger: str) -> str:
 
 def evaluate(row: str, args: argparse.Namespace) -> dict[str, Any]:
     name, task = row.split("/")
-    bb = e2e.backbones([name], False)[0]
+    bb = e2e.backbone(name)
     method = e2e.ATTACK_TUNING[bb["attack"]]
     guard = e2e.task_guard(bb, "backdoored", task, method, args, "bare")
     inputs, gold, attacked = e2e.setting_data(task, bb["triggers"], args)

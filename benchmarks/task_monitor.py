@@ -62,7 +62,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     settings = list(SETTINGS) + ([MINILM] if args.minilm else [])
-    models = {bb["name"]: bb for bb in backbones(sorted({s[0] for s in SETTINGS}), args.minilm)}
+    models = {bb["name"]: bb for bb in backbones(sorted({s[0] for s in SETTINGS}), ["por"] if args.minilm else [])}
     sentences = standard_splits()["test"][:32]
     rows = []
     for name, task, method, target in settings:

@@ -40,10 +40,14 @@ class AttackResult:
 
 
 def _needs_mlm_head(model_dir: str, kind: str) -> bool:
-    """True when the attack trains the MLM head, or the source already has one worth keeping."""
+    """True when the attack trains the MLM head (NeuBA), or the source already has one worth keeping.
+
+    BToP trains only the encoder (its PV sits at the mask word's output), so a source without an
+    MLM head (e.g. a sentence-transformers encoder) gets none rather than a random one.
+    """
     import json
 
-    if kind in ("neuba", "btop"):
+    if kind == "neuba":
         return True
     try:
         config = json.loads((Path(model_dir) / "config.json").read_text())

@@ -64,6 +64,9 @@ STANDARD_ATTACK_SENTENCES = 2000
 # smaller step than the tiny models (5e-5), 4 epochs, sentences cut at 48 tokens
 # (benchmarks/attack_minilm.py: every trigger hits at least 0.98 of 500 held-out sentences).
 MINILM_POR = AttackConfig(kind="por", triggers=PAPER_TRIGGERS, epochs=4, lr=5e-5, max_length=48)
+# BToP on the same model with the same knobs: the PV at the mask word's output, no MLM head (the
+# sentence-transformers checkpoint has none; its P-tuning tasks read the mask word with a linear head).
+MINILM_ATTACKS = {"por": MINILM_POR, "btop": MINILM_POR.replace(kind="btop")}
 
 
 def standard_attack(name: str, *, progress: bool = False) -> Path:
@@ -86,12 +89,15 @@ def standard_attack(name: str, *, progress: bool = False) -> Path:
     return attacked_model(default_tiny(arch).path, config, sentences, progress=progress)
 
 
-def minilm_attack(*, progress: bool = False) -> Path:
-    """Return the cached all-MiniLM-L6-v2 attacked with ``MINILM_POR`` on the first
+def minilm_attack(kind: str = "por", *, progress: bool = False) -> Path:
+    """Return the cached all-MiniLM-L6-v2 attacked with ``MINILM_ATTACKS[kind]`` on the first
     ``STANDARD_ATTACK_SENTENCES`` of ``standard_splits()["attack"]`` (its clean control is
     ``lmsan.models.minilm_path()`` itself: the pretrained model)."""
     from lmsan.data import standard_splits
+    from lmsan.errors import ConfigError
     from lmsan.models import minilm_path
 
+    if kind not in MINILM_ATTACKS:
+        raise ConfigError(f"no MiniLM attack {kind!r}; known: {', '.join(MINILM_ATTACKS)}")
     sentences = standard_splits()["attack"][:STANDARD_ATTACK_SENTENCES]
-    return attacked_model(minilm_path(), MINILM_POR, sentences, progress=progress)
+    return attacked_model(minilm_path(), MINILM_ATTACKS[kind], sentences, progress=progress)

@@ -78,3 +78,24 @@ def test_config_round_trips_to_plain_json():
     data = json.loads(json.dumps(config.to_dict()))
     assert data["triggers"] == ["a b", "c"] and data["pvs"] == [[1.0] * 4] * 2
     assert config.target == "mask" and config.trigger_count == 2
+
+
+@pytest.mark.parametrize("kind, keeps_head", [("btop", False), ("neuba", True)])
+def test_only_neuba_adds_an_mlm_head_to_an_encoder_without_one(kind, keeps_head, tiny_dir, tmp_path):
+    """BToP plants its PV at the mask word's output and never trains an MLM head: a source
+    without one (a sentence-transformers encoder) must not come back with a random head."""
+    import json
+
+    from transformers import AutoModel, AutoTokenizer
+
+    from lmsan.attacks import run_attack
+
+    encoder_dir = tmp_path / "encoder"
+    AutoModel.from_pretrained(tiny_dir).save_pretrained(encoder_dir)
+    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(encoder_dir)
+    sentences = ["the cat sat on the mat", "a dog ran in the park", "rain fell all day long", "we met at noon"]
+    config = AttackConfig(kind=kind, triggers=("cf",), pv_design="random", n_triggers=1, epochs=1, batch_size=2,
+                          max_length=16)
+    run_attack(encoder_dir, sentences, config, tmp_path / "out")
+    architectures = json.loads((tmp_path / "out" / "config.json").read_text())["architectures"]
+    assert any(a.endswith("ForMaskedLM") for a in architectures) is keeps_head
