@@ -28,10 +28,10 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
-    from lmsan.attacks import MINILM_POR
+    from lmsan.attacks import MINILM_ATTACKS, MINILM_POR
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", choices=["por", "btop"], default="por", help="which MINILM_ATTACKS entry")
+    parser.add_argument("--kind", choices=list(MINILM_ATTACKS), default="por", help="which MINILM_ATTACKS entry")
     parser.add_argument("--cached", action="store_true",
                         help="verify lmsan.attacks.minilm_attack(KIND) (built if missing) instead of a fresh "
                              "run; the attack time is the one its attack.json recorded")
@@ -44,7 +44,7 @@ def main() -> None:
 
     import torch
 
-    from lmsan.attacks import MINILM_ATTACKS, minilm_attack, run_attack, verify_attack
+    from lmsan.attacks import minilm_attack, run_attack, verify_attack
     from lmsan.data import standard_splits
     from lmsan.models import minilm_path
 

@@ -66,7 +66,8 @@ def work_dir() -> Path:
 
 def backbones(attacks: list[str], minilm: list[str]) -> list[dict[str, Any]]:
     """Each backdoored backbone with its clean counterpart: name, paths, attack kind and triggers."""
-    from lmsan.attacks import standard_attack
+    from lmsan.attacks import minilm_attack, standard_attack
+    from lmsan.models import minilm_path
 
     out = []
     for name in attacks:
@@ -76,9 +77,6 @@ def backbones(attacks: list[str], minilm: list[str]) -> list[dict[str, Any]]:
                     "clean": standard_attack(f"{name}-clean"), "attack": attack["config"]["kind"],
                     "triggers": list(attack["triggers"])})
     for kind in minilm:
-        from lmsan.attacks import minilm_attack
-        from lmsan.models import minilm_path
-
         model = minilm_attack(kind, progress=True)
         attack = json.loads((model / "attack.json").read_text())
         out.append({"name": f"minilm-{kind}", "model": "all-MiniLM-L6-v2", "backdoored": model,
@@ -470,7 +468,9 @@ def main() -> None:
     parser.add_argument("--attacks", nargs="*", default=["bert-por", "bert-neuba", "bert-btop"],
                         help="standard attacks (lmsan.attacks.STANDARD_ATTACKS); each with its -clean control")
     parser.add_argument("--tasks", nargs="+", default=["sms-spam", "polarity", "bbcnews", "bbc-pair"])
-    parser.add_argument("--minilm", nargs="*", choices=["por", "btop"], default=None, metavar="KIND",
+    from lmsan.attacks.zoo import MINILM_ATTACKS
+
+    parser.add_argument("--minilm", nargs="*", choices=list(MINILM_ATTACKS), default=None, metavar="KIND",
                         help="add all-MiniLM-L6-v2 backdoored by these attacks (lmsan.attacks.MINILM_ATTACKS; "
                              "none named: por): POR tuned with P-tuning v2, BToP with P-tuning")
     parser.add_argument("--minilm-tasks", nargs="+", default=None,
@@ -505,7 +505,7 @@ def main() -> None:
     scorer, lm = onion_scorer()
     onion = Onion(scorer)
     rows = []
-    minilm = args.minilm if args.minilm else ["por"] if args.minilm is not None else []
+    minilm = [] if args.minilm is None else args.minilm or ["por"]  # a bare --minilm means POR
     for bb in backbones(args.attacks, minilm):
         method = ATTACK_TUNING[bb["attack"]]
         for task in (args.minilm_tasks or args.tasks) if bb["model"] == "all-MiniLM-L6-v2" else args.tasks:
