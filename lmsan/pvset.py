@@ -147,6 +147,7 @@ class PVSet:
 
 
 HIT_AGREEMENT = 0.9  # a triggered output "hits" its PV when its sign agreement exceeds this (method.md §5)
+MATCH_THRESHOLD = 0.8  # T_match: the guard flags an output whose sign agreement with a PV exceeds this (method.md §3)
 
 
 def sign_agreement(features: np.ndarray, signs: np.ndarray) -> np.ndarray:
@@ -164,4 +165,4 @@ def sign_agreement(features: np.ndarray, signs: np.ndarray) -> np.ndarray:
     return ((d + feature_signs @ signs.astype(np.float32).T) / (2 * d)).astype(np.float32)
 
 
-__all__ = ["HIT_AGREEMENT", "PVSet", "PVSET_FORMAT", "TARGETS", "sign_agreement"]
+__all__ = ["HIT_AGREEMENT", "MATCH_THRESHOLD", "PVSet", "PVSET_FORMAT", "TARGETS", "sign_agreement"]

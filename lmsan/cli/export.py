@@ -23,6 +23,7 @@ from lmsan.cli._common import CONTEXT_SETTINGS, EXIT_CLEAN, common_options, conf
 
 MONITORS = ("bare", "task")  # lmsan.export.tasks.MONITORS (not imported: --help stays fast)
 DEFAULT_MONITOR = "bare"
+MATCH_THRESHOLD = 0.8  # lmsan.pvset.MATCH_THRESHOLD (not imported: numpy)
 
 
 @click.command("lmsan-export", context_settings=CONTEXT_SETTINGS)
@@ -45,7 +46,7 @@ DEFAULT_MONITOR = "bare"
                    "been measured to flag as the bare one does.")
 @click.option("--target", type=click.Choice(["cls", "token", "last", "mask"]), default=None,
               help="Target position; default (and only accepted value): the PV set's.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.8, show_default=True,
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=MATCH_THRESHOLD, show_default=True,
               help="Default T_match stored in guard.json (adjustable at load time).")
 @click.option("--optimize", is_flag=True,
               help="Run onnxruntime's transformer optimizer (fused Attention with legacy; for GPUs: slower on CPU).")

@@ -23,7 +23,7 @@ from lmsan.export.graph import (EXPORTERS, Exporter, convert_fp16, drop_output, 
 from lmsan.export.manifest import GRAPH_FILE, GUARD_FORMAT, MANIFEST, TOKENIZER_FILE, signs_sha256, write_manifest
 from lmsan.export.parity import PARITY_SENTENCES, ParityReport, check_parity, parity_batch
 from lmsan.files import check_replaceable, read_json, replace_dir, sha256_file
-from lmsan.pvset import PVSet
+from lmsan.pvset import MATCH_THRESHOLD, PVSet
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ExportResult:
 
 
 def export_guard(model: str | os.PathLike, pvs: PVSet | str | os.PathLike, out: str | os.PathLike, *,
-                 target: str | None = None, threshold: float = 0.8, optimize: bool = False,
+                 target: str | None = None, threshold: float = MATCH_THRESHOLD, optimize: bool = False,
                  fp16: bool = False, int8: bool = False, features: bool = False, saliency: bool = True,
                  prune: bool = True, exporter: Exporter = "auto",
                  attn_implementation: str | None = None, opset: int | None = None,

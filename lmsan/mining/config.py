@@ -142,6 +142,13 @@ class MiningConfig:
             already convicted). At 0.5 a backdoored tiny RoBERTa also gave natural words
             (``Microsoft``, ``gaming``: 0.5–0.7) whose PVs would flag clean text (docs/mining.md).
         sweep_span: widest span, in tokens, a trigger is widened to (sub-word pieces to words).
+        max_clean_overlap: a PV (a sweep trigger's or a confirmed loop's) that more than this
+            share of the clean defense sentences already match (sign agreement > ``T_match``,
+            ``lmsan.mining.filter.clean_overlap``) is *natural*, not a backdoor's: a model that
+            sends most inputs near one output makes every inserted token look like a trigger
+            (measured: 5 such "triggers" on a BToP-backdoored MiniLM, each matching 93-100 %
+            of clean sentences, while the zoo's real PVs match at most 1.05 %; docs/mining.md). 1.0
+            keeps every PV (the reference).
         max_length: token limit per sentence *before* the prompt is inserted.
         mask_seed: seeds where the ``[MASK]`` word goes for ``target = mask``.
     """
@@ -201,6 +208,7 @@ class MiningConfig:
     sweep_pair_top: int = 32
     sweep_extra_hit_rate: float = 0.75
     sweep_span: int = 4
+    max_clean_overlap: float = 0.1
     max_length: int = 64
     mask_seed: int = 0
 
@@ -231,6 +239,8 @@ class MiningConfig:
                 raise ConfigError(f"{name} must be > 0 or unset; got {value!r}")
         if not 0 < self.sweep_extra_hit_rate <= 1:
             raise ConfigError(f"sweep_extra_hit_rate must be in (0, 1]; got {self.sweep_extra_hit_rate!r}")
+        if not 0 <= self.max_clean_overlap <= 1:
+            raise ConfigError(f"max_clean_overlap must be in [0, 1]; got {self.max_clean_overlap!r}")
         if not 0 < self.confirm_hit_rate <= 1:
             raise ConfigError(f"confirm_hit_rate must be in (0, 1]; got {self.confirm_hit_rate!r}")
         if self.abort_div_margin < 0:
@@ -300,6 +310,7 @@ class MiningConfig:
                 "clamp_prompt": False,
                 "confirm": False,
                 "sweep": False,
+                "max_clean_overlap": 1.0,
                 "epoch_batches": 0,
             }
         return cls.from_dict({**base, **overrides})

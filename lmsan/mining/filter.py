@@ -1,8 +1,10 @@
 """PV filtering (method.md §2): accept a fuzz loop's candidate, or say exactly why not.
 
 Checks, in order: converged (``L_D < T_L``), concentrated (``L_div < T_div``), prompt within the
-embedding bounds, unique (``MSE(PV, c) >= T_dedup`` for every accepted ``c``). torch only; never
-imports lmsan.attacks.
+embedding bounds, unique (``MSE(PV, c) >= T_dedup`` for every accepted ``c``). After trigger
+confirmation the PV that is kept (the trigger text's) must also be *unnatural*: few clean
+sentences may already match it (``clean_overlap``), or it is no backdoor's signature and the
+guard would flag clean text with it. torch only; never imports lmsan.attacks.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from lmsan.mining.report import EpochStats
+from lmsan.pvset import MATCH_THRESHOLD
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +63,33 @@ def dedup(pv: torch.Tensor, accepted: torch.Tensor, t_dedup: float) -> tuple[str
     return "", f", nearest PV #{nearest} at MSE {float(mse[nearest]):.4g}"
 
 
+def clean_overlap(pvs: torch.Tensor, clean: torch.Tensor, threshold: float = MATCH_THRESHOLD) -> torch.Tensor:
+    """Share of clean outputs that each PV's sign pattern matches as the guard's monitor would.
+
+    Args:
+        pvs: float [K, d], candidate PVs.
+        clean: float [N, d], clean target features (the auxiliary features ``A``).
+        threshold: ``T_match``: an output matches when its sign agreement exceeds this.
+
+    Returns:
+        float [K] in [0, 1]: about 0 for an attacker's PV, large for a *natural* vector that
+        clean text reaches by itself (e.g. where a model sends almost every input).
+    """
+    pv_signs = torch.where(pvs >= 0, 1.0, -1.0)
+    clean_signs = torch.where(clean >= 0, 1.0, -1.0)
+    agreement = (1 + clean_signs @ pv_signs.T / clean.shape[1]) / 2  # [N, K]
+    return (agreement > threshold).float().mean(dim=0)
+
+
+def natural(pv: torch.Tensor, clean: torch.Tensor, max_overlap: float) -> str:
+    """Why ``pv`` float [d] is a natural vector (``clean_overlap`` above ``max_overlap``), or ""."""
+    overlap = float(clean_overlap(pv.unsqueeze(0), clean)[0])
+    if overlap <= max_overlap:
+        return ""
+    return (f"{overlap:.1%} of clean sentences already match it (sign agreement > {MATCH_THRESHOLD}), "
+            f"more than max_clean_overlap {max_overlap:.1%}")
+
+
 def judge(epochs: list[EpochStats] | tuple[EpochStats, ...], prompt: torch.Tensor | None, pv: torch.Tensor | None,
           accepted: torch.Tensor, thresholds: Thresholds, *, planned_epochs: int) -> tuple[str, str]:
     """Return ``(outcome, reason)`` for one candidate.
@@ -104,4 +134,4 @@ def judge(epochs: list[EpochStats] | tuple[EpochStats, ...], prompt: torch.Tenso
                        f"{thresholds.t_div:.4g}{unique}"
 
 
-__all__ = ["Thresholds", "converged", "dedup", "judge"]
+__all__ = ["Thresholds", "clean_overlap", "converged", "dedup", "judge", "natural"]

@@ -23,7 +23,7 @@ REPORT_SCHEMA = 1
 REPORT_FILE = "report.json"
 PVS_FILE = "pvs.safetensors"
 PENDING_FILE = PVS_FILE + ".pending"  # the next PV set, until its report is written (save_run)
-OUTCOMES = ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate", "unconfirmed")
+OUTCOMES = ("accepted", "not_converged", "diverse", "out_of_bounds", "duplicate", "unconfirmed", "natural")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class LoopTrace:
         converged: the last epoch's mean ``L_D < T_L``.
         outcome: ``accepted``, ``not_converged``, ``diverse`` (``L_div >= T_div``),
             ``out_of_bounds`` (prompt outside the embedding range), ``duplicate`` or
-            ``unconfirmed`` (no word or short phrase reproduces it; ``confirm``).
+            ``unconfirmed`` (no word or short phrase reproduces it; ``confirm``) or ``natural``
+            (more than ``max_clean_overlap`` of clean sentences already match the PV).
         reason: one line with the numbers behind the outcome.
         pv_index: row of the PV set for an accepted loop, else ``None``.
         steps: optimiser steps taken.
@@ -234,8 +235,11 @@ def summary_lines(report: MiningReport) -> list[str]:
         f"time to verdict {report.timings_s.get('to_verdict', 0):.1f}s, total {report.timings_s.get('total', 0):.1f}s",
     ]
     if report.sweep is not None:
+        natural = report.sweep.get("natural", [])  # reports before the natural filter have none
         lines.append(f"trigger sweep: {report.sweep['tokens']} tokens x {report.sweep['rows']} sentences, "
-                     f"{len(report.sweep['hits'])} trigger(s), {report.sweep['wall_s']:.1f}s")
+                     f"{len(report.sweep['hits'])} trigger(s), {report.sweep['wall_s']:.1f}s"
+                     + (f"; {len(natural)} natural span(s) rejected (clean text already matches their output)"
+                        if natural else ""))
     for source in report.pv_sources:
         found_by = "trigger sweep" if source["method"] == "sweep" else f"soft prompt, seed {source['seed']}"
         lines.append(f"PV #{source['pv_index']} ({found_by}): suspected trigger {source['trigger']!r} "

@@ -22,7 +22,7 @@ from lmsan.errors import ConfigError, DataError, IntegrityError
 from lmsan.mining.config import MiningConfig
 from lmsan.mining.confirm import TriggerCheck, TriggerSearch, special_token_ids
 from lmsan.mining.features import Encoder, auxiliary_features, embedding_bounds, feature_scale
-from lmsan.mining.filter import Thresholds, converged, dedup, judge
+from lmsan.mining.filter import Thresholds, converged, dedup, judge, natural
 from lmsan.mining.loop import FinishedLoop, FuzzEngine, StepInfo
 from lmsan.mining.prompt import encode_corpus
 from lmsan.mining.report import LoopTrace, MiningReport, repelled_basins
@@ -91,6 +91,7 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
         raise DataError(f"need at least one batch of {config.batch_size} usable sentences, got {corpus.size}")
     prepared = time.perf_counter()
     aux = auxiliary_features(encoder, corpus)
+    clean_cpu = aux.cpu()  # where clean text goes: a PV most of it matches is natural (filter.natural)
     scale = feature_scale(aux)
     if not scale > 1e-8:
         raise DataError(f"the clean target features do not vary (feature scale {scale:.3g}): is the model trained?")
@@ -125,7 +126,8 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
         assert text_probe is not None
         result = TriggerSweep(text_probe, loaded.tokenizer, rows=config.sweep_rows, seed=config.seed_start).run(
             top=config.sweep_top, pair_top=config.sweep_pair_top, min_hit_rate=config.confirm_hit_rate,
-            extra_hit_rate=config.sweep_extra_hit_rate, t_dedup=thresholds.t_dedup, max_span=config.sweep_span)
+            extra_hit_rate=config.sweep_extra_hit_rate, t_dedup=thresholds.t_dedup, clean=clean_cpu,
+            max_clean_overlap=config.max_clean_overlap, max_span=config.sweep_span)
         pvset = add_sweep_hits(pvset, result.hits, sources, thresholds.t_dedup, started)
         swept = result.to_dict()
         if pvset.size and state["verdict_at"] is None:
@@ -180,6 +182,11 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             assert soft_pv is not None
             basin = tuple(soft_pv.cpu().tolist())  # exact float32 values, checkpointed for --resume
             engine.accepted = torch.cat([engine.accepted, soft_pv.to(device).unsqueeze(0)])  # repel this basin
+        if outcome == "accepted":
+            assert pv is not None
+            why = natural(pv.cpu(), clean_cpu, config.max_clean_overlap)
+            if why:
+                outcome, reason = "natural", why
         index = None
         if outcome == "accepted":
             assert pv is not None

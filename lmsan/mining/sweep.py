@@ -15,7 +15,10 @@ the sweep tries the vocabulary itself:
    the same single-insertion hit rate (share of sentences whose output sign-agrees > 0.9 with
    the mean output's sign pattern). A token that reaches ``min_hit_rate`` is a trigger; once one
    has, tokens that reach the lower ``extra_hit_rate`` are further, weaker triggers of the same
-   backdoored model (weakly implanted ones fire on 50–90 % of sentences).
+   backdoored model (weakly implanted ones fire on 50–90 % of sentences). A span whose mean
+   output more than ``max_clean_overlap`` of the clean sentences already match is *natural*
+   (``lmsan.mining.filter.clean_overlap``), never a trigger: where a model sends almost every
+   input near one output, any inserted token "hits" that output.
 3. **Pairs** of the ``pair_top`` best tokens that do not fire alone (both orders) are ranked by
    ``ρ`` and the best ``top`` pairs tested the same way: triggers that fire only whole, such as
    two-word phrases whose words each move the output part of the way.
@@ -41,6 +44,7 @@ import numpy as np
 import torch
 
 from lmsan.mining.confirm import Measure, TriggerSearch, concentration
+from lmsan.mining.filter import clean_overlap
 from lmsan.mining.prompt import draw_insertions
 
 log = logging.getLogger(__name__)
@@ -102,6 +106,8 @@ class SweepResult:
         pairs: token pairs ranked.
         best: the lowest-``ρ`` single tokens, decoded, with their ``ρ`` (for the report).
         wall_s: seconds.
+        natural: spans that reached a hit rate but whose output clean text already reaches,
+            decoded, with their hit rate and clean overlap (both in [0, 1]); no triggers.
     """
 
     hits: tuple[SweepHit, ...]
@@ -111,11 +117,13 @@ class SweepResult:
     pairs: int
     best: tuple[tuple[str, float], ...]
     wall_s: float
+    natural: tuple[tuple[str, float, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"hits": [hit.to_dict() for hit in self.hits], "tokens": self.tokens, "rows": self.rows,
                 "tested": self.tested, "pairs": self.pairs, "wall_s": round(self.wall_s, 3),
-                "best": [[text, round(rho, 4)] for text, rho in self.best]}
+                "best": [[text, round(rho, 4)] for text, rho in self.best],
+                "natural": [[text, round(rate, 4), round(overlap, 4)] for text, rate, overlap in self.natural]}
 
 
 def candidate_ids(vocab_size: int, banned: torch.Tensor) -> torch.Tensor:
@@ -173,8 +181,17 @@ class TriggerSweep:
         return self.search.measure(spans, self.eval_at, min_hit_rate=min_hit_rate, chunk_rows=self.chunk_rows)
 
     # ---- the sweep --------------------------------------------------------------------------
+    def natural_spans(self, measured: dict[tuple[int, ...], Measure], spans: Sequence[tuple[int, ...]],
+                clean: torch.Tensor, max_overlap: float) -> dict[tuple[int, ...], float]:
+        """The ``spans`` whose mean output more than ``max_overlap`` of the ``clean`` features
+        float [N, d] match (``clean_overlap``), with that share."""
+        if not spans:
+            return {}
+        overlaps = clean_overlap(torch.stack([measured[span].mean for span in spans]), clean.float().cpu())
+        return {span: float(share) for span, share in zip(spans, overlaps) if float(share) > max_overlap}
+
     def run(self, *, top: int, pair_top: int, min_hit_rate: float, extra_hit_rate: float, t_dedup: float,
-            max_span: int = 4) -> SweepResult:
+            clean: torch.Tensor, max_clean_overlap: float, max_span: int = 4) -> SweepResult:
         """Rank every token, test the best singles and pairs, widen and group the triggers.
 
         Args:
@@ -184,6 +201,9 @@ class TriggerSweep:
             extra_hit_rate: once some span fired, a single token that reaches this lower rate is a
                 further (weaker) trigger of the same backdoored model; never decides a verdict.
             t_dedup: ``T_dedup``: spans whose mean outputs lie closer (MSE) are one backdoor.
+            clean: float [N, d], the clean target features of the defense sentences.
+            max_clean_overlap: a span whose mean output more than this share of ``clean``
+                matches is natural, not a trigger (1.0: none is).
             max_span: widest span, in tokens, a trigger is widened to.
         """
         started = time.perf_counter()
@@ -197,16 +217,24 @@ class TriggerSweep:
         singles = [(int(ids[k]),) for k in order[:top]]
         lowest = min(min_hit_rate, extra_hit_rate)
         measured = self.measure(singles, min_hit_rate=lowest)
-        firing = [span for span in singles if measured[span].hit_rate >= min_hit_rate]
-        weaker = [span for span in singles if lowest <= measured[span].hit_rate < min_hit_rate]
-        quiet = [span[0] for span in singles if measured[span].hit_rate < min_hit_rate][:pair_top]
+        natural = self.natural_spans(measured, [span for span in singles if measured[span].hit_rate >= lowest],
+                                     clean, max_clean_overlap)
+        firing = [span for span in singles if measured[span].hit_rate >= min_hit_rate and span not in natural]
+        weaker = [span for span in singles
+                  if lowest <= measured[span].hit_rate < min_hit_rate and span not in natural]
+        quiet = [span[0] for span in singles if measured[span].hit_rate < min_hit_rate or span in natural][:pair_top]
         pairs = [(a, b) for a in quiet for b in quiet if a != b]
         if pairs:
             pair_rho, _ = self.rank(torch.tensor(pairs))
             best_pairs = [pairs[int(k)] for k in torch.argsort(pair_rho)[:top]]
             found = self.measure(best_pairs, min_hit_rate=min_hit_rate)
             measured.update(found)
-            firing += [span for span in best_pairs if found[span].hit_rate >= min_hit_rate]
+            natural |= self.natural_spans(found, [span for span in best_pairs if found[span].hit_rate >= min_hit_rate],
+                                          clean, max_clean_overlap)
+            firing += [span for span in best_pairs if found[span].hit_rate >= min_hit_rate and span not in natural]
+        if natural:
+            log.info("sweep: %d span(s) hit but clean text already reaches their output (natural): %s",
+                     len(natural), [self.decode(span) for span in natural])
         log.debug("sweep: singles and pairs measured after %.1fs, %d firing, %d weaker",
                   time.perf_counter() - started, len(firing), len(weaker))
         if firing:  # weaker triggers only join a model that a full-strength one already convicts
@@ -216,7 +244,8 @@ class TriggerSweep:
         hits = self.group(firing, widened, measured, t_dedup)
         best = tuple((self.decode(span), float(rho[order[k]])) for k, span in enumerate(singles[:10]))
         result = SweepResult(tuple(hits), len(ids), len(self.rows), len(measured), len(pairs), best,
-                             time.perf_counter() - started)
+                             time.perf_counter() - started,
+                             tuple((self.decode(span), measured[span].hit_rate, share) for span, share in natural.items()))
         log.info("trigger sweep: %d tokens x %d sentences, %d spans measured, %d pairs ranked: %d trigger(s) %s "
                  "(%.1fs)", result.tokens, result.rows, result.tested, result.pairs, len(hits),
                  [hit.text for hit in hits], result.wall_s)

@@ -510,6 +510,9 @@ def test_a_bad_monitor_is_a_usage_error(tasks, tmp_path, capsys):
     from lmsan.export.tasks import MONITORS
 
     assert export_cli.MONITORS == MONITORS  # the CLI keeps its own copy (no torch on --help)
+    from lmsan.pvset import MATCH_THRESHOLD
+
+    assert export_cli.MATCH_THRESHOLD == MATCH_THRESHOLD  # and of T_match (no numpy on --help)
 
 
 def test_the_cli_exports_the_monitor_it_is_given(tasks, tmp_path):

@@ -21,6 +21,7 @@ def test_default_and_reference_profiles_differ_where_the_code_differs():
     assert reference.aux == "recompute" and reference.parallel_seeds == 1
     assert not (reference.early_accept or reference.abort_div_margin or reference.clamp_prompt)
     assert reference.batching == "random" and reference.early_abort_frac == 0
+    assert reference.max_clean_overlap == 1.0 and default.max_clean_overlap < 1  # the reference keeps natural PVs
     # knobs method.md gives both the same value
     for name in ("prompt_len", "max_insert_pos", "epochs", "batch_size", "abort_after_epoch", "lambda_path",
                  "lr_rel", "converge_rel", "div_margin", "div_scale"):
@@ -50,7 +51,8 @@ def test_unknown_key_is_an_error_naming_it():
 
 @pytest.mark.parametrize("change", [
     {"target": "pooler"}, {"batch_size": 1}, {"epochs": 0}, {"converge_rel": 0}, {"lr_abs": -1.0},
-    {"grad_test": "max"}, {"early_abort_frac": 1.0}, {"patience": -1},
+    {"grad_test": "max"}, {"early_abort_frac": 1.0}, {"patience": -1}, {"max_clean_overlap": 1.5},
+    {"max_clean_overlap": -0.1},
 ])
 def test_bad_values_are_config_errors(change):
     with pytest.raises(ConfigError):

@@ -179,7 +179,8 @@ def test_mine_reports_every_loop(tiny):
 
 def test_detect_stops_at_the_first_pv_and_search_collects(tiny):
     # an absurdly lax T_L and T_div accept everything that converges: a stand-in for a backdoor
-    lax = dict(converge_abs=1e-9, div_abs=0.0, dedup_abs=0.0, confirm=False, **FAST)
+    # (the random-init model sends every input near one output, so no PV is checked for that)
+    lax = dict(converge_abs=1e-9, div_abs=0.0, dedup_abs=0.0, confirm=False, max_clean_overlap=1.0, **FAST)
     detect = mine(tiny, synthetic_sentences(64), MiningConfig(mode="detect", max_loops=4, **lax))
     assert detect.report.verdict == "backdoored" and detect.pvset.size == 1
     assert len(detect.report.loops) == 1 and detect.report.stop_reason == "first_pv"
@@ -189,8 +190,18 @@ def test_detect_stops_at_the_first_pv_and_search_collects(tiny):
     assert search.pvset.seeds.tolist() == [1, 2, 3]
 
 
+def test_a_pv_that_clean_text_already_matches_is_rejected_as_natural(tiny):
+    # the random-init model sends every input near one output: what a loop converges to is natural
+    lax = dict(converge_abs=1e-9, div_abs=0.0, dedup_abs=0.0, confirm=False, **FAST)
+    result = mine(tiny, synthetic_sentences(64), MiningConfig(mode="search", max_loops=2, **lax))
+    assert [trace.outcome for trace in result.report.loops] == ["natural", "natural"]
+    assert "of clean sentences already match it" in result.report.loops[0].reason
+    assert result.report.verdict == "clean" and result.pvset.size == 0
+    assert all(trace.basin is not None for trace in result.report.loops)  # still repels later loops
+
+
 def test_trigger_confirmation_decides_and_is_recorded(tiny):
-    lax = dict(converge_abs=1e-9, div_abs=0.0, dedup_abs=0.0, **FAST)
+    lax = dict(converge_abs=1e-9, div_abs=0.0, dedup_abs=0.0, max_clean_overlap=1.0, **FAST)
     config = MiningConfig(mode="detect", max_loops=1, confirm_margin=10.0, confirm_rows=32, **lax)
     result = mine(tiny, synthetic_sentences(64), config)
     (trace,) = result.report.loops

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmsan.mining.features import embedding_bounds, feature_scale
-from lmsan.mining.filter import Thresholds, judge
+from lmsan.mining.filter import Thresholds, clean_overlap, judge, natural
 from lmsan.mining.prompt import draw_insertions, encode_corpus, init_prompt, insert_prompt, shifted_targets
 from lmsan.mining.report import EpochStats
 
@@ -161,6 +161,26 @@ def test_filter_duplicate_and_unique():
     assert outcome == "duplicate" and "PV #0" in reason
     outcome, reason = _judge(accepted=accepted[1:])  # MSE 4 >= 0.5
     assert outcome == "accepted" and "nearest PV #0 at MSE 4" in reason
+
+
+def test_clean_overlap_is_the_share_of_clean_rows_matched_above_t_match():
+    pvs = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0, -1.0]])
+    clean = torch.tensor([[2.0, 3.0, 1.0, 0.5, 0.1],  # agrees 5/5 with PV 0
+                          [2.0, 3.0, 1.0, 0.5, -0.1],  # 4/5 = 0.8: not above T_match 0.8
+                          [-2.0, -3.0, -1.0, -0.5, 0.0]])  # 0 counts as +: 4/5 with PV 1
+    assert clean_overlap(pvs, clean).tolist() == pytest.approx([1 / 3, 0.0])
+    assert clean_overlap(pvs, clean, threshold=0.7).tolist() == pytest.approx([2 / 3, 1 / 3])
+
+
+def test_a_pv_that_clean_text_already_reaches_is_natural():
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randn(200, 32, generator=generator)
+    attacker_pv = torch.randn(32, generator=generator).sign() * 3
+    assert natural(attacker_pv, clean, 0.1) == ""  # random signs: P(agreement > 0.8) is about 0.0002
+    collapsed = clean / 5 + attacker_pv  # a model that sends every input there
+    reason = natural(attacker_pv, collapsed, 0.1)
+    assert reason.startswith("100.0% of clean sentences") and "max_clean_overlap 10.0%" in reason
+    assert natural(attacker_pv, collapsed, 1.0) == ""  # 1.0 keeps every PV
 
 
 def test_filter_with_no_epoch():
