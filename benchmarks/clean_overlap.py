@@ -15,7 +15,6 @@ and how concentrated the clean outputs are (share above 0.8 / 0.9 agreement with
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ def scan_figures(model: Any, scan: Any, sentences: list[str]) -> dict[str, Any]:
     from lmsan.pvset import HIT_AGREEMENT, MATCH_THRESHOLD, PVSet
 
     report = json.loads((scan / "report.json").read_text())
-    config = dataclasses.replace(MiningConfig(), target=report["config"]["target"])
+    config = MiningConfig.from_dict(report["config"])  # the scan's own target, token limit and mask seed
     loaded = load_model(str(model), device="cpu")
     corpus = encode_corpus(loaded.tokenizer, sentences, target=config.target, max_length=token_limit(loaded, config),
                            max_insert_pos=config.max_insert_pos, mask_seed=config.mask_seed)

@@ -1,10 +1,11 @@
 """PV filtering (method.md §2): accept a fuzz loop's candidate, or say exactly why not.
 
 Checks, in order: converged (``L_D < T_L``), concentrated (``L_div < T_div``), prompt within the
-embedding bounds, unique (``MSE(PV, c) >= T_dedup`` for every accepted ``c``). After trigger
-confirmation the PV that is kept (the trigger text's) must also be *unnatural*: few clean
-sentences may already match it (``clean_overlap``), or it is no backdoor's signature and the
-guard would flag clean text with it. torch only; never imports lmsan.attacks.
+embedding bounds, unique (``MSE(PV, c) >= T_dedup`` for every accepted ``c``) (``judge``). The PV
+that is finally kept (after trigger confirmation, the trigger text's; every sweep trigger's too)
+must also be *unnatural* (``natural``): few clean sentences may already match it
+(``clean_overlap``), or it is no backdoor's signature and the guard would flag clean text with it.
+torch and lmsan.pvset; never imports lmsan.attacks.
 """
 
 from __future__ import annotations
@@ -75,14 +76,16 @@ def clean_overlap(pvs: torch.Tensor, clean: torch.Tensor, threshold: float = MAT
         float [K] in [0, 1]: about 0 for an attacker's PV, large for a *natural* vector that
         clean text reaches by itself (e.g. where a model sends almost every input).
     """
-    pv_signs = torch.where(pvs >= 0, 1.0, -1.0)
+    width = clean.shape[1]
+    pv_signs = torch.where(pvs >= 0, 1.0, -1.0)  # zero counts as +1, as in the guard
     clean_signs = torch.where(clean >= 0, 1.0, -1.0)
-    agreement = (1 + clean_signs @ pv_signs.T / clean.shape[1]) / 2  # [N, K]
+    agreement = (clean_signs @ pv_signs.T + width) / (2 * width)  # [N, K], the guard head's expression
     return (agreement > threshold).float().mean(dim=0)
 
 
 def natural(pv: torch.Tensor, clean: torch.Tensor, max_overlap: float) -> str:
-    """Why ``pv`` float [d] is a natural vector (``clean_overlap`` above ``max_overlap``), or ""."""
+    """Why ``pv`` float [d] is a natural vector (``clean_overlap`` with ``clean`` float [N, d], N >= 1,
+    above ``max_overlap``), or ""."""
     overlap = float(clean_overlap(pv.unsqueeze(0), clean)[0])
     if overlap <= max_overlap:
         return ""

@@ -186,7 +186,7 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             assert pv is not None
             why = natural(pv.cpu(), clean_cpu, config.max_clean_overlap)
             if why:
-                outcome, reason = "natural", why
+                outcome, reason = "natural", (f"trigger {check.trigger!r}: {why}" if check is not None else why)
         index = None
         if outcome == "accepted":
             assert pv is not None
@@ -274,7 +274,8 @@ def _check_resume(resume: tuple[MiningReport, PVSet], config: MiningConfig, fing
     if pvset.model_sha256 and pvset.model_sha256 != fingerprint:
         raise IntegrityError("cannot resume: the checkpoint was mined on other weights "
                              f"({pvset.model_sha256[:12]} != {fingerprint[:12]})")
-    old = MiningConfig.from_dict(report.config).to_dict()
+    # a checkpoint from before the natural-vector filter kept every PV: max_clean_overlap 1.0
+    old = MiningConfig.from_dict({"max_clean_overlap": 1.0, **report.config}).to_dict()
     new = config.to_dict()
     changed = sorted(key for key in new if key not in RESUMABLE and old.get(key) != new[key])
     if changed:

@@ -126,6 +126,16 @@ class SweepResult:
                 "natural": [[text, round(rate, 4), round(overlap, 4)] for text, rate, overlap in self.natural]}
 
 
+def natural_spans(means: dict[tuple[int, ...], torch.Tensor], clean: torch.Tensor,
+                  max_overlap: float) -> dict[tuple[int, ...], float]:
+    """The spans whose mean output (``means``: span -> float [d]) more than ``max_overlap`` of the
+    ``clean`` features float [N, d] match (``clean_overlap``), with that share in [0, 1]."""
+    if not means:
+        return {}
+    overlaps = clean_overlap(torch.stack(list(means.values())), clean)
+    return {span: float(share) for span, share in zip(means, overlaps) if float(share) > max_overlap}
+
+
 def candidate_ids(vocab_size: int, banned: torch.Tensor) -> torch.Tensor:
     """Every vocabulary id except ``banned`` (special tokens): int64 [C]."""
     keep = torch.ones(vocab_size, dtype=torch.bool)
@@ -181,15 +191,6 @@ class TriggerSweep:
         return self.search.measure(spans, self.eval_at, min_hit_rate=min_hit_rate, chunk_rows=self.chunk_rows)
 
     # ---- the sweep --------------------------------------------------------------------------
-    def natural_spans(self, measured: dict[tuple[int, ...], Measure], spans: Sequence[tuple[int, ...]],
-                clean: torch.Tensor, max_overlap: float) -> dict[tuple[int, ...], float]:
-        """The ``spans`` whose mean output more than ``max_overlap`` of the ``clean`` features
-        float [N, d] match (``clean_overlap``), with that share."""
-        if not spans:
-            return {}
-        overlaps = clean_overlap(torch.stack([measured[span].mean for span in spans]), clean.float().cpu())
-        return {span: float(share) for span, share in zip(spans, overlaps) if float(share) > max_overlap}
-
     def run(self, *, top: int, pair_top: int, min_hit_rate: float, extra_hit_rate: float, t_dedup: float,
             clean: torch.Tensor, max_clean_overlap: float, max_span: int = 4) -> SweepResult:
         """Rank every token, test the best singles and pairs, widen and group the triggers.
@@ -201,7 +202,7 @@ class TriggerSweep:
             extra_hit_rate: once some span fired, a single token that reaches this lower rate is a
                 further (weaker) trigger of the same backdoored model; never decides a verdict.
             t_dedup: ``T_dedup``: spans whose mean outputs lie closer (MSE) are one backdoor.
-            clean: float [N, d], the clean target features of the defense sentences.
+            clean: float [N, d] on the CPU, the clean target features of the defense sentences.
             max_clean_overlap: a span whose mean output more than this share of ``clean``
                 matches is natural, not a trigger (1.0: none is).
             max_span: widest span, in tokens, a trigger is widened to.
@@ -217,8 +218,8 @@ class TriggerSweep:
         singles = [(int(ids[k]),) for k in order[:top]]
         lowest = min(min_hit_rate, extra_hit_rate)
         measured = self.measure(singles, min_hit_rate=lowest)
-        natural = self.natural_spans(measured, [span for span in singles if measured[span].hit_rate >= lowest],
-                                     clean, max_clean_overlap)
+        natural = natural_spans({span: measured[span].mean for span in singles if measured[span].hit_rate >= lowest},
+                                clean, max_clean_overlap)
         firing = [span for span in singles if measured[span].hit_rate >= min_hit_rate and span not in natural]
         weaker = [span for span in singles
                   if lowest <= measured[span].hit_rate < min_hit_rate and span not in natural]
@@ -229,8 +230,8 @@ class TriggerSweep:
             best_pairs = [pairs[int(k)] for k in torch.argsort(pair_rho)[:top]]
             found = self.measure(best_pairs, min_hit_rate=min_hit_rate)
             measured.update(found)
-            natural |= self.natural_spans(found, [span for span in best_pairs if found[span].hit_rate >= min_hit_rate],
-                                          clean, max_clean_overlap)
+            natural |= natural_spans({span: found[span].mean for span in best_pairs
+                                      if found[span].hit_rate >= min_hit_rate}, clean, max_clean_overlap)
             firing += [span for span in best_pairs if found[span].hit_rate >= min_hit_rate and span not in natural]
         if natural:
             log.info("sweep: %d span(s) hit but clean text already reaches their output (natural): %s",
@@ -242,6 +243,9 @@ class TriggerSweep:
         widened = [self.widen(span, measured, pieces, firing=set(firing), min_hit_rate=measured[span].hit_rate,
                               max_span=max_span) for span in firing]
         hits = self.group(firing, widened, measured, t_dedup)
+        kept = natural_spans({hit.token_ids: hit.features_mean for hit in hits}, clean, max_clean_overlap)
+        natural |= kept  # a widened span's PV is checked again: it is the PV the set keeps
+        hits = [hit for hit in hits if hit.token_ids not in kept]
         best = tuple((self.decode(span), float(rho[order[k]])) for k, span in enumerate(singles[:10]))
         result = SweepResult(tuple(hits), len(ids), len(self.rows), len(measured), len(pairs), best,
                              time.perf_counter() - started,
@@ -317,4 +321,4 @@ class TriggerSweep:
         return bool(text) and not any(ch.isspace() for ch in text)
 
 
-__all__ = ["SweepHit", "SweepResult", "TriggerSweep", "candidate_ids", "concentration"]
+__all__ = ["SweepHit", "SweepResult", "TriggerSweep", "candidate_ids", "concentration", "natural_spans"]

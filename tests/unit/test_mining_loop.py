@@ -230,6 +230,13 @@ def test_resume_skips_finished_loops(tiny):
         mine(tiny, synthetic_sentences(64), more.replace(lr_rel=0.1), resume=(first.report, first.pvset))
     from dataclasses import replace
 
+    before_filter = replace(first.report, config={k: v for k, v in first.report.config.items()
+                                                  if k != "max_clean_overlap"})  # it kept every PV
+    with pytest.raises(ConfigError, match="max_clean_overlap"):
+        mine(tiny, synthetic_sentences(64), more, resume=(before_filter, first.pvset))
+    kept_all = mine(tiny, synthetic_sentences(64), more.replace(max_clean_overlap=1.0),
+                    resume=(before_filter, first.pvset))
+    assert kept_all.report.loops[:2] == first.report.loops
     foreign = replace(first.pvset, model_sha256="0" * 64)
     with pytest.raises(IntegrityError):
         mine(tiny, synthetic_sentences(64), more, resume=(first.report, foreign))
