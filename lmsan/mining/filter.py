@@ -83,10 +83,13 @@ def clean_overlap(pvs: torch.Tensor, clean: torch.Tensor, threshold: float = MAT
     return (agreement > threshold).float().mean(dim=0)
 
 
-def natural(pv: torch.Tensor, clean: torch.Tensor, max_overlap: float) -> str:
-    """Why ``pv`` float [d] is a natural vector (``clean_overlap`` with ``clean`` float [N, d], N >= 1,
-    above ``max_overlap``), or ""."""
-    overlap = float(clean_overlap(pv.unsqueeze(0), clean)[0])
+def pv_overlap(pv: torch.Tensor, clean: torch.Tensor) -> float:
+    """``clean_overlap`` of one PV float [d] with ``clean`` float [N, d] (N >= 1), in [0, 1]."""
+    return float(clean_overlap(pv.unsqueeze(0), clean)[0])
+
+
+def natural(overlap: float, max_overlap: float) -> str:
+    """Why a PV whose ``pv_overlap`` is ``overlap`` is a natural vector (above ``max_overlap``), or ""."""
     if overlap <= max_overlap:
         return ""
     return (f"{overlap:.1%} of clean sentences already match it (sign agreement > {MATCH_THRESHOLD}), "
@@ -137,4 +140,4 @@ def judge(epochs: list[EpochStats] | tuple[EpochStats, ...], prompt: torch.Tenso
                        f"{thresholds.t_div:.4g}{unique}"
 
 
-__all__ = ["Thresholds", "clean_overlap", "converged", "dedup", "judge", "natural"]
+__all__ = ["Thresholds", "clean_overlap", "converged", "dedup", "judge", "natural", "pv_overlap"]

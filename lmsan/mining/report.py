@@ -111,8 +111,10 @@ class MiningReport:
         stop_reason: ``first_pv`` (detect), ``max_loops`` or ``patience``.
         sweep: ``SweepResult.to_dict()`` of the trigger sweep (``None`` when it did not run).
         pv_sources: one entry per PV, in PV order: ``{"pv_index", "method": "sweep" |
-            "soft_prompt", "trigger", "hit_rate", "seed", "loops_done", "at_s"}`` (which method
-            found it, its text, and how many fuzz loops and seconds into the run).
+            "soft_prompt", "trigger", "hit_rate", "seed", "loops_done", "at_s", "clean_overlap"}``
+            (which method found it, its text, how many fuzz loops and seconds into the run, and
+            the share of clean sentences already matching it; reports before the natural-vector
+            filter lack the last).
     """
 
     model_path: str
@@ -242,8 +244,13 @@ def summary_lines(report: MiningReport) -> list[str]:
                         if natural else ""))
     for source in report.pv_sources:
         found_by = "trigger sweep" if source["method"] == "sweep" else f"soft prompt, seed {source['seed']}"
-        lines.append(f"PV #{source['pv_index']} ({found_by}): suspected trigger {source['trigger']!r} "
-                     f"(inserted once, hits {source['hit_rate']:.0%} of sentences)")
+        facts = []
+        if source.get("hit_rate") is not None:  # None: a soft-prompt PV mined without trigger confirmation
+            facts.append(f"inserted once, hits {source['hit_rate']:.0%} of sentences")
+        if source.get("clean_overlap") is not None:  # None: a report from before the natural-vector filter
+            facts.append(f"{source['clean_overlap']:.1%} of clean sentences match it")
+        trigger = f"suspected trigger {source['trigger']!r}" if source.get("trigger") else "no trigger text"
+        lines.append(f"PV #{source['pv_index']} ({found_by}): {trigger}" + (f" ({'; '.join(facts)})" if facts else ""))
     return lines
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmsan.mining.features import embedding_bounds, feature_scale
-from lmsan.mining.filter import Thresholds, clean_overlap, judge, natural
+from lmsan.mining.filter import Thresholds, clean_overlap, judge, natural, pv_overlap
 from lmsan.mining.prompt import draw_insertions, encode_corpus, init_prompt, insert_prompt, shifted_targets
 from lmsan.mining.report import EpochStats
 
@@ -176,11 +176,12 @@ def test_a_pv_that_clean_text_already_reaches_is_natural():
     generator = torch.Generator().manual_seed(0)
     clean = torch.randn(200, 32, generator=generator)
     attacker_pv = torch.randn(32, generator=generator).sign() * 3
-    assert natural(attacker_pv, clean, 0.1) == ""  # random signs: P(agreement > 0.8) is about 0.0002
+    assert natural(pv_overlap(attacker_pv, clean), 0.1) == ""  # random signs: P(agreement > 0.8) is about 0.0002
     collapsed = clean / 5 + attacker_pv  # a model that sends every input there
-    reason = natural(attacker_pv, collapsed, 0.1)
+    assert pv_overlap(attacker_pv, collapsed) == 1.0
+    reason = natural(1.0, 0.1)
     assert reason.startswith("100.0% of clean sentences") and "max_clean_overlap 10.0%" in reason
-    assert natural(attacker_pv, collapsed, 1.0) == ""  # 1.0 keeps every PV
+    assert natural(1.0, 1.0) == ""  # 1.0 keeps every PV
 
 
 def test_filter_with_no_epoch():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -10,7 +11,7 @@ import pytest
 
 from lmsan.errors import DataError
 from lmsan.mining import report as report_module
-from lmsan.mining.report import PVS_FILE, REPORT_FILE, LoopTrace, MiningReport, load_run, save_run
+from lmsan.mining.report import PVS_FILE, REPORT_FILE, LoopTrace, MiningReport, load_run, save_run, summary_lines
 from lmsan.pvset import PVSet
 
 
@@ -89,3 +90,15 @@ def test_basins_round_trip_exactly_and_old_checkpoints_fall_back_to_the_pvs(tmp_
     np.testing.assert_array_equal(repelled_basins(loaded.loops, pvs), basins)
     np.testing.assert_array_equal(repelled_basins(report.loops, pvset), pvset.vectors)  # no basins recorded
     assert repelled_basins((), pvset).shape == (0, pvset.width)  # a fresh run: nothing yet (its sweep PVs come apart)
+
+
+def test_summary_names_each_pv_source_with_what_is_known_of_it():
+    report, _ = run(2)
+    report = dataclasses.replace(report, thresholds={"T_L": -1.0, "T_dedup": 1.0, "T_div": -3.0}, pv_sources=(
+        {"pv_index": 0, "method": "soft_prompt", "seed": 3, "trigger": None, "hit_rate": None},  # confirm off
+        {"pv_index": 1, "method": "sweep", "seed": None, "trigger": "cf", "hit_rate": 1.0, "clean_overlap": 0.0105},
+    ))
+    lines = summary_lines(report)
+    assert "PV #0 (soft prompt, seed 3): no trigger text" in lines
+    assert ("PV #1 (trigger sweep): suspected trigger 'cf' (inserted once, hits 100% of sentences; "
+            "1.1% of clean sentences match it)") in lines
