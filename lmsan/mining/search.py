@@ -128,7 +128,7 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             top=config.sweep_top, pair_top=config.sweep_pair_top, min_hit_rate=config.confirm_hit_rate,
             extra_hit_rate=config.sweep_extra_hit_rate, t_dedup=thresholds.t_dedup, clean=clean_cpu,
             max_clean_overlap=config.max_clean_overlap, max_span=config.sweep_span)
-        pvset = add_sweep_hits(pvset, result.hits, sources, thresholds.t_dedup, started, clean_cpu)
+        pvset = add_sweep_hits(pvset, result.hits, sources, thresholds.t_dedup, started)
         swept = result.to_dict()
         if pvset.size and state["verdict_at"] is None:
             state["verdict_at"] = time.perf_counter() - started
@@ -182,14 +182,14 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             assert soft_pv is not None
             basin = tuple(soft_pv.cpu().tolist())  # exact float32 values, checkpointed for --resume
             engine.accepted = torch.cat([engine.accepted, soft_pv.to(device).unsqueeze(0)])  # repel this basin
-        overlap = pv_overlap(pv.cpu(), clean_cpu) if outcome == "accepted" and pv is not None else None
-        if overlap is not None:
+        if outcome == "accepted":
+            assert pv is not None
+            overlap = pv_overlap(pv.cpu(), clean_cpu)
             why = natural(overlap, config.max_clean_overlap)
             if why:
                 outcome, reason = "natural", (f"trigger {check.trigger!r}: {why}" if check is not None else why)
         index = None
         if outcome == "accepted":
-            assert pv is not None and overlap is not None
             index = pvset.size
             pvset = pvset.append(pv.numpy(), seed=loop.seed, prompt=loop.prompt.cpu().numpy())
             sources.append({"pv_index": index, "method": "soft_prompt", "seed": loop.seed,
@@ -247,17 +247,17 @@ def confirm_outcome(check: TriggerCheck, reason: str, min_hit_rate: float) -> tu
 
 
 def add_sweep_hits(pvset: PVSet, hits: Sequence[SweepHit], sources: list[dict[str, Any]],
-                   t_dedup: float, started: float, clean: torch.Tensor) -> PVSet:
+                   t_dedup: float, started: float) -> PVSet:
     """Append the sweep's triggers' PVs (seed -1) that are not duplicates, recording each in
-    ``sources`` with its clean overlap against ``clean`` float [N, d]."""
+    ``sources`` with the clean overlap the sweep measured."""
     for hit in hits:
-        assert hit.features_mean is not None
+        assert hit.features_mean is not None and hit.clean_overlap is not None
         duplicate, _ = dedup(hit.features_mean, torch.from_numpy(pvset.vectors), t_dedup)
         if duplicate:
             continue
         sources.append({"pv_index": pvset.size, "method": "sweep", "seed": None, "trigger": hit.text,
                         "hit_rate": hit.hit_rate, "loops_done": 0, "at_s": round(time.perf_counter() - started, 3),
-                        "clean_overlap": round(pv_overlap(hit.features_mean, clean), 4)})
+                        "clean_overlap": round(hit.clean_overlap, 4)})
         pvset = pvset.append(hit.features_mean.numpy(), seed=-1)
     return pvset
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -80,6 +80,8 @@ class SweepHit:
         concentration: ``ρ`` of the span on the evaluation sentences (unitless; clean ≈ 1).
         pieces: other spans of the same backdoor that fired (e.g. its sub-word pieces), decoded.
         features_mean: float [d], the mean output with the trigger inserted once (its PV).
+        clean_overlap: share of the clean sentences whose output already matches that PV, in
+            [0, 1] (``lmsan.mining.filter.clean_overlap``); None until the sweep has checked it.
     """
 
     token_ids: tuple[int, ...]
@@ -88,10 +90,12 @@ class SweepHit:
     concentration: float
     pieces: tuple[str, ...] = ()
     features_mean: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    clean_overlap: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"trigger": self.text, "token_ids": list(self.token_ids), "hit_rate": round(self.hit_rate, 4),
-                "concentration": round(self.concentration, 4), "pieces": list(self.pieces)}
+                "concentration": round(self.concentration, 4), "pieces": list(self.pieces),
+                "clean_overlap": None if self.clean_overlap is None else round(self.clean_overlap, 4)}
 
 
 @dataclass(frozen=True)
@@ -243,9 +247,10 @@ class TriggerSweep:
         widened = [self.widen(span, measured, pieces, firing=set(firing), min_hit_rate=measured[span].hit_rate,
                               max_span=max_span) for span in firing]
         hits = self.group(firing, widened, measured, t_dedup)
-        kept = natural_spans({hit.token_ids: hit.features_mean for hit in hits}, clean, max_clean_overlap)
-        natural |= kept  # a widened span's PV is checked again: it is the PV the set keeps
-        hits = [hit for hit in hits if hit.token_ids not in kept]
+        # the PVs the set keeps (widened, grouped) are checked again, and carry their clean overlap
+        shares = clean_overlap(torch.stack([hit.features_mean for hit in hits]), clean).tolist() if hits else []
+        natural |= {hit.token_ids: share for hit, share in zip(hits, shares) if share > max_clean_overlap}
+        hits = [replace(hit, clean_overlap=share) for hit, share in zip(hits, shares) if share <= max_clean_overlap]
         best = tuple((self.decode(span), float(rho[order[k]])) for k, span in enumerate(singles[:10]))
         result = SweepResult(tuple(hits), len(ids), len(self.rows), len(measured), len(pairs), best,
                              time.perf_counter() - started,

@@ -149,7 +149,7 @@ def test_sweep_hits_join_the_pv_set_once_and_are_recorded(setup):
                                                               extra_hit_rate=0.75, t_dedup=scale, clean=aux,
                                                               max_clean_overlap=0.1)
     sources: list[dict] = []
-    pvset = add_sweep_hits(PVSet.empty(D), result.hits + result.hits, sources, scale, 0.0, aux)  # the second copy dedups
+    pvset = add_sweep_hits(PVSet.empty(D), result.hits + result.hits, sources, scale, 0.0)  # the second copy dedups
     assert pvset.size == len(result.hits) == len(sources) == 2
     assert [s["method"] for s in sources] == ["sweep", "sweep"] and pvset.seeds.tolist() == [-1, -1]
     assert [s["pv_index"] for s in sources] == [0, 1] and all(s["loops_done"] == 0 for s in sources)
