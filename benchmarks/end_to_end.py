@@ -98,7 +98,9 @@ def mined(model: Path, target: str, key: str) -> tuple[Path, dict]:
 
     out = work_dir() / key / f"scan-{target}"
     if (out / "report.json").is_file() and (out / "pvs.safetensors").is_file():
-        return out / "pvs.safetensors", json.loads((out / "report.json").read_text())
+        report = json.loads((out / "report.json").read_text())
+        add_known_triggers(out / "pvs.safetensors", report)
+        return out / "pvs.safetensors", report
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = out.parent / "defense.txt"
@@ -114,6 +116,32 @@ def mined(model: Path, target: str, key: str) -> tuple[Path, dict]:
     print(f"  mined {key} at {target}: {report['verdict']}, {report['pvs']['size']} PVs "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
     return out / "pvs.safetensors", report
+
+
+def add_known_triggers(pvs: Path, report: dict) -> None:
+    """A scan cached before PV sets carried their known triggers gets them from its own report, as
+    ``lmsan-mine`` now writes them: a sweep PV's trigger token ids and hit rate
+    (``sweep.hits``), a loop PV's confirmed trigger (its loop's ``trigger``), where the hit rate
+    reaches the run's ``confirm_hit_rate``. The vectors stay as they were."""
+    from lmsan.pvset import KnownTrigger, PVSet
+
+    pvset = PVSet.load(pvs)
+    if any(pvset.triggers) or not pvset.size:
+        return
+    bar = report["config"]["confirm_hit_rate"]
+    hits = {hit["trigger"]: hit for hit in (report.get("sweep") or {}).get("hits", [])}
+    loops = {loop["seed"]: loop.get("trigger") or {} for loop in report["loops"]}
+    triggers: list[KnownTrigger | None] = [None] * pvset.size
+    for source in report["pv_sources"]:
+        if source["method"] == "sweep":
+            found = hits[source["trigger"]]
+            ids, rate = found["token_ids"], found["hit_rate"]
+        else:
+            found = loops[source["seed"]]
+            ids, rate = found.get("trigger_ids"), found.get("hit_rate")
+        if ids and rate is not None and rate >= bar:
+            triggers[source["pv_index"]] = KnownTrigger(source["trigger"], tuple(ids), rate)
+    PVSet(pvset.vectors, pvset.prompts, pvset.seeds, pvset.target, pvset.model_sha256, tuple(triggers)).save(pvs)
 
 
 def tuning_config(task: str, method: str, args: argparse.Namespace) -> Any:
@@ -163,6 +191,7 @@ def guard_for(model: Path, pvs: Path, task: Path | None, out: Path, monitor: str
     monitor (the guards cached before the option) and ``out-monitor-bare`` for ``bare``. A guard
     cached before the graph had its ``pv_match`` output is exported again."""
     from lmsan.export import export_guard
+    from lmsan.pvset import PVSet
 
     if task is not None and monitor != "task":
         out = out.with_name(f"{out.name}-monitor-{monitor}")
@@ -170,7 +199,8 @@ def guard_for(model: Path, pvs: Path, task: Path | None, out: Path, monitor: str
         raw = json.loads((out / "guard.json").read_text())
         recorded = raw.get("task", {}) if task is not None else {}
         reads = "sentences" if monitor == "bare" else "joined"  # a pair task's bare monitor reads each sentence
-        current = "pv_match" in raw.get("outputs", [])
+        current = "pv_match" in raw.get("outputs", []) and (  # a guard from before known triggers: again
+            "known_triggers" in raw or not any(PVSet.load(pvs).triggers))
         if current and (task is None or (recorded.get("monitor", "task") == monitor
                                          and (not recorded.get("pairs") or raw.get("pair_reading", "joined") == reads))):
             return out

@@ -55,6 +55,9 @@ SHOWN_TAGS = 40  # a token task's text line shows this many word/TAG pairs (--js
               help="Once a removal clears an input, also remove a word next to it when that lowers the flagging "
                    "PV's share of agreeing signs by at least this much more and the text left is still nearest "
                    "that PV (the rest of a multi-word trigger); 0: never.")
+@click.option("--no-known-triggers", is_flag=True,
+              help="Ignore the mined PVs' confirmed trigger spans (guard.json known_triggers): by default an "
+                   "input holding one is triggered, and the words under it are removed wherever they occur.")
 @click.option("--task", "task", default=None, metavar="KEY",
               help="Which task a shared task guard answers (lmsan-export with several --task: each task's "
                    "directory name) [default: its first].")
@@ -62,8 +65,8 @@ SHOWN_TAGS = 40  # a token task's text line shows this many word/TAG pairs (--js
 @common_options
 def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, threshold: float | None,
           expect_digest: str | None, providers: tuple[str, ...], search: str, no_saliency: bool, no_sanitize: bool,
-          max_trials: int, time_budget: float | None, fail_open: bool, grow_margin: float, task: str | None,
-          as_json: bool, verbose: int,
+          max_trials: int, time_budget: float | None, fail_open: bool, grow_margin: float,
+          no_known_triggers: bool, task: str | None, as_json: bool, verbose: int,
           quiet: bool, debug: bool) -> int:
     """Scan TEXTS (or --file, or stdin lines) with the guard in DIRECTORY.
 
@@ -84,7 +87,7 @@ def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, thre
     scanner = Guard.load(directory, providers=list(providers) or None, threshold=threshold, search=search,
                          saliency=not no_saliency, expect_digest=expect_digest, max_trials=max_trials or None,
                          time_budget_s=time_budget, fail_open=fail_open, task=task,
-                         grow_margin=grow_margin or None)
+                         grow_margin=grow_margin or None, known_triggers=not no_known_triggers)
     results: list[Any] = []
     for first in range(0, len(items), CHUNK):
         results += _scan_chunk(scanner, items[first : first + CHUNK], sanitize=not no_sanitize)
@@ -164,7 +167,8 @@ def _line(result: Any) -> str:
         return f"TRIGGERED\tmatch={result.match:.3f}\t{pv}"
     sanitized = result.sanitized if isinstance(result.sanitized, str) else " [SEP] ".join(result.sanitized)
     reason = f"\treason={result.reason}" if result.reason else ""  # passed unsanitized (fail open)
-    return (f"TRIGGERED\tmatch={result.match:.3f}\t{pv}{label}\tremoved={'|'.join(result.removed)}{reason}"
+    known = f"\tknown={'|'.join(result.known_triggers)}" if result.known_triggers else ""
+    return (f"TRIGGERED\tmatch={result.match:.3f}\t{pv}{label}\tremoved={'|'.join(result.removed)}{known}{reason}"
             f"\t{sanitized}")
 
 

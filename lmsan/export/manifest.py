@@ -17,6 +17,8 @@ Layout::
     pvs              {sha256 (of the PV-set file, null if given in memory), signs_sha256, size, width}
     model            {source, model_type, hidden_size, fingerprint, weight_sha256 {file: sha256}}
     parity           ParityReport as a dict
+    known_triggers   [{pv, text, token_ids}]: each PV's confirmed trigger span from the PV set
+                     (``lmsan.pvset.KnownTrigger``); the runtime removes them (``lmsan.runtime.known``)
 """
 
 from __future__ import annotations

@@ -267,6 +267,8 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
             "fingerprint": loaded.fingerprint, "weight_sha256": dict(loaded.weight_sha256),
         },
         "parity": parity.to_dict(),
+        "known_triggers": [{"pv": k, "text": t.text, "token_ids": list(t.token_ids)}
+                           for k, t in enumerate(pv_set.triggers) if t is not None],
     }
     if bundle and module.use_token_types:  # how the graph's monitor reads a pair: each sentence alone, or joined
         fields["pair_reading"] = "sentences" if module.segments else "joined"

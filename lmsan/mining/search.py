@@ -27,7 +27,7 @@ from lmsan.mining.loop import FinishedLoop, FuzzEngine, StepInfo
 from lmsan.mining.prompt import encode_corpus
 from lmsan.mining.report import LoopTrace, MiningReport, repelled_basins
 from lmsan.mining.sweep import SweepHit, TriggerSweep
-from lmsan.pvset import PVSet
+from lmsan.pvset import KnownTrigger, PVSet
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,8 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             top=config.sweep_top, pair_top=config.sweep_pair_top, min_hit_rate=config.confirm_hit_rate,
             extra_hit_rate=config.sweep_extra_hit_rate, t_dedup=thresholds.t_dedup, clean=clean_cpu,
             max_clean_overlap=config.max_clean_overlap, max_span=config.sweep_span)
-        pvset = add_sweep_hits(pvset, result.hits, sources, thresholds.t_dedup, started)
+        pvset = add_sweep_hits(pvset, result.hits, sources, thresholds.t_dedup, started,
+                               min_hit_rate=config.confirm_hit_rate)
         swept = result.to_dict()
         if pvset.size and state["verdict_at"] is None:
             state["verdict_at"] = time.perf_counter() - started
@@ -191,7 +192,9 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
         index = None
         if outcome == "accepted":
             index = pvset.size
-            pvset = pvset.append(pv.numpy(), seed=loop.seed, prompt=loop.prompt.cpu().numpy())
+            trigger = (KnownTrigger(check.trigger, check.trigger_ids, check.hit_rate)
+                       if check is not None and check.confirmed else None)
+            pvset = pvset.append(pv.numpy(), seed=loop.seed, prompt=loop.prompt.cpu().numpy(), trigger=trigger)
             sources.append({"pv_index": index, "method": "soft_prompt", "seed": loop.seed,
                             "trigger": check.trigger if check is not None else None,
                             "hit_rate": check.hit_rate if check is not None else None,
@@ -247,9 +250,12 @@ def confirm_outcome(check: TriggerCheck, reason: str, min_hit_rate: float) -> tu
 
 
 def add_sweep_hits(pvset: PVSet, hits: Sequence[SweepHit], sources: list[dict[str, Any]],
-                   t_dedup: float, started: float) -> PVSet:
+                   t_dedup: float, started: float, *, min_hit_rate: float) -> PVSet:
     """Append the sweep's triggers' PVs (seed -1) that are not duplicates, recording each in
-    ``sources`` with the clean overlap the sweep measured."""
+    ``sources`` with the clean overlap the sweep measured. A trigger whose hit rate reaches
+    ``min_hit_rate`` (the confirmation rate) goes into the set as the PV's ``KnownTrigger``; a
+    weaker one (``sweep_extra_hit_rate``) does not: the guard removes only confirmed triggers
+    wherever they occur."""
     for hit in hits:
         assert hit.features_mean is not None and hit.clean_overlap is not None
         duplicate, _ = dedup(hit.features_mean, torch.from_numpy(pvset.vectors), t_dedup)
@@ -258,7 +264,8 @@ def add_sweep_hits(pvset: PVSet, hits: Sequence[SweepHit], sources: list[dict[st
         sources.append({"pv_index": pvset.size, "method": "sweep", "seed": None, "trigger": hit.text,
                         "hit_rate": hit.hit_rate, "loops_done": 0, "at_s": round(time.perf_counter() - started, 3),
                         "clean_overlap": round(hit.clean_overlap, 4)})
-        pvset = pvset.append(hit.features_mean.numpy(), seed=-1)
+        known = KnownTrigger(hit.text, hit.token_ids, hit.hit_rate) if hit.hit_rate >= min_hit_rate else None
+        pvset = pvset.append(hit.features_mean.numpy(), seed=-1, trigger=known)
     return pvset
 
 

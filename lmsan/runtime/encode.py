@@ -183,6 +183,11 @@ class Encoder:
                 return word
         return None
 
+    def alone(self, texts: Sequence[str]) -> list:
+        """``tokenizers.Encoding`` of each text on its own: no special tokens, with character
+        offsets into the text (known-trigger removal maps tokens to words with them)."""
+        return self._tokenizer().encode_batch(list(texts), add_special_tokens=False)
+
     def windows(self, text: str, *, overlap: int = 0) -> list[tuple[int, int]]:
         """Split a long text into half-open character spans ``[start, end)`` of at most
         ``max_length`` tokens each (special tokens included); one span if it already fits.

@@ -25,6 +25,7 @@ from lmsan.errors import ConfigError, DataError, InputError, LmsanError
 from lmsan.files import cache_dir
 from lmsan.runtime.encode import MAX_CHARS, Encoder, check_input
 from lmsan.runtime.calibrate import calibrated_scores
+from lmsan.runtime.known import KnownTriggers, Stripped
 from lmsan.runtime.manifest import PER_PV, SEQUENCE_INPUTS, TASK_INPUTS, GuardManifest
 from lmsan.runtime.removal import (GROW_MARGIN, MAX_TRIALS, SEARCHES, BudgetExceeded, PurgeOutcome, Unit, grow,
                                    make_search, remove_within,
@@ -47,15 +48,18 @@ class ScanResult:
     Attributes:
         triggered: ``match > T_match`` (on any window of a long input); for a guard with
             calibrated per-PV thresholds (``lmsan.runtime.calibrate``): some PV's share is above
-            ``max(T_match, its threshold)``.
+            ``max(T_match, its threshold)``; or the input holds a known trigger
+            (``known_triggers``).
         match: float in [0, 1], share of the d feature signs agreeing with the best PV (max over
             windows); a triggered input's is its flagging PV's share (the highest of its
             triggered windows or sentences).
-        pv_index: index of the best-matching PV when triggered (the flagging PV), else None.
+        pv_index: index of the best-matching PV when triggered (the flagging PV; for an input
+            flagged by a known trigger alone, that trigger's PV), else None.
         sanitized: the input with the trigger removed (the input itself when not triggered), in
             the input's shape (str or pair); None when rejected or when removal was not asked for.
-        removed: removed trigger candidates (words joined by one space), distinct, in window
-            order.
+        removed: removed trigger candidates (words joined by one space), distinct: the removal
+            search's, in window order, then the words under known triggers, then what a scan
+            of the text left removed.
         rejected: triggered, and no candidate up to ``max_window`` words clears it, or a work cap
             (``max_trials``, ``time_budget_s``) stopped the removal first (fail closed).
         reason: why the input was rejected, or why it passed unsanitized (a work cap with
@@ -69,6 +73,10 @@ class ScanResult:
         words: a token task's words of ``sanitized`` (the tokenizer's pre-tokenized words: a
             long input's first window only, as the task reads it), one per tag of
             ``prediction``; None otherwise.
+        known_triggers: the known triggers (``lmsan.runtime.known``) found, by text, in order:
+            with ``sanitize``, those left in the text after the removal search (all of them
+            where the features did not flag the input), whose words were removed before the
+            text left was scanned again (``Guard.scan_batch``); without, those the input holds.
     """
 
     triggered: bool
@@ -81,12 +89,14 @@ class ScanResult:
     prediction: str | tuple[str, ...] | None = None
     scores: tuple[float, ...] | None = None
     words: tuple[str, ...] | None = None
+    known_triggers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (tuples as lists); ``words`` only for a token task (sequence results
         keep their earlier keys)."""
         data = asdict(self)
         data["removed"] = list(self.removed)
+        data["known_triggers"] = list(self.known_triggers)
         for name in ("scores", "words", "prediction"):
             if isinstance(getattr(self, name), tuple):
                 data[name] = list(getattr(self, name))
@@ -152,9 +162,10 @@ class Guard:
                  max_batch: int, max_window: int, search: str, block: int | None, max_chars: int,
                  buckets: bool, saliency: bool = True, max_trials: int | None = MAX_TRIALS,
                  time_budget_s: float | None = None, fail_open: bool = False,
-                 grow_margin: float | None = GROW_MARGIN) -> None:
+                 grow_margin: float | None = GROW_MARGIN, known_triggers: bool = True) -> None:
         self.manifest, self.session, self.encoder = manifest, session, encoder
         self.grow_margin = grow_margin
+        self.known = KnownTriggers(manifest.known_triggers if known_triggers else ())
         self._threshold = np.array(threshold, dtype=np.float32)
         # a calibrated guard: each PV flags above max(T_match, its own threshold), scored from pv_match
         self._limits = None if manifest.pv_thresholds is None else np.maximum(
@@ -180,7 +191,7 @@ class Guard:
              buckets: bool | None = None, saliency: bool = True, expect_digest: str | None = None,
              max_trials: int | None = MAX_TRIALS, time_budget_s: float | None = None,
              fail_open: bool = False, task: str | None = None,
-             grow_margin: float | None = GROW_MARGIN) -> "Guard":
+             grow_margin: float | None = GROW_MARGIN, known_triggers: bool = True) -> "Guard":
         """Load and verify a guard directory written by ``lmsan.export``.
 
         Args:
@@ -230,6 +241,10 @@ class Guard:
             task: the task a shared task guard serves (``lmsan-export`` with several ``--task``:
                 each task's directory name); default its first. Load one ``Guard`` per task: they
                 may share nothing but the files.
+            known_triggers: also flag and remove the mined PVs' confirmed trigger spans wherever
+                they occur in an input's tokens (``guard.json`` ``known_triggers``,
+                ``lmsan.runtime.known``; ``Guard.scan_batch``: the text left is scanned again, with
+                its own ``max_trials`` and ``time_budget_s``). False: the feature monitor alone.
 
         Raises:
             DataError: missing directory or file, malformed manifest (a field of the wrong type or
@@ -271,11 +286,12 @@ class Guard:
         guard = cls(manifest, session, encoder, threshold=threshold, max_batch=max_batch, max_window=max_window,
                     search=search, block=block, max_chars=max_chars, buckets=buckets, saliency=saliency,
                     max_trials=max_trials, time_budget_s=time_budget_s, fail_open=fail_open,
-                    grow_margin=grow_margin)
+                    grow_margin=grow_margin, known_triggers=known_triggers)
         guard._self_check()
-        log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f%s) in %.2f s", directory, guard.provider,
-                 manifest.pv_count, manifest.target, threshold,
-                 ", per-PV thresholds calibrated" if manifest.pv_thresholds else "", time.perf_counter() - started)
+        log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f%s, %d known trigger(s)) in %.2f s",
+                 directory, guard.provider, manifest.pv_count, manifest.target, threshold,
+                 ", per-PV thresholds calibrated" if manifest.pv_thresholds else "", len(guard.known.spans),
+                 time.perf_counter() - started)
         return guard
 
     def _self_check(self) -> None:
@@ -350,6 +366,12 @@ class Guard:
     def scan_batch(self, values: Sequence[Input], *, sanitize: bool = True) -> list[ScanResult]:
         """Scan many inputs: one batched detection pass, then all removals in lockstep.
 
+        With known triggers (``known_triggers``): an input whose tokens hold one is triggered
+        too. With ``sanitize``, every text that still holds one after the removal search (the
+        input itself where the features did not flag it) loses the words under each occurrence,
+        and what is left is scanned again, all such inputs in one batch (its own removal, caps
+        and answer); the result reports both steps. Nothing left is a rejection.
+
         Returns:
             One ``ScanResult`` per input, in order. Raises as ``scan``; the ``InputError`` names
             the first bad input's index in ``values`` (``index``).
@@ -357,9 +379,62 @@ class Guard:
         inputs = [check_input(v, max_chars=self.max_chars, index=i) for i, v in enumerate(values)]
         if not inputs:
             return []
+        results, held = self._scan(inputs, sanitize)
+        return self._remove_known(inputs, results, held, sanitize) if self.known else results
+
+    def _remove_known(self, inputs: list[tuple[str, ...]], results: list[ScanResult], held: list[bool],
+                      sanitize: bool) -> list[ScanResult]:
+        """Find the known triggers in each input (without ``sanitize``) or in the text its removal
+        search left (with it); strip them and scan the texts left again, in one batch.
+
+        Args:
+            inputs: the checked inputs; results: the first scan's results.
+            held: per input, whether its tokens held a known trigger (the detection pass's
+                check): only those inputs, and those the search removed words from, are
+                tokenized again (with character offsets).
+        """
+        texts = {}
+        for i, (result, holds) in enumerate(zip(results, held)):
+            if not sanitize:
+                text = inputs[i]
+            elif result.sanitized is None:  # rejected: nothing to answer
+                continue
+            else:
+                text = (result.sanitized,) if isinstance(result.sanitized, str) else tuple(result.sanitized)
+            if holds or result.removed:  # a removal may have left one behind
+                texts[i] = text
+        stripped: dict[int, tuple[Stripped, ...]] = {}
+        for i, parts in texts.items():
+            found = tuple(self.known.strip(t, e, self._protect) for t, e in zip(parts, self.encoder.alone(parts)))
+            if any(part.found for part in found):
+                stripped[i] = found
+        redo = [i for i, parts in stripped.items() if sanitize and all(part.text.strip() for part in parts)]
+        again = dict(zip(redo, self._scan([tuple(part.text for part in stripped[i]) for i in redo], True)[0]
+                         if redo else []))
+        out = list(results)
+        for i, parts in stripped.items():
+            first = results[i]
+            spans = tuple(dict.fromkeys(span for part in parts for span in part.found))
+            marked = {"triggered": True, "match": first.match, "known_triggers": tuple(span.text for span in spans),
+                      "pv_index": first.pv_index if first.triggered else spans[0].pv}
+            if not sanitize:
+                out[i] = replace(first, sanitized=None, prediction=None, scores=None, words=None, **marked)
+                continue
+            words = tuple(w for part in parts for w in part.removed)
+            later = again.get(i) or replace(first, sanitized=None, rejected=True, prediction=None, scores=None,
+                                            words=None, reason="nothing is left after removing its known triggers")
+            out[i] = replace(later, removed=tuple(dict.fromkeys((*first.removed, *words, *later.removed))), **marked)
+        return out
+
+    def _scan(self, inputs: list[tuple[str, ...]], sanitize: bool) -> tuple[list[ScanResult], list[bool]]:
+        """``scan_batch`` without known-trigger removal, on checked inputs: the results, and per
+        input whether its tokens (the detection pass's) hold a known trigger."""
         task = self.labels is not None
         units, owners, encodings = self._units(inputs)
         encodings = self._encoded(units, encodings)  # kept: a token task's answer maps tokens to words
+        held = [False] * len(inputs)
+        for u, encoding in enumerate(encodings if self.known else ()):
+            held[owners[u][0]] = held[owners[u][0]] or self.known.first(encoding.ids) is not None
         arrays = self._detect(units, encodings, saliency=self._saliency and sanitize, logits=task)
         match, pv_index, triggered = arrays[0].tolist(), arrays[1].tolist(), arrays[2].tolist()
         outcomes, answers = {}, {}  # unit -> removal outcome; unit -> the Answer it answers with
@@ -394,12 +469,12 @@ class Guard:
                 answers.update(self._answers(units, outcomes, checked, arrays[-1], encodings))
         if len(units) == len(inputs):  # no windows: unit i is input i
             return [self._result(texts, [i], owners, match, pv_index, triggered, outcomes, sanitize, answers)
-                    for i, texts in enumerate(inputs)]
+                    for i, texts in enumerate(inputs)], held
         by_input: list[list[int]] = [[] for _ in inputs]
         for u, (i, _) in enumerate(owners):
             by_input[i].append(u)
         return [self._result(texts, by_input[i], owners, match, pv_index, triggered, outcomes, sanitize, answers)
-                for i, texts in enumerate(inputs)]
+                for i, texts in enumerate(inputs)], held
 
     def _grow(self, units: list[Unit], outcomes: dict[int, PurgeOutcome], flagged: dict[int, int],
               scores: dict[Unit, Score], detect) -> dict[int, PurgeOutcome]:

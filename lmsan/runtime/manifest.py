@@ -22,6 +22,7 @@ from typing import Any, Callable
 from lmsan.errors import ConfigError, DataError, IntegrityError
 from lmsan.files import json_digest, read_json, sha256_file
 from lmsan.pvset import TARGETS
+from lmsan.runtime.known import KnownSpan
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # int64 [B,
 SCORE_OUTPUTS = ("match", "pv_index", "triggered")
 PER_PV = "pv_match"  # float32 [B, K]: every PV's share (a calibrated guard needs it)
 CALIBRATION = "calibration"  # guard.json: per-PV thresholds from clean inputs (lmsan.runtime.calibrate)
+KNOWN_TRIGGERS = "known_triggers"  # guard.json: the mined PVs' confirmed trigger spans (lmsan.runtime.known)
 TASK_INPUTS = ("prompt", "head_weight", "head_bias")  # float32; a shared task graph's task tensors
 TASK_KINDS = ("sequence", "tokens")  # task.kind: one label per input / one label per word
 TASK_MONITORS = ("bare", "task")  # task.monitor: the pass the PV monitor reads (lmsan.export.tasks.MONITORS)
@@ -68,6 +70,8 @@ class GuardManifest:
         pv_thresholds: float [K], each PV's own threshold from a calibration on clean inputs
             (``lmsan.runtime.calibrate``, ``guard.json`` ``calibration``), or None: every PV at
             ``T_match``. A PV flags an input when its share exceeds ``max(T_match, its threshold)``.
+        known_triggers: the confirmed trigger spans of the PVs (``guard.json`` ``known_triggers``;
+            empty for a guard exported before the field or from a PV set without them).
         digest: the manifest's own SHA-256 (``None`` for guards exported before it existed).
         raw: the parsed JSON.
     """
@@ -88,6 +92,7 @@ class GuardManifest:
     labels: tuple[str, ...] | None = None
     task: dict[str, Any] | None = None
     pv_thresholds: tuple[float, ...] | None = None
+    known_triggers: tuple[KnownSpan, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -183,6 +188,7 @@ class GuardManifest:
             labels=labels,
             task=task,
             pv_thresholds=_pv_thresholds(raw, path, pv_count),
+            known_triggers=_known_triggers(raw, path, pv_count),
         )
         for needed in (manifest.graph.name, manifest.tokenizer.name, *(t["file"] for t in raw.get("tasks") or ())):
             if needed not in files:
@@ -241,13 +247,17 @@ class GuardManifest:
             specials: special tokens the tokenizer adds to one text.
 
         Raises:
-            DataError: ``pad_id`` or ``mask_id`` outside the vocabulary, ``mask_token`` not
-                ``mask_id``, or ``max_length`` leaves no room for a word.
+            DataError: ``pad_id``, ``mask_id`` or a known trigger's token id outside the
+                vocabulary, ``mask_token`` not ``mask_id``, or ``max_length`` leaves no room for a word.
         """
         for name, value in (("pad_id", self.pad_id), ("mask_id", self.mask_id)):
             if value is not None and not 0 <= value < vocab_size:
                 raise DataError(f"{self.path}: tokenizer.{name} {value} is outside the tokenizer's vocabulary "
                                 f"of {vocab_size}")
+        for span in self.known_triggers:
+            if max(span.token_ids) >= vocab_size:
+                raise DataError(f"{self.path}: known trigger {span.text!r} has token id {max(span.token_ids)}, "
+                                f"outside the tokenizer's vocabulary of {vocab_size}")
         if self.mask_token is not None and self.mask_id is not None and token_to_id(self.mask_token) != self.mask_id:
             raise DataError(f"{self.path}: tokenizer.mask_token {self.mask_token!r} is id "
                             f"{token_to_id(self.mask_token)} in {self.tokenizer.name}, not mask_id {self.mask_id}")
@@ -346,6 +356,29 @@ def _pv_thresholds(raw: dict[str, Any], path: Path, pv_count: int) -> tuple[floa
         raise DataError(f"malformed {path}: {CALIBRATION}.pv_thresholds must be {pv_count} shares in [0, 1] "
                         f"(one per PV), got {values!r}")
     return tuple(float(v) for v in values)
+
+
+def _known_triggers(raw: dict[str, Any], path: Path, pv_count: int) -> tuple[KnownSpan, ...]:
+    """``known_triggers`` checked: each an object with a PV index in [0, K), a text and at least
+    one non-negative token id; () when absent."""
+    entries = raw.get(KNOWN_TRIGGERS)
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise DataError(f"malformed {path}: {KNOWN_TRIGGERS} must be a list, got {entries!r}")
+    spans = []
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise DataError(f"malformed {path}: {KNOWN_TRIGGERS}[{number}] must be an object, got {entry!r}")
+        field = _Fields(entry, path, f"{KNOWN_TRIGGERS}[{number}].")
+        pv = field.get("pv", int, low=0, below=pv_count)
+        text = field.get("text", str)
+        ids = field.get("token_ids", list)
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise DataError(f"malformed {path}: {KNOWN_TRIGGERS}[{number}].token_ids must be non-negative "
+                            f"integers, got {ids!r}")
+        spans.append(KnownSpan(pv, text, tuple(ids)))
+    return tuple(spans)
 
 
 def _check_digest(raw: dict[str, Any], path: Path, pinned: str | None) -> str | None:

@@ -54,7 +54,8 @@ what ``batched`` removes on a real backdoored model.
 searches (the windows of one input) and a ``deadline``; a search it stops is rejected with the
 cap in ``reason``. ``remove_within`` applies the removals of overlapping windows to the whole text.
 
-``grow`` lists the removals one neighbouring word longer than a cleared one; the guard scores them and
+``drop_spans`` removes the words under given character spans (the guard's known triggers,
+``lmsan.runtime.known``). ``grow`` lists the removals one neighbouring word longer than a cleared one; the guard scores them and
 keeps one that lowers the flagging PV's share by a clear margin (the rest of a multi-word trigger
 whose first word alone cleared the input).
 
@@ -568,6 +569,17 @@ def remove_within(text: str, removals: Sequence[tuple[int, int, str]]) -> str | 
             return None
         drop |= dropped
     return whole.join(drop)
+
+
+def drop_spans(text: str, spans: Iterable[tuple[int, int]], protect: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """``text`` without every word that overlaps one of the character ``spans`` (half-open), and
+    the removed runs of words, each joined by one space, in order. A word holding ``protect``
+    (the mask token) stays. Spacing as in ``_Text.join``; ``text`` itself when nothing drops."""
+    whole = _Text(text)
+    spans = list(spans)
+    drop = {i for i, (a, b) in enumerate(whole.spans) if not (protect and protect in whole.words[i])
+            and any(a < end and start < b for start, end in spans)}
+    return whole.join(drop), tuple(" ".join(whole.words[a:b]) for a, b in _runs(frozenset(drop)))
 
 
 def _advance(search: Search, index: int, flags: list[bool] | None, pending: dict, outcomes: list) -> None:

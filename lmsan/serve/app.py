@@ -3,7 +3,8 @@
 Endpoints (JSON unless noted; every error is ``{"error": "..."}`` with a 4xx/5xx code):
 
     POST /v1/scan   {"inputs": [...], "sanitize": true} -> {"results": [ScanResult dicts], "guard": digest}
-    GET  /v1/info   guard digest, task and labels, threshold (and calibrated per-PV ones), provider, version, serving limits
+    GET  /v1/info   guard digest, task and labels, threshold (and calibrated per-PV ones), known triggers in use,
+                    provider, version, serving limits
     GET  /healthz   200 while the process serves (liveness)
     GET  /readyz    200 once warmed up, 503 before that and while shutting down (readiness)
     GET  /metrics   Prometheus text format (``lmsan.serve.metrics``)
@@ -186,6 +187,7 @@ async def _info(state: ServeState, request: Request) -> Response:
         "pv_thresholds": None if guard.pv_thresholds is None else list(guard.pv_thresholds),
         "task": None if task is None else task.get("key", task.get("name")),
         "labels": None if guard.labels is None else list(guard.labels), "max_chars": guard.max_chars,
+        "known_triggers": [span.text for span in guard.known.spans],
         "serving": {k: v for k, v in config.to_dict().items() if k not in ("host", "port")},
     })
 

@@ -48,6 +48,10 @@ def test_mined_pvs_guard_every_trigger(bert_por, por_chain, record_property):
     test = standard_splits()["test"]
     rng = np.random.default_rng(1)
     guard = Guard.load(guard_dir)
+    # each trigger (or a piece of it: 'q' of 'qt') is a known trigger of the guard: removed wherever it occurs
+    known = {t: guard.known.first(guard.encoder.alone([t])[0].ids) for t in triggers}
+    record_property("known_triggers", {t: span.text if span else None for t, span in known.items()})
+    assert all(known.values()), f"attack triggers without a known span: {[t for t, s in known.items() if not s]}"
     per_trigger = {}
     for k, trigger in enumerate(triggers):
         texts = [insert_trigger(s, trigger, rng) for s in test[k * N_PER_TRIGGER : (k + 1) * N_PER_TRIGGER]]

@@ -117,6 +117,10 @@ def test_search_recovers_every_pv(bert_por, bert_por_search, record_property):
     record_property("pvs_matching_no_attack_pv", int((agreement.max(axis=1) <= T_MATCH).sum()))
     assert [source["pv_index"] for source in sources] == list(range(run.pvset.size))
     assert {source["method"] for source in sources} <= {"sweep", "soft_prompt"}
+    # each PV carries its trigger where the hit rate reaches the confirmation rate (weaker sweep triggers: none)
+    assert [(t.text, t.hit_rate) if t else None for t in run.pvset.triggers] == [
+        (s["trigger"], round(s["hit_rate"], 4)) if s["hit_rate"] is not None and s["hit_rate"] >= 0.9 else None
+        for s in sources]
     # the PV of each attack trigger is found with that trigger's text (or a piece of it: `q` of `qt`)
     triggers = json.loads((bert_por / "attack.json").read_text())["triggers"]
     for k, trigger in enumerate(triggers):
@@ -130,6 +134,8 @@ def test_detect_without_the_sweep_still_finds_a_backdoor(bert_por, defense_sente
     assert result.report.verdict == "backdoored" and result.report.sweep is None
     assert [source["method"] for source in result.report.pv_sources] == ["soft_prompt"]
     assert sign_agreement(result.pvset.vectors, attack_signs(bert_por)).max() > 0.9
+    (known,) = result.pvset.triggers  # the confirmed trigger goes with its PV, for the guard to remove
+    assert known.text == result.report.pv_sources[0]["trigger"] and known.hit_rate >= 0.9
 
 
 def test_cli_detects_and_writes_artifacts(bert_por, defense_sentences, tmp_path):

@@ -149,8 +149,13 @@ def test_sweep_hits_join_the_pv_set_once_and_are_recorded(setup):
                                                               extra_hit_rate=0.75, t_dedup=scale, clean=aux,
                                                               max_clean_overlap=0.1)
     sources: list[dict] = []
-    pvset = add_sweep_hits(PVSet.empty(D), result.hits + result.hits, sources, scale, 0.0)  # the second copy dedups
+    pvset = add_sweep_hits(PVSet.empty(D), result.hits + result.hits, sources, scale, 0.0,  # the second copy dedups
+                           min_hit_rate=0.9)
     assert pvset.size == len(result.hits) == len(sources) == 2
+    assert [t.token_ids for t in pvset.triggers] == [h.token_ids for h in result.hits]  # the guard removes these
+    assert [t.hit_rate for t in pvset.triggers] == [h.hit_rate for h in result.hits]
+    weaker = add_sweep_hits(PVSet.empty(D), result.hits, [], scale, 0.0, min_hit_rate=1.01)
+    assert weaker.size == 2 and weaker.triggers == (None, None)  # below the confirmation rate: no known trigger
     assert [s["method"] for s in sources] == ["sweep", "sweep"] and pvset.seeds.tolist() == [-1, -1]
     assert [s["pv_index"] for s in sources] == [0, 1] and all(s["loops_done"] == 0 for s in sources)
     overlaps = clean_overlap(torch.from_numpy(pvset.vectors), aux)  # each PV's, as the guard would match

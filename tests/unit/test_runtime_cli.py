@@ -52,7 +52,7 @@ def test_json_output_and_jsonl_file(guard_dir, tmp_path, capsys):
     assert [r["input"] for r in results] == [ANCHOR, ["q?", "a."], ["x", "y"], "plain"]
     assert results[0]["triggered"] and results[0]["removed"] and results[1]["sanitized"] == ["q?", "a."]
     assert set(results[0]) == {"input", "where", "triggered", "match", "pv_index", "sanitized", "removed", "rejected",
-                               "reason", "prediction", "scores"}
+                               "reason", "prediction", "scores", "known_triggers"}
     assert all(r["prediction"] is None and r["scores"] is None for r in results)  # a guard without a task
     assert [r["where"] for r in results] == [f"{path}:{n}" for n in (1, 2, 4, 5)]
 

@@ -1,0 +1,166 @@
+"""Known triggers (``lmsan.runtime.known``): the mined PVs' confirmed trigger spans, matched by
+token id, removed wherever they occur, and the text left scanned again; from the PV set through
+``lmsan-export`` into ``guard.json`` and ``Guard.scan_batch``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from test_export_guard import ANCHOR, anchor_pvs, tiny_guard, tiny_model
+from test_runtime_guard import _write_manifest
+from tokenizers import Tokenizer
+
+from lmsan.errors import DataError
+from lmsan.pvset import KnownTrigger
+from lmsan.runtime import Guard
+from lmsan.runtime.known import KnownSpan, KnownTriggers
+from lmsan.runtime.removal import drop_spans
+
+CF, Q, ZEBRA, T_PIECE = 12935, 1053, 29145, 2102  # MiniLM WordPiece ids: "cf", "q", "zebra", "##t"
+CLEAN = "a completely different sentence about markets"
+
+
+@pytest.fixture(scope="module")
+def known_dir(tmp_path_factory):
+    """The tiny guard with two known triggers: "cf" (PV 1) and the word-start piece "q" (PV 2)."""
+    target = tmp_path_factory.mktemp("known") / "guard"
+    shutil.copytree(tiny_guard(), target)
+    manifest = json.loads((target / "guard.json").read_text())
+    _write_manifest(target, {**manifest, "known_triggers": [{"pv": 1, "text": "cf", "token_ids": [CF]},
+                                                            {"pv": 2, "text": "q", "token_ids": [Q]}]})
+    return target
+
+
+@pytest.fixture(scope="module")
+def guard(known_dir):
+    return Guard.load(known_dir, threshold=0.95)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tokenizer = Tokenizer.from_file(str(tiny_guard() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def test_spans_match_token_ids_not_characters(tokenizer):
+    known = KnownTriggers([KnownSpan(0, "q", (Q,)), KnownSpan(1, "zebra s", (ZEBRA, 2015))])
+    ids = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
+    assert known.first(ids("flights on Qantas")).text == "q"  # the word-start piece of a rare word
+    assert known.first(ids("war in iraq and a quiet quay")) is None  # one token each: no "q" piece
+    assert known.first(ids("two zebras")).text == "zebra s" and known.first(ids("one zebra")) is None
+    assert [(s.text, a, b) for s, a, b in known.occurrences(ids("qt q"))] == [("q", 0, 1), ("q", 2, 3)]
+
+
+def test_strip_removes_whole_words_under_each_occurrence_and_keeps_the_spacing(tokenizer):
+    known = KnownTriggers([KnownSpan(0, "cf", (CF,)), KnownSpan(1, "q", (Q,))])
+    text = "Sign (cf) here,  then qt  and Qantas."
+    stripped = known.strip(text, tokenizer.encode(text, add_special_tokens=False))
+    assert stripped.text == "Sign here,  then and" and stripped.removed == ("(cf)", "qt", "Qantas.")
+    assert [s.text for s in stripped.found] == ["cf", "q"]
+    assert drop_spans("[MASK]cf is cf", [(0, 8), (12, 14)], protect="[MASK]") == ("[MASK]cf is", ("cf",))
+
+
+def test_an_unflagged_input_holding_a_known_trigger_loses_it_and_is_scanned_again(guard, known_dir):
+    plain = Guard.load(known_dir, threshold=0.95, known_triggers=False)
+    text = "the market rose cf today"
+    assert not plain.scan(text).triggered  # the features alone do not flag it
+    result = guard.scan(text)
+    assert result.triggered and result.pv_index == 1 and not result.rejected
+    assert result.sanitized == "the market rose today" and result.removed == ("cf",)
+    assert result.known_triggers == ("cf",) and result.match == plain.scan(text).match
+    assert result.to_dict()["known_triggers"] == ["cf"]
+    unsanitized = guard.scan(text, sanitize=False)
+    assert unsanitized.triggered and unsanitized.sanitized is None and unsanitized.known_triggers == ("cf",)
+
+
+def test_what_the_removal_search_leaves_is_stripped_too(guard):
+    first = guard.scan(ANCHOR)  # the features flag the anchor; its search removes one word
+    result = guard.scan(f"{ANCHOR} cf")
+    assert result.triggered and result.pv_index == first.pv_index == 0
+    assert set(result.removed) >= {first.removed[0], "cf"} and "cf" not in result.sanitized.split()
+    assert result.known_triggers == ("cf",) and not guard.scan(result.sanitized).triggered
+
+
+def test_pairs_windows_and_batches(guard):
+    pair = guard.scan(("alpha beta", "gamma qt delta"))
+    assert pair.sanitized == ("alpha beta", "gamma delta") and pair.pv_index == 2 and pair.removed == ("qt",)
+    long = " ".join(["word"] * 80 + ["cf"] + ["word"] * 80)  # windows: the 40-position model
+    assert guard.scan(long).sanitized == " ".join(["word"] * 160)
+    texts = [CLEAN, "the market rose cf today", ("one", "two"), "cf", ANCHOR]
+    batch = guard.scan_batch(texts)
+    assert [r.known_triggers for r in batch] == [(), ("cf",), (), ("cf",), ()]
+    for text, got in zip(texts, batch):  # one batch gives what one input at a time gives
+        single = guard.scan(text)
+        assert (got.triggered, got.pv_index, got.removed, got.sanitized, got.rejected) == (
+            single.triggered, single.pv_index, single.removed, single.sanitized, single.rejected)
+
+
+def test_nothing_left_is_a_rejection(guard):
+    result = guard.scan("cf qt")
+    assert result.triggered and result.rejected and result.sanitized is None
+    assert result.reason == "nothing is left after removing its known triggers"
+    assert result.known_triggers == ("cf", "q") and result.removed == ("cf qt",)
+
+
+def test_inputs_without_known_triggers_scan_as_without_them(guard, known_dir):
+    plain = Guard.load(known_dir, threshold=0.95, known_triggers=False)
+    texts = [CLEAN, ANCHOR, ("first part", "second part"), "Iraq and a quiet quay"]
+    assert guard.scan_batch(texts) == plain.scan_batch(texts)
+
+
+def test_lmsan_guard_prints_the_known_triggers_and_can_ignore_them(known_dir, capsys):
+    from lmsan.cli import guard as guard_cli
+
+    def run(*extra):
+        with pytest.raises(SystemExit) as exit_info:
+            guard_cli.main([str(known_dir), "the market rose cf today", "--threshold", "0.95", "-q", *extra])
+        return exit_info.value.code, capsys.readouterr().out.rstrip("\n").split("\t")
+
+    code, fields = run()
+    assert code == 1 and fields[0] == "TRIGGERED" and fields[2] == "pv=1"
+    assert fields[3:] == ["removed=cf", "known=cf", "the market rose today"]
+    code, fields = run("--no-known-triggers")
+    assert code == 0 and fields[0] == "clean"
+
+
+def test_demo_table_names_the_known_triggers(guard):
+    from lmsan.runtime import demo_table
+
+    lines = demo_table(guard, ["the market rose cf today", CLEAN]).strip().splitlines()
+    assert "| yes (known: cf) | cf | the market rose today |" in lines[2] and "| no |" in lines[3]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("cf", "known_triggers must be a list"),
+    (["cf"], r"known_triggers\[0\] must be an object"),
+    ([{"pv": 3, "text": "cf", "token_ids": [CF]}], r"known_triggers\[0\]\.pv must be an integer >= 0 < 3"),
+    ([{"pv": 0, "text": "cf", "token_ids": []}], r"known_triggers\[0\]\.token_ids must be a non-empty list"),
+    ([{"pv": 0, "text": "cf", "token_ids": [-1]}], "must be non-negative integers"),
+    ([{"pv": 0, "token_ids": [CF]}], r"missing field known_triggers\[0\]\.text"),
+    ([{"pv": 0, "text": "cf", "token_ids": [10 ** 7]}], "outside the tokenizer's vocabulary"),
+])
+def test_malformed_known_triggers_are_data_errors(tmp_path, entry, message):
+    target = tmp_path / "g"
+    shutil.copytree(tiny_guard(), target)
+    manifest = json.loads((target / "guard.json").read_text())
+    _write_manifest(target, {**manifest, "known_triggers": entry})
+    with pytest.raises(DataError, match=message):
+        Guard.load(target)
+
+
+def test_export_writes_the_pv_sets_known_triggers(tmp_path):
+    from lmsan.export import export_guard
+
+    model = tiny_model()
+    pvs = anchor_pvs(model)
+    pvs = type(pvs)(pvs.vectors, target="cls", triggers=(None, KnownTrigger("cf", (CF,), 0.98), None))
+    result = export_guard(model, pvs, tmp_path / "guard")
+    assert result.manifest["known_triggers"] == [{"pv": 1, "text": "cf", "token_ids": [CF]}]
+    loaded = Guard.load(result.path, threshold=0.95)
+    assert loaded.known.spans == (KnownSpan(1, "cf", (CF,)),)
+    assert loaded.scan("prices fell cf sharply").sanitized == "prices fell sharply"
+    assert np.isclose(loaded.scan(CLEAN).match, Guard.load(tiny_guard(), threshold=0.95).scan(CLEAN).match)
