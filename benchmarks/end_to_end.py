@@ -99,7 +99,7 @@ def mined(model: Path, target: str, key: str) -> tuple[Path, dict]:
     out = work_dir() / key / f"scan-{target}"
     if (out / "report.json").is_file() and (out / "pvs.safetensors").is_file():
         report = json.loads((out / "report.json").read_text())
-        add_known_triggers(out / "pvs.safetensors", report)
+        add_known_triggers(out / "pvs.safetensors", report, model)
         return out / "pvs.safetensors", report
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,30 +118,30 @@ def mined(model: Path, target: str, key: str) -> tuple[Path, dict]:
     return out / "pvs.safetensors", report
 
 
-def add_known_triggers(pvs: Path, report: dict) -> None:
+def add_known_triggers(pvs: Path, report: dict, model: Path) -> None:
     """A scan cached before PV sets carried their known triggers gets them from its own report, as
-    ``lmsan-mine`` now writes them: a sweep PV's trigger token ids and hit rate
-    (``sweep.hits``), a loop PV's confirmed trigger (its loop's ``trigger``), where the hit rate
-    reaches the run's ``confirm_hit_rate``. The vectors stay as they were."""
-    from lmsan.pvset import KnownTrigger, PVSet
+    ``lmsan-mine`` now writes them (``lmsan.mining.search.known_trigger`` on the model's
+    tokenizer) for its sweep PVs (``sweep.hits`` has their token ids and hit rates; a loop PV's
+    ids are not in the report: none, and the cached zoo scans have no loop PVs). The vectors stay
+    as they were; the file is rewritten only when its triggers differ."""
+    from transformers import AutoTokenizer
+
+    from lmsan.mining.search import known_trigger
+    from lmsan.pvset import PVSet
 
     pvset = PVSet.load(pvs)
-    if any(pvset.triggers) or not pvset.size:
+    if not pvset.size:
         return
-    bar = report["config"]["confirm_hit_rate"]
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
     hits = {hit["trigger"]: hit for hit in (report.get("sweep") or {}).get("hits", [])}
-    loops = {loop["seed"]: loop.get("trigger") or {} for loop in report["loops"]}
-    triggers: list[KnownTrigger | None] = [None] * pvset.size
+    triggers = [None] * pvset.size
     for source in report["pv_sources"]:
         if source["method"] == "sweep":
-            found = hits[source["trigger"]]
-            ids, rate = found["token_ids"], found["hit_rate"]
-        else:
-            found = loops[source["seed"]]
-            ids, rate = found.get("trigger_ids"), found.get("hit_rate")
-        if ids and rate is not None and rate >= bar:
-            triggers[source["pv_index"]] = KnownTrigger(source["trigger"], tuple(ids), rate)
-    PVSet(pvset.vectors, pvset.prompts, pvset.seeds, pvset.target, pvset.model_sha256, tuple(triggers)).save(pvs)
+            hit = hits[source["trigger"]]
+            triggers[source["pv_index"]] = known_trigger(tokenizer, hit["trigger"], hit["token_ids"], hit["hit_rate"],
+                                                         report["config"]["confirm_hit_rate"])
+    if tuple(triggers) != pvset.triggers:
+        PVSet(pvset.vectors, pvset.prompts, pvset.seeds, pvset.target, pvset.model_sha256, tuple(triggers)).save(pvs)
 
 
 def tuning_config(task: str, method: str, args: argparse.Namespace) -> Any:
@@ -199,8 +199,9 @@ def guard_for(model: Path, pvs: Path, task: Path | None, out: Path, monitor: str
         raw = json.loads((out / "guard.json").read_text())
         recorded = raw.get("task", {}) if task is not None else {}
         reads = "sentences" if monitor == "bare" else "joined"  # a pair task's bare monitor reads each sentence
-        current = "pv_match" in raw.get("outputs", []) and (  # a guard from before known triggers: again
-            "known_triggers" in raw or not any(PVSet.load(pvs).triggers))
+        known = [{"pv": k, "text": t.text, "token_ids": list(t.token_ids)}
+                 for k, t in enumerate(PVSet.load(pvs).triggers) if t is not None]
+        current = "pv_match" in raw.get("outputs", []) and raw.get("known_triggers", []) == known  # else again
         if current and (task is None or (recorded.get("monitor", "task") == monitor
                                          and (not recorded.get("pairs") or raw.get("pair_reading", "joined") == reads))):
             return out

@@ -207,10 +207,10 @@ def _triggers(raw: str | None) -> tuple[KnownTrigger | None, ...]:
         return ()
     try:
         entries = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise PVSetError(f"malformed triggers metadata: {exc}") from exc
-    if not isinstance(entries, list):
-        raise PVSetError(f"triggers metadata must be a list, got {type(entries).__name__}")
+    if not isinstance(entries, list) or not entries:
+        raise PVSetError(f"triggers metadata must be a non-empty list, got {entries!r:.40}")
     return tuple(None if entry is None else KnownTrigger.from_dict(entry) for entry in entries)
 
 

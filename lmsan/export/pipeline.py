@@ -199,6 +199,11 @@ def _check_fit(pv_set: PVSet, loaded: Any, pvs_path: Path | None) -> None:
     where = f" ({pvs_path})" if pvs_path else ""
     if pv_set.width != loaded.hidden_size:
         raise PVSetError(f"PV width {pv_set.width} != model hidden size {loaded.hidden_size}{where}")
+    vocabulary = len(loaded.tokenizer)
+    for trigger in (t for t in pv_set.triggers if t is not None):
+        if max(trigger.token_ids) >= vocabulary:
+            raise PVSetError(f"known trigger {trigger.text!r} has token id {max(trigger.token_ids)}, outside the "
+                             f"vocabulary of {vocabulary} of {loaded.source}{where}")
     known = {loaded.fingerprint, *loaded.weight_sha256.values()}
     if pv_set.model_sha256 and pv_set.model_sha256 not in known:
         raise IntegrityError(

@@ -129,7 +129,7 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
             extra_hit_rate=config.sweep_extra_hit_rate, t_dedup=thresholds.t_dedup, clean=clean_cpu,
             max_clean_overlap=config.max_clean_overlap, max_span=config.sweep_span)
         pvset = add_sweep_hits(pvset, result.hits, sources, thresholds.t_dedup, started,
-                               min_hit_rate=config.confirm_hit_rate)
+                               tokenizer=loaded.tokenizer, min_hit_rate=config.confirm_hit_rate)
         swept = result.to_dict()
         if pvset.size and state["verdict_at"] is None:
             state["verdict_at"] = time.perf_counter() - started
@@ -192,8 +192,8 @@ def mine(loaded: Any, sentences: Sequence[str], config: MiningConfig, *,
         index = None
         if outcome == "accepted":
             index = pvset.size
-            trigger = (KnownTrigger(check.trigger, check.trigger_ids, check.hit_rate)
-                       if check is not None and check.confirmed else None)
+            trigger = (known_trigger(loaded.tokenizer, check.trigger, check.trigger_ids, check.hit_rate,
+                                     config.confirm_hit_rate) if check is not None else None)
             pvset = pvset.append(pv.numpy(), seed=loop.seed, prompt=loop.prompt.cpu().numpy(), trigger=trigger)
             sources.append({"pv_index": index, "method": "soft_prompt", "seed": loop.seed,
                             "trigger": check.trigger if check is not None else None,
@@ -249,13 +249,26 @@ def confirm_outcome(check: TriggerCheck, reason: str, min_hit_rate: float) -> tu
                            f"{check.search_text!r}, δ {check.delta:.4g} after {check.steps} steps; {reason})")
 
 
+def known_trigger(tokenizer: Any, text: str, ids: Sequence[int], hit_rate: float,
+                  min_hit_rate: float) -> KnownTrigger | None:
+    """The trigger a PV's guard removes wherever it occurs (``PVSet.triggers``), or None.
+
+    Only a confirmed trigger (``hit_rate >= min_hit_rate``; not a weaker sweep trigger) that text
+    spells as mined: ``ids`` must be what ``tokenizer`` makes of ``text`` (or of it after a
+    space, a word mid-sentence). A lone continuation piece (``##man``) or a BPE token without
+    its leading space would match inside unrelated words, or nowhere.
+    """
+    if hit_rate < min_hit_rate:
+        return None
+    spelled = [tokenizer(form, add_special_tokens=False)["input_ids"] for form in (text, " " + text)]
+    return KnownTrigger(text, tuple(ids), hit_rate) if list(ids) in spelled else None
+
+
 def add_sweep_hits(pvset: PVSet, hits: Sequence[SweepHit], sources: list[dict[str, Any]],
-                   t_dedup: float, started: float, *, min_hit_rate: float) -> PVSet:
+                   t_dedup: float, started: float, *, tokenizer: Any, min_hit_rate: float) -> PVSet:
     """Append the sweep's triggers' PVs (seed -1) that are not duplicates, recording each in
-    ``sources`` with the clean overlap the sweep measured. A trigger whose hit rate reaches
-    ``min_hit_rate`` (the confirmation rate) goes into the set as the PV's ``KnownTrigger``; a
-    weaker one (``sweep_extra_hit_rate``) does not: the guard removes only confirmed triggers
-    wherever they occur."""
+    ``sources`` with the clean overlap the sweep measured, and the trigger as the PV's
+    ``KnownTrigger`` where ``known_trigger`` keeps it."""
     for hit in hits:
         assert hit.features_mean is not None and hit.clean_overlap is not None
         duplicate, _ = dedup(hit.features_mean, torch.from_numpy(pvset.vectors), t_dedup)
@@ -264,7 +277,7 @@ def add_sweep_hits(pvset: PVSet, hits: Sequence[SweepHit], sources: list[dict[st
         sources.append({"pv_index": pvset.size, "method": "sweep", "seed": None, "trigger": hit.text,
                         "hit_rate": hit.hit_rate, "loops_done": 0, "at_s": round(time.perf_counter() - started, 3),
                         "clean_overlap": round(hit.clean_overlap, 4)})
-        known = KnownTrigger(hit.text, hit.token_ids, hit.hit_rate) if hit.hit_rate >= min_hit_rate else None
+        known = known_trigger(tokenizer, hit.text, hit.token_ids, hit.hit_rate, min_hit_rate)
         pvset = pvset.append(hit.features_mean.numpy(), seed=-1, trigger=known)
     return pvset
 
@@ -299,4 +312,4 @@ def _check_resume(resume: tuple[MiningReport, PVSet], config: MiningConfig, fing
     return list(report.loops), pvset
 
 
-__all__ = ["MiningResult", "RESUMABLE", "add_sweep_hits", "confirm_outcome", "mine", "token_limit"]
+__all__ = ["MiningResult", "RESUMABLE", "add_sweep_hits", "confirm_outcome", "known_trigger", "mine", "token_limit"]

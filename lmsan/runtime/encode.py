@@ -96,6 +96,7 @@ class Encoder:
         self.specials = probe.num_special_tokens_to_add(False)
         self.vocab_size = probe.get_vocab_size(with_added_tokens=True)
         self.token_to_id = probe.token_to_id
+        self.special_ids = frozenset(i for i, token in probe.get_added_tokens_decoder().items() if token.special)
 
     def _tokenizer(self):
         tokenizer = getattr(self._local, "tokenizer", None)

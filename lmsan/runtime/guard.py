@@ -92,8 +92,7 @@ class ScanResult:
     known_triggers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (tuples as lists); ``words`` only for a token task (sequence results
-        keep their earlier keys)."""
+        """JSON-ready fields (tuples as lists); ``words`` only for a token task."""
         data = asdict(self)
         data["removed"] = list(self.removed)
         data["known_triggers"] = list(self.known_triggers)
@@ -274,7 +273,7 @@ class Guard:
         encoder = (WordEncoder if manifest.token_task else Encoder)(
             manifest.tokenizer, max_length=manifest.max_length, pad_id=manifest.pad_id,
             mask_id=manifest.mask_id if manifest.mask_in_input else None)
-        manifest.check_vocab(encoder.vocab_size, encoder.token_to_id, encoder.specials)
+        manifest.check_vocab(encoder.vocab_size, encoder.token_to_id, encoder.specials, encoder.special_ids)
         seq_inputs = [name for name in manifest.inputs if name in SEQUENCE_INPUTS]
         trt_cache = cache_dir() / "tensorrt" / manifest.raw["files"][manifest.graph.name][:16]  # made if used
         resolved = resolve_providers(providers, inputs=seq_inputs, max_batch=max_batch,
@@ -370,7 +369,8 @@ class Guard:
         too. With ``sanitize``, every text that still holds one after the removal search (the
         input itself where the features did not flag it) loses the words under each occurrence,
         and what is left is scanned again, all such inputs in one batch (its own removal, caps
-        and answer); the result reports both steps. Nothing left is a rejection.
+        and answer); ``removed`` lists both steps' removals. It fails closed where nothing is
+        left, a trigger lies inside the mask token's word, or the second removal joins one again.
 
         Returns:
             One ``ScanResult`` per input, in order. Raises as ``scan``; the ``InputError`` names
@@ -387,43 +387,45 @@ class Guard:
         """Find the known triggers in each input (without ``sanitize``) or in the text its removal
         search left (with it); strip them and scan the texts left again, in one batch.
 
+        Fails closed: a text with nothing left, an occurrence inside a word that must stay (the
+        mask token's), or a known trigger that the second scan's own removal joined back
+        together is rejected.
+
         Args:
             inputs: the checked inputs; results: the first scan's results.
             held: per input, whether its tokens held a known trigger (the detection pass's
                 check): only those inputs, and those the search removed words from, are
                 tokenized again (with character offsets).
         """
-        texts = {}
+        stripped: dict[int, Stripped] = {}
         for i, (result, holds) in enumerate(zip(results, held)):
-            if not sanitize:
-                text = inputs[i]
-            elif result.sanitized is None:  # rejected: nothing to answer
-                continue
-            else:
-                text = (result.sanitized,) if isinstance(result.sanitized, str) else tuple(result.sanitized)
-            if holds or result.removed:  # a removal may have left one behind
-                texts[i] = text
-        stripped: dict[int, tuple[Stripped, ...]] = {}
-        for i, parts in texts.items():
-            found = tuple(self.known.strip(t, e, self._protect) for t, e in zip(parts, self.encoder.alone(parts)))
-            if any(part.found for part in found):
-                stripped[i] = found
-        redo = [i for i, parts in stripped.items() if sanitize and all(part.text.strip() for part in parts)]
-        again = dict(zip(redo, self._scan([tuple(part.text for part in stripped[i]) for i in redo], True)[0]
-                         if redo else []))
+            text = inputs[i] if not sanitize else _parts(result.sanitized)
+            if text is not None and (holds or result.removed):  # a removal may have left one behind
+                found = self.known.strip(text, self.encoder.alone, self._protect)
+                if found.found:
+                    stripped[i] = found
+        why = {i: "a known trigger lies inside a word holding the mask token" if found.stuck
+               else "nothing is left after removing its known triggers" for i, found in stripped.items()
+               if found.stuck or not all(text.strip() for text in found.texts)}
+        redo = [i for i in stripped if sanitize and i not in why]
+        again = dict(zip(redo, self._scan([stripped[i].texts for i in redo], True)[0] if redo else []))
+        for i, result in again.items():  # its removal may join two pieces of a known trigger again
+            if result.removed and self.known.strip(_parts(result.sanitized) or (), self.encoder.alone).found:
+                why[i] = "a known trigger is left after removing the words around it"
         out = list(results)
-        for i, parts in stripped.items():
+        for i, found in stripped.items():
             first = results[i]
-            spans = tuple(dict.fromkeys(span for part in parts for span in part.found))
-            marked = {"triggered": True, "match": first.match, "known_triggers": tuple(span.text for span in spans),
-                      "pv_index": first.pv_index if first.triggered else spans[0].pv}
+            marked = {"triggered": True, "match": first.match, "known_triggers": tuple(s.text for s in found.found),
+                      "pv_index": first.pv_index if first.triggered else found.found[0].pv}
             if not sanitize:
                 out[i] = replace(first, sanitized=None, prediction=None, scores=None, words=None, **marked)
                 continue
-            words = tuple(w for part in parts for w in part.removed)
-            later = again.get(i) or replace(first, sanitized=None, rejected=True, prediction=None, scores=None,
-                                            words=None, reason="nothing is left after removing its known triggers")
-            out[i] = replace(later, removed=tuple(dict.fromkeys((*first.removed, *words, *later.removed))), **marked)
+            later = again.get(i, first)  # the scan of the text left; the first scan where there was none
+            if i in why:
+                later = replace(later, sanitized=None, rejected=True, prediction=None, scores=None, words=None,
+                                reason=why[i])
+            out[i] = replace(later, removed=tuple(dict.fromkeys((*first.removed, *found.removed, *later.removed))),
+                             **marked)
         return out
 
     def _scan(self, inputs: list[tuple[str, ...]], sanitize: bool) -> tuple[list[ScanResult], list[bool]]:
@@ -725,6 +727,13 @@ class Guard:
         if sanitized is None:
             return ScanResult(True, match[best], pv, None, removed, True, "trigger inside a word longer than a window")
         return ScanResult(True, match[best], pv, sanitized, removed, False, reason)
+
+
+def _parts(value: Input | None) -> tuple[str, ...] | None:
+    """A result's text as a tuple of texts (one, or the two of a pair); None stays None."""
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ match (a span holds none).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from lmsan.runtime.removal import drop_spans
 
@@ -39,17 +39,20 @@ class KnownSpan:
 
 @dataclass(frozen=True)
 class Stripped:
-    """One text after removing its known triggers.
+    """One input's texts (a text, or the two of a pair) after removing their known triggers.
 
     Attributes:
-        text: the text without the words under each occurrence.
+        texts: the texts without the words under each occurrence, until none is left.
         removed: the removed runs of words, each joined by one space, in order.
         found: the known spans that occurred, distinct, in order of first occurrence.
+        stuck: an occurrence lies inside a word that must stay (it holds the mask token), so it
+            could not be removed.
     """
 
-    text: str
+    texts: tuple[str, ...]
     removed: tuple[str, ...]
     found: tuple[KnownSpan, ...]
+    stuck: bool = False
 
 
 class KnownTriggers:
@@ -81,12 +84,30 @@ class KnownTriggers:
         stops at the first)."""
         return next((span for span, _, _ in self._matches(ids)), None)
 
-    def strip(self, text: str, encoding: Any, protect: str | None = None) -> Stripped:
-        """``text`` without the words under every known span of ``encoding`` (the
-        ``tokenizers.Encoding`` of ``text`` alone, without special tokens, with character
-        offsets into ``text``); a word holding ``protect`` (the mask token) stays."""
-        occurrences = self.occurrences(encoding.ids)
-        offsets = encoding.offsets
-        spans = [(offsets[start][0], offsets[end - 1][1]) for _, start, end in occurrences]
-        cleaned, removed = drop_spans(text, spans, protect)
-        return Stripped(cleaned, removed, tuple(dict.fromkeys(span for span, _, _ in occurrences)))
+    def strip(self, texts: tuple[str, ...], encode: Callable[[list[str]], list],
+              protect: str | None = None) -> Stripped:
+        """``texts`` without the words under every known span, round after round until none is
+        left (removing a word can join two pieces of a span: ``cf cf mn mn`` for ``cf mn``).
+
+        Args:
+            texts: one text, or the two of a pair (each matched on its own).
+            encode: tokenizes texts on their own, without special tokens, with character offsets
+                (``Encoder.alone``).
+            protect: a word holding it (the mask token) stays; an occurrence inside such a word
+                makes the result ``stuck``.
+        """
+        removed: list[str] = []
+        found: dict[KnownSpan, None] = {}
+        while True:
+            spans_per_text = []
+            for encoding in encode(list(texts)):
+                occurrences = self.occurrences(encoding.ids)
+                found.update((span, None) for span, _, _ in occurrences)
+                spans_per_text.append([(encoding.offsets[a][0], encoding.offsets[b - 1][1]) for _, a, b in occurrences])
+            if not any(spans_per_text):
+                return Stripped(texts, tuple(removed), tuple(found))
+            cut = [drop_spans(text, spans, protect) for text, spans in zip(texts, spans_per_text)]
+            if all(not words for _, words in cut):  # every occurrence lies inside a protected word
+                return Stripped(texts, tuple(removed), tuple(found), stuck=True)
+            texts = tuple(text for text, _ in cut)
+            removed += [word for _, words in cut for word in words]

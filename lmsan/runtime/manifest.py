@@ -238,17 +238,20 @@ class GuardManifest:
             raise DataError(f"{self.graph.name} and {self.path} disagree on the number of PVs: the graph "
                             f"returned pv_index {pv_index}, the manifest says pvs.size {self.pv_count}")
 
-    def check_vocab(self, vocab_size: int, token_to_id: Callable[[str], int | None], specials: int) -> None:
+    def check_vocab(self, vocab_size: int, token_to_id: Callable[[str], int | None], specials: int,
+                    special_ids: frozenset[int] = frozenset()) -> None:
         """Check the token ids and the length against the guard's tokenizer.
 
         Args:
             vocab_size: the tokenizer's vocabulary size (added tokens included).
             token_to_id: the tokenizer's lookup (None for an unknown token).
             specials: special tokens the tokenizer adds to one text.
+            special_ids: the ids of the tokenizer's special tokens ([CLS], [MASK], ...).
 
         Raises:
             DataError: ``pad_id``, ``mask_id`` or a known trigger's token id outside the
-                vocabulary, ``mask_token`` not ``mask_id``, or ``max_length`` leaves no room for a word.
+                vocabulary, a known trigger holding a special token, ``mask_token`` not
+                ``mask_id``, or ``max_length`` leaves no room for a word.
         """
         for name, value in (("pad_id", self.pad_id), ("mask_id", self.mask_id)):
             if value is not None and not 0 <= value < vocab_size:
@@ -258,6 +261,9 @@ class GuardManifest:
             if max(span.token_ids) >= vocab_size:
                 raise DataError(f"{self.path}: known trigger {span.text!r} has token id {max(span.token_ids)}, "
                                 f"outside the tokenizer's vocabulary of {vocab_size}")
+            if special_ids.intersection(span.token_ids):
+                raise DataError(f"{self.path}: known trigger {span.text!r} holds a special token "
+                                f"(id {min(special_ids.intersection(span.token_ids))}): text never does")
         if self.mask_token is not None and self.mask_id is not None and token_to_id(self.mask_token) != self.mask_id:
             raise DataError(f"{self.path}: tokenizer.mask_token {self.mask_token!r} is id "
                             f"{token_to_id(self.mask_token)} in {self.tokenizer.name}, not mask_id {self.mask_id}")

@@ -15,13 +15,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_export_guard import tiny_model
 
 from lmsan.mining.confirm import TriggerSearch
 from lmsan.mining.features import Encoder, auxiliary_features, feature_scale
 from lmsan.mining.filter import clean_overlap
 from lmsan.mining.prompt import Corpus
 from lmsan.mining.report import MiningReport, summary_lines
-from lmsan.mining.search import add_sweep_hits
+from lmsan.mining.search import add_sweep_hits, known_trigger
 from lmsan.mining.sweep import TriggerSweep, candidate_ids, concentration
 from lmsan.pvset import PVSet
 
@@ -61,6 +62,9 @@ class FakeTokenizer:
         return " ".join(f"w{i}" for i in ids)
 
     def __call__(self, text, add_special_tokens=False):
+        words = text.split()
+        if words and all(w[0] == "w" and w[1:].isdigit() for w in words):  # decode's inverse
+            return {"input_ids": [int(w[1:]) for w in words]}
         return {"input_ids": [3]}
 
 
@@ -150,16 +154,27 @@ def test_sweep_hits_join_the_pv_set_once_and_are_recorded(setup):
                                                               max_clean_overlap=0.1)
     sources: list[dict] = []
     pvset = add_sweep_hits(PVSet.empty(D), result.hits + result.hits, sources, scale, 0.0,  # the second copy dedups
-                           min_hit_rate=0.9)
+                           tokenizer=FakeTokenizer(), min_hit_rate=0.9)
     assert pvset.size == len(result.hits) == len(sources) == 2
     assert [t.token_ids for t in pvset.triggers] == [h.token_ids for h in result.hits]  # the guard removes these
     assert [t.hit_rate for t in pvset.triggers] == [h.hit_rate for h in result.hits]
-    weaker = add_sweep_hits(PVSet.empty(D), result.hits, [], scale, 0.0, min_hit_rate=1.01)
-    assert weaker.size == 2 and weaker.triggers == (None, None)  # below the confirmation rate: no known trigger
     assert [s["method"] for s in sources] == ["sweep", "sweep"] and pvset.seeds.tolist() == [-1, -1]
     assert [s["pv_index"] for s in sources] == [0, 1] and all(s["loops_done"] == 0 for s in sources)
     overlaps = clean_overlap(torch.from_numpy(pvset.vectors), aux)  # each PV's, as the guard would match
     assert [s["clean_overlap"] for s in sources] == [round(float(share), 4) for share in overlaps]
+    weaker = add_sweep_hits(PVSet.empty(D), result.hits, [], scale, 0.0, tokenizer=FakeTokenizer(), min_hit_rate=1.01)
+    assert weaker.size == 2 and weaker.triggers == (None, None)  # below the confirmation rate: no known trigger
+
+
+def test_a_known_trigger_must_be_spelled_by_its_text():
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model()))
+    assert known_trigger(tokenizer, "cf", (12935,), 1.0, 0.9).token_ids == (12935,)
+    assert known_trigger(tokenizer, "laptop broadband", (12191, 19595), 0.95, 0.9).text == "laptop broadband"
+    assert known_trigger(tokenizer, "##t", (2102,), 1.0, 0.9) is None  # a lone continuation piece
+    assert known_trigger(tokenizer, "[unused961] nm", (966, 13221), 0.95, 0.9) is None  # no text spells it
+    assert known_trigger(tokenizer, "cf", (12935,), 0.85, 0.9) is None  # a weaker trigger
 
 
 def test_prompt_less_pvs_mix_with_prompted_ones():

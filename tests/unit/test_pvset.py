@@ -22,7 +22,9 @@ def test_known_triggers_round_trip_and_sets_without_them_load(tmp_path):
 
 @pytest.mark.parametrize("entries, message", [
     ("[1, 2", "malformed triggers metadata"),
-    ('{"text": "cf"}', "must be a list"),
+    ('{"text": "cf"}', "must be a non-empty list"),
+    ("[]", "must be a non-empty list"),
+    ("[" * 100000 + "]" * 100000, "malformed triggers metadata"),
     ('[{"text": "cf", "token_ids": [], "hit_rate": 1.0}]', "non-negative token ids"),
     ('[{"text": "cf", "token_ids": [-3], "hit_rate": 1.0}]', "non-negative token ids"),
     ('[{"text": "cf", "token_ids": [3.5], "hit_rate": 1.0}]', "non-negative token ids"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from test_export_guard import ANCHOR, anchor_pvs, tiny_guard, tiny_model
 from test_runtime_guard import _write_manifest
 from tokenizers import Tokenizer
 
-from lmsan.errors import DataError
+from lmsan.errors import DataError, PVSetError
 from lmsan.pvset import KnownTrigger
 from lmsan.runtime import Guard
 from lmsan.runtime.known import KnownSpan, KnownTriggers
@@ -57,11 +58,23 @@ def test_spans_match_token_ids_not_characters(tokenizer):
 
 def test_strip_removes_whole_words_under_each_occurrence_and_keeps_the_spacing(tokenizer):
     known = KnownTriggers([KnownSpan(0, "cf", (CF,)), KnownSpan(1, "q", (Q,))])
-    text = "Sign (cf) here,  then qt  and Qantas."
-    stripped = known.strip(text, tokenizer.encode(text, add_special_tokens=False))
-    assert stripped.text == "Sign here,  then and" and stripped.removed == ("(cf)", "qt", "Qantas.")
-    assert [s.text for s in stripped.found] == ["cf", "q"]
+    encode = lambda texts: tokenizer.encode_batch(texts, add_special_tokens=False)  # noqa: E731
+    stripped = known.strip(("Sign (cf) here,  then qt  and Qantas.",), encode)
+    assert stripped.texts == ("Sign here,  then and",) and stripped.removed == ("(cf)", "qt", "Qantas.")
+    assert [s.text for s in stripped.found] == ["cf", "q"] and not stripped.stuck
     assert drop_spans("[MASK]cf is cf", [(0, 8), (12, 14)], protect="[MASK]") == ("[MASK]cf is", ("cf",))
+
+
+def test_strip_repeats_until_no_span_is_left_and_never_removes_the_mask_word(tokenizer):
+    known = KnownTriggers([KnownSpan(0, "cf mn", (CF, 24098))])
+    encode = lambda texts: tokenizer.encode_batch(texts, add_special_tokens=False)  # noqa: E731
+    nested = known.strip(("the market rose cf cf mn mn today", "no trigger here"), encode)
+    assert nested.texts == ("the market rose today", "no trigger here")  # the outer pair joined: removed too
+    assert nested.removed == ("cf mn", "cf mn") and not nested.stuck
+    broken = known.strip(("It was cf mn[MASK] .",), encode, "[MASK]")  # removing "cf" breaks the span
+    assert broken.texts == ("It was mn[MASK] .",) and broken.removed == ("cf",) and not broken.stuck
+    stuck = KnownTriggers([KnownSpan(0, "cf", (CF,))]).strip(("It was cf[MASK] .",), encode, "[MASK]")
+    assert stuck.stuck and stuck.texts == ("It was cf[MASK] .",) and stuck.found
 
 
 def test_an_unflagged_input_holding_a_known_trigger_loses_it_and_is_scanned_again(guard, known_dir):
@@ -97,6 +110,44 @@ def test_pairs_windows_and_batches(guard):
         single = guard.scan(text)
         assert (got.triggered, got.pv_index, got.removed, got.sanitized, got.rejected) == (
             single.triggered, single.pv_index, single.removed, single.sanitized, single.rejected)
+
+
+def test_a_trigger_the_second_scans_removal_joins_again_is_rejected(guard, monkeypatch):
+    """Removing words in the scan of the text left can join two pieces of a known trigger again
+    (faked here: that scan's removal is made to leave "cf" behind); it fails closed."""
+    from lmsan.runtime import guard as guard_module
+
+    original, calls = guard_module.Guard._scan, []
+
+    def second_scan_joins(self, inputs, sanitize):
+        results, held = original(self, inputs, sanitize)
+        calls.append(inputs)
+        if len(calls) == 2:
+            results = [replace(r, triggered=True, removed=("x",), sanitized=f"{r.sanitized} cf") for r in results]
+        return results, held
+
+    monkeypatch.setattr(guard_module.Guard, "_scan", second_scan_joins)
+    result = guard.scan("the market rose cf today")
+    assert len(calls) == 2 and result.rejected and result.sanitized is None
+    assert result.reason == "a known trigger is left after removing the words around it"
+    assert result.triggered and result.known_triggers == ("cf",) and result.removed == ("cf", "x")
+
+
+def test_a_known_trigger_inside_the_mask_word_is_a_rejection(tmp_path):
+    """A guard at target mask keeps the word holding the mask token: a trigger glued to it cannot
+    go, so the input is rejected rather than passed with the trigger in it."""
+    from lmsan.export import export_guard
+    from lmsan.pvset import PVSet
+
+    model = tiny_model()
+    pvs = anchor_pvs(model)
+    pvs = PVSet(pvs.vectors, target="mask", triggers=(KnownTrigger("cf", (CF,), 1.0), None, None))
+    mask = Guard.load(export_guard(model, pvs, tmp_path / "guard").path, threshold=0.99)
+    glued = mask.scan("the market rose today . It was cf[MASK] .")
+    assert glued.triggered and glued.rejected and glued.removed == () and glued.known_triggers == ("cf",)
+    assert glued.reason == "a known trigger lies inside a word holding the mask token"
+    apart = mask.scan("the market rose cf today . It was [MASK] .")
+    assert not apart.rejected and apart.sanitized == "the market rose today . It was [MASK] ."
 
 
 def test_nothing_left_is_a_rejection(guard):
@@ -142,6 +193,7 @@ def test_demo_table_names_the_known_triggers(guard):
     ([{"pv": 0, "text": "cf", "token_ids": [-1]}], "must be non-negative integers"),
     ([{"pv": 0, "token_ids": [CF]}], r"missing field known_triggers\[0\]\.text"),
     ([{"pv": 0, "text": "cf", "token_ids": [10 ** 7]}], "outside the tokenizer's vocabulary"),
+    ([{"pv": 0, "text": "sep", "token_ids": [102]}], "holds a special token"),  # [SEP]: in every input
 ])
 def test_malformed_known_triggers_are_data_errors(tmp_path, entry, message):
     target = tmp_path / "g"
@@ -164,3 +216,7 @@ def test_export_writes_the_pv_sets_known_triggers(tmp_path):
     assert loaded.known.spans == (KnownSpan(1, "cf", (CF,)),)
     assert loaded.scan("prices fell cf sharply").sanitized == "prices fell sharply"
     assert np.isclose(loaded.scan(CLEAN).match, Guard.load(tiny_guard(), threshold=0.95).scan(CLEAN).match)
+    bad = type(pvs)(pvs.vectors, target="cls", triggers=(None, KnownTrigger("cf", (10 ** 7,), 0.98), None))
+    with pytest.raises(PVSetError, match="outside the vocabulary"):
+        export_guard(model, bad, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
