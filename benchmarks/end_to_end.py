@@ -191,6 +191,7 @@ def guard_for(model: Path, pvs: Path, task: Path | None, out: Path, monitor: str
     monitor (the guards cached before the option) and ``out-monitor-bare`` for ``bare``. A guard
     cached before the graph had its ``pv_match`` output is exported again."""
     from lmsan.export import export_guard
+    from lmsan.export.pipeline import known_trigger_entries
     from lmsan.pvset import PVSet
 
     if task is not None and monitor != "task":
@@ -199,8 +200,7 @@ def guard_for(model: Path, pvs: Path, task: Path | None, out: Path, monitor: str
         raw = json.loads((out / "guard.json").read_text())
         recorded = raw.get("task", {}) if task is not None else {}
         reads = "sentences" if monitor == "bare" else "joined"  # a pair task's bare monitor reads each sentence
-        known = [{"pv": k, "text": t.text, "token_ids": list(t.token_ids)}
-                 for k, t in enumerate(PVSet.load(pvs).triggers) if t is not None]
+        known = known_trigger_entries(PVSet.load(pvs))
         current = "pv_match" in raw.get("outputs", []) and raw.get("known_triggers", []) == known  # else again
         if current and (task is None or (recorded.get("monitor", "task") == monitor
                                          and (not recorded.get("pairs") or raw.get("pair_reading", "joined") == reads))):

@@ -212,6 +212,12 @@ def _check_fit(pv_set: PVSet, loaded: Any, pvs_path: Path | None) -> None:
         )
 
 
+def known_trigger_entries(pv_set: PVSet) -> list[dict[str, Any]]:
+    """``guard.json`` ``known_triggers``: ``{pv, text, token_ids}`` of each PV's known trigger."""
+    return [{"pv": k, "text": t.text, "token_ids": list(t.token_ids)} for k, t in enumerate(pv_set.triggers)
+            if t is not None]
+
+
 def _guard_module(loaded: Any, pv_set: PVSet, *, saliency: bool, prune: bool) -> Any:
     from lmsan.export.head import GuardModule, TokenTypeGuardModule
 
@@ -272,8 +278,7 @@ def _manifest_fields(loaded: Any, pv_set: PVSet, pvs_path: Path | None, module: 
             "fingerprint": loaded.fingerprint, "weight_sha256": dict(loaded.weight_sha256),
         },
         "parity": parity.to_dict(),
-        "known_triggers": [{"pv": k, "text": t.text, "token_ids": list(t.token_ids)}
-                           for k, t in enumerate(pv_set.triggers) if t is not None],
+        "known_triggers": known_trigger_entries(pv_set),
     }
     if bundle and module.use_token_types:  # how the graph's monitor reads a pair: each sentence alone, or joined
         fields["pair_reading"] = "sentences" if module.segments else "joined"

@@ -380,26 +380,41 @@ class Guard:
         if not inputs:
             return []
         results, held = self._scan(inputs, sanitize)
-        return self._remove_known(inputs, results, held, sanitize) if self.known else results
+        if not self.known:
+            return results
+        return self._remove_known(results, held) if sanitize else self._mark_known(inputs, results, held)
 
-    def _remove_known(self, inputs: list[tuple[str, ...]], results: list[ScanResult], held: list[bool],
-                      sanitize: bool) -> list[ScanResult]:
-        """Find the known triggers in each input (without ``sanitize``) or in the text its removal
-        search left (with it); strip them and scan the texts left again, in one batch.
+    def _mark_known(self, inputs: list[tuple[str, ...]], results: list[ScanResult],
+                    held: list[bool]) -> list[ScanResult]:
+        """Without ``sanitize``: mark each input that holds a known trigger triggered (``held``:
+        the detection pass's check; those inputs are tokenized again on their own to name them)."""
+        out = list(results)
+        for i, result in enumerate(results):
+            spans = self.known.found_in(inputs[i], self.encoder.alone) if held[i] else ()
+            if spans:
+                out[i] = replace(result, triggered=True, known_triggers=tuple(s.text for s in spans),
+                                 pv_index=result.pv_index if result.triggered else spans[0].pv, sanitized=None,
+                                 prediction=None, scores=None, words=None)
+        return out
+
+    def _remove_known(self, results: list[ScanResult], held: list[bool]) -> list[ScanResult]:
+        """With ``sanitize``: strip the known triggers left in the text each removal search left
+        (the input itself where the features did not flag it) and scan the texts left again, in
+        one batch.
 
         Fails closed: a text with nothing left, an occurrence inside a word that must stay (the
         mask token's), or a known trigger that the second scan's own removal joined back
         together is rejected.
 
         Args:
-            inputs: the checked inputs; results: the first scan's results.
+            results: the first scan's results.
             held: per input, whether its tokens held a known trigger (the detection pass's
                 check): only those inputs, and those the search removed words from, are
                 tokenized again (with character offsets).
         """
         stripped: dict[int, Stripped] = {}
         for i, (result, holds) in enumerate(zip(results, held)):
-            text = inputs[i] if not sanitize else _parts(result.sanitized)
+            text = _parts(result.sanitized)
             if text is not None and (holds or result.removed):  # a removal may have left one behind
                 found = self.known.strip(text, self.encoder.alone, self._protect)
                 if found.found:
@@ -407,25 +422,21 @@ class Guard:
         why = {i: "a known trigger lies inside a word holding the mask token" if found.stuck
                else "nothing is left after removing its known triggers" for i, found in stripped.items()
                if found.stuck or not all(text.strip() for text in found.texts)}
-        redo = [i for i in stripped if sanitize and i not in why]
+        redo = [i for i in stripped if i not in why]
         again = dict(zip(redo, self._scan([stripped[i].texts for i in redo], True)[0] if redo else []))
         for i, result in again.items():  # its removal may join two pieces of a known trigger again
-            if result.removed and self.known.strip(_parts(result.sanitized) or (), self.encoder.alone).found:
+            if result.removed and self.known.found_in(_parts(result.sanitized) or (), self.encoder.alone):
                 why[i] = "a known trigger is left after removing the words around it"
         out = list(results)
         for i, found in stripped.items():
             first = results[i]
-            marked = {"triggered": True, "match": first.match, "known_triggers": tuple(s.text for s in found.found),
-                      "pv_index": first.pv_index if first.triggered else found.found[0].pv}
-            if not sanitize:
-                out[i] = replace(first, sanitized=None, prediction=None, scores=None, words=None, **marked)
-                continue
             later = again.get(i, first)  # the scan of the text left; the first scan where there was none
             if i in why:
                 later = replace(later, sanitized=None, rejected=True, prediction=None, scores=None, words=None,
                                 reason=why[i])
             out[i] = replace(later, removed=tuple(dict.fromkeys((*first.removed, *found.removed, *later.removed))),
-                             **marked)
+                             triggered=True, match=first.match, known_triggers=tuple(s.text for s in found.found),
+                             pv_index=first.pv_index if first.triggered else found.found[0].pv)
         return out
 
     def _scan(self, inputs: list[tuple[str, ...]], sanitize: bool) -> tuple[list[ScanResult], list[bool]]:

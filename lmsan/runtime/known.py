@@ -84,6 +84,12 @@ class KnownTriggers:
         stops at the first)."""
         return next((span for span, _, _ in self._matches(ids)), None)
 
+    def found_in(self, texts: tuple[str, ...], encode: Callable[[list[str]], list]) -> tuple[KnownSpan, ...]:
+        """The known spans that ``texts`` hold (each text tokenized on its own by ``encode``,
+        ``Encoder.alone``), distinct, in order of first occurrence; nothing is removed."""
+        found = (span for encoding in encode(list(texts)) for span, _, _ in self._matches(encoding.ids))
+        return tuple(dict.fromkeys(found))
+
     def strip(self, texts: tuple[str, ...], encode: Callable[[list[str]], list],
               protect: str | None = None) -> Stripped:
         """``texts`` without the words under every known span, round after round until none is
