@@ -121,9 +121,9 @@ def mined(model: Path, target: str, key: str) -> tuple[Path, dict]:
 def add_known_triggers(pvs: Path, report: dict, model: Path) -> None:
     """A scan cached before PV sets carried their known triggers gets them from its own report, as
     ``lmsan-mine`` now writes them (``lmsan.mining.search.known_trigger`` on the model's
-    tokenizer) for its sweep PVs (``sweep.hits`` has their token ids and hit rates; a loop PV's
-    ids are not in the report: none, and the cached zoo scans have no loop PVs). The vectors stay
-    as they were; the file is rewritten only when its triggers differ."""
+    tokenizer): a sweep PV's token ids and hit rate are in ``sweep.hits``, a loop PV's in its
+    trace's ``trigger`` (reports written before that field have none there: no trigger). The
+    vectors stay as they were; the file is rewritten only when its triggers differ."""
     from transformers import AutoTokenizer
 
     from lmsan.mining.search import known_trigger
@@ -133,11 +133,14 @@ def add_known_triggers(pvs: Path, report: dict, model: Path) -> None:
     if not pvset.size:
         return
     tokenizer = AutoTokenizer.from_pretrained(str(model))
-    hits = {hit["trigger"]: hit for hit in (report.get("sweep") or {}).get("hits", [])}
+    found = {("sweep", hit["trigger"]): hit for hit in (report.get("sweep") or {}).get("hits", [])}
+    found.update((("soft_prompt", loop["pv_index"]), loop["trigger"]) for loop in report.get("loops", [])
+                 if loop.get("pv_index") is not None and loop.get("trigger"))
     triggers = [None] * pvset.size
     for source in report["pv_sources"]:
-        if source["method"] == "sweep":
-            hit = hits[source["trigger"]]
+        key = (source["method"], source["trigger"] if source["method"] == "sweep" else source["pv_index"])
+        hit = found.get(key)
+        if hit is not None and "token_ids" in hit:
             triggers[source["pv_index"]] = known_trigger(tokenizer, hit["trigger"], hit["token_ids"], hit["hit_rate"],
                                                          report["config"]["confirm_hit_rate"])
     if tuple(triggers) != pvset.triggers:

@@ -93,7 +93,8 @@ class TriggerCheck:
     features_mean: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trigger": self.trigger, "hit_rate": round(self.hit_rate, 4), "hit_rows": self.hit_rows,
+        return {"trigger": self.trigger, "token_ids": list(self.trigger_ids), "hit_rate": round(self.hit_rate, 4),
+                "hit_rows": self.hit_rows,
                 "confirmed": self.confirmed, "search_text": self.search_text, "delta": round(self.delta, 6),
                 "steps": self.steps}
 

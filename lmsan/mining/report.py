@@ -54,8 +54,8 @@ class LoopTrace:
         steps: optimiser steps taken.
         wall_s: seconds from the loop's start to its end (loops trained side by side overlap).
         trigger: trigger confirmation's result for a candidate that reached it
-            (``TriggerCheck.to_dict()``: trigger, hit_rate, hit_rows, confirmed, search_text, delta,
-            steps), else ``None``.
+            (``TriggerCheck.to_dict()``: trigger, token_ids, hit_rate, hit_rows, confirmed,
+            search_text, delta, steps), else ``None``.
         basin: float32 [d] as floats, the soft prompt's output this loop added to the set the path
             loss repels later loops from (with trigger confirmation it differs from the PV), else
             ``None``. Checkpointed so that a resumed search trains exactly like an uninterrupted one.

@@ -25,7 +25,7 @@ from lmsan.errors import ConfigError, DataError, InputError, LmsanError
 from lmsan.files import cache_dir
 from lmsan.runtime.encode import MAX_CHARS, Encoder, check_input
 from lmsan.runtime.calibrate import calibrated_scores
-from lmsan.runtime.known import KnownTriggers, Stripped
+from lmsan.runtime.known import KnownTriggers, Stripped, names, with_spellings
 from lmsan.runtime.manifest import PER_PV, SEQUENCE_INPUTS, TASK_INPUTS, GuardManifest
 from lmsan.runtime.removal import (GROW_MARGIN, MAX_TRIALS, SEARCHES, BudgetExceeded, PurgeOutcome, Unit, grow,
                                    make_search, remove_within,
@@ -164,7 +164,8 @@ class Guard:
                  grow_margin: float | None = GROW_MARGIN, known_triggers: bool = True) -> None:
         self.manifest, self.session, self.encoder = manifest, session, encoder
         self.grow_margin = grow_margin
-        self.known = KnownTriggers(manifest.known_triggers if known_triggers else ())
+        spans = manifest.known_triggers if known_triggers else ()
+        self.known = KnownTriggers(with_spellings(spans, encoder.alone, encoder.special_ids) if spans else ())
         self._threshold = np.array(threshold, dtype=np.float32)
         # a calibrated guard: each PV flags above max(T_match, its own threshold), scored from pv_match
         self._limits = None if manifest.pv_thresholds is None else np.maximum(
@@ -289,7 +290,7 @@ class Guard:
         guard._self_check()
         log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f%s, %d known trigger(s)) in %.2f s",
                  directory, guard.provider, manifest.pv_count, manifest.target, threshold,
-                 ", per-PV thresholds calibrated" if manifest.pv_thresholds else "", len(guard.known.spans),
+                 ", per-PV thresholds calibrated" if manifest.pv_thresholds else "", len(names(guard.known.spans)),
                  time.perf_counter() - started)
         return guard
 
@@ -392,7 +393,7 @@ class Guard:
         for i, result in enumerate(results):
             spans = self.known.found_in(inputs[i], self.encoder.alone) if held[i] else ()
             if spans:
-                out[i] = replace(result, triggered=True, known_triggers=tuple(s.text for s in spans),
+                out[i] = replace(result, triggered=True, known_triggers=names(spans),
                                  pv_index=result.pv_index if result.triggered else spans[0].pv, sanitized=None,
                                  prediction=None, scores=None, words=None)
         return out
@@ -435,7 +436,7 @@ class Guard:
                 later = replace(later, sanitized=None, rejected=True, prediction=None, scores=None, words=None,
                                 reason=why[i])
             out[i] = replace(later, removed=tuple(dict.fromkeys((*first.removed, *found.removed, *later.removed))),
-                             triggered=True, match=first.match, known_triggers=tuple(s.text for s in found.found),
+                             triggered=True, match=first.match, known_triggers=names(found.found),
                              pv_index=first.pv_index if first.triggered else found.found[0].pv)
         return out
 

@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from lmsan import __version__
 from lmsan.errors import InputError
+from lmsan.runtime.known import names
 from lmsan.serve.batcher import Closed, MicroBatcher, QueueFull
 from lmsan.serve.config import ServeConfig
 from lmsan.serve.metrics import CONTENT_TYPE, Metrics
@@ -187,7 +188,7 @@ async def _info(state: ServeState, request: Request) -> Response:
         "pv_thresholds": None if guard.pv_thresholds is None else list(guard.pv_thresholds),
         "task": None if task is None else task.get("key", task.get("name")),
         "labels": None if guard.labels is None else list(guard.labels), "max_chars": guard.max_chars,
-        "known_triggers": [span.text for span in guard.known.spans],
+        "known_triggers": list(names(guard.known.spans)),
         "serving": {k: v for k, v in config.to_dict().items() if k not in ("host", "port")},
     })
 

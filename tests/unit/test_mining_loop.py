@@ -208,6 +208,7 @@ def test_trigger_confirmation_decides_and_is_recorded(tiny):
     check = trace.trigger
     assert check["steps"] == 0  # margin 10: the nearest tokens already end the search
     assert check["trigger"] and len(check["search_text"].split()) >= 1 and 0 <= check["hit_rate"] <= 1
+    assert tiny.tokenizer.decode(check["token_ids"]).strip() == check["trigger"]  # the ids it inserted
     assert trace.outcome == ("accepted" if check["hit_rate"] >= config.confirm_hit_rate else "unconfirmed")
     assert check["confirmed"] == trace.accepted == result.report.backdoored
     assert result.report.to_dict()["loops"][0]["trigger"] == check

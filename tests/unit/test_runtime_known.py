@@ -11,13 +11,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from test_export_guard import ANCHOR, anchor_pvs, tiny_guard, tiny_model
-from test_runtime_guard import _write_manifest
+from test_runtime_guard import _bpe_encoder, _write_manifest
 from tokenizers import Tokenizer
 
 from lmsan.errors import DataError, PVSetError
 from lmsan.pvset import KnownTrigger
 from lmsan.runtime import Guard
-from lmsan.runtime.known import KnownSpan, KnownTriggers
+from lmsan.runtime.known import KnownSpan, KnownTriggers, Stripped, names, with_spellings
 from lmsan.runtime.removal import drop_spans
 
 CF, Q, ZEBRA, T_PIECE = 12935, 1053, 29145, 2102  # MiniLM WordPiece ids: "cf", "q", "zebra", "##t"
@@ -75,6 +75,26 @@ def test_strip_repeats_until_no_span_is_left_and_never_removes_the_mask_word(tok
     assert broken.texts == ("It was mn[MASK] .",) and broken.removed == ("cf",) and not broken.stuck
     stuck = KnownTriggers([KnownSpan(0, "cf", (CF,))]).strip(("It was cf[MASK] .",), encode, "[MASK]")
     assert stuck.stuck and stuck.texts == ("It was cf[MASK] .",) and stuck.found
+
+
+def test_a_bpe_trigger_is_also_matched_where_it_has_no_leading_space(tmp_path, tokenizer):
+    """Byte-level BPE spells a word otherwise at a text's start, after a newline or punctuation
+    (no leading-space mark): that spelling is added, and counts only as a whole word."""
+    encode = _bpe_encoder(tmp_path).alone
+    mined = tuple(encode([" market"])[0].ids)
+    spans = with_spellings([KnownSpan(3, "market", mined)], encode)
+    assert spans[0] == KnownSpan(3, "market", mined) and len(spans) == 2
+    added = spans[1]
+    assert added.whole_word and added.pv == 3 and added.token_ids != mined and names(spans) == ("market",)
+    known = KnownTriggers(spans)
+    stripped = known.strip(("market rose (market) and\nmarket fell, the market held",), encode)
+    assert stripped.texts == ("rose and\nfell, the held",) and len(stripped.removed) == 4
+    assert [s.whole_word for s in stripped.found] == [False, True]  # this tokenizer adds a prefix space
+    inside = "the supermarkets rose"  # the bare spelling's ids inside a longer word: no trigger
+    assert known.first(encode([inside])[0].ids) == added  # the detection pass's id-only check passes it on
+    assert known.found_in((inside,), encode) == () and known.strip((inside,), encode) == Stripped((inside,), (), ())
+    wordpiece = lambda texts: tokenizer.encode_batch(texts, add_special_tokens=False)  # noqa: E731
+    assert with_spellings([KnownSpan(0, "cf", (CF,))], wordpiece) == (KnownSpan(0, "cf", (CF,)),)  # alike everywhere
 
 
 def test_an_unflagged_input_holding_a_known_trigger_loses_it_and_is_scanned_again(guard, known_dir):
