@@ -14,3 +14,14 @@ def save(name: str, report: dict, table: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     (RESULTS / f"{name}.md").write_text(table)
     print(table)
+
+
+def carried_over(name: str, rows: list[dict], key: tuple[str, ...] = ("backbone", "task")) -> list[dict]:
+    """The settings of ``<name>.json`` that ``rows`` do not hold (the same ``key`` fields), each
+    marked ``carried_over`` (a run with ``--merge`` keeps them); none without that file."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return []
+    done = {tuple(r.get(k) for k in key) for r in rows}
+    old = json.loads(path.read_text())["settings"]
+    return [{**r, "carried_over": True} for r in old if tuple(r.get(k) for k in key) not in done]

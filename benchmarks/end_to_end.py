@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _results import save
+from _results import carried_over, save
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -417,19 +417,6 @@ def complete_row(row: dict[str, Any], bb: dict, task: str, method: str, args: ar
     return row
 
 
-def carried_over(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The settings of ``benchmarks/results/<name>.json`` that ``rows`` do not hold (same
-    backbone, task and tuning), each marked ``carried_over``; none without that file."""
-    from _results import RESULTS
-
-    path = RESULTS / f"{name}.json"
-    if not path.is_file():
-        return []
-    done = {(r["backbone"], r["task"], r["tuning"]) for r in rows}
-    old = json.loads(path.read_text())["settings"]
-    return [{**r, "carried_over": True} for r in old if (r.get("backbone"), r["task"], r["tuning"]) not in done]
-
-
 def rows_parser(doc: str, rows: list[str], name: str) -> argparse.ArgumentParser:
     """The command line of a script that studies cached rows of this benchmark: ``--rows``
     (``BACKBONE/TASK``, default ``rows``), ``--test`` and ``--name`` (its results file); the
@@ -456,6 +443,22 @@ def each_row(args: argparse.Namespace, evaluate: Any, table: Any) -> list[dict[s
         rows.append(evaluate(row))
         print(table(rows[-1:]), flush=True)
     return rows
+
+
+def rows_main(doc: str, rows: list[str], name: str, evaluate: Any, table: Any, note: str) -> None:
+    """The ``main`` of a side-by-side script over cached rows: ``rows_parser`` plus ``--merge``,
+    ``evaluate(row, args)`` for each row (``each_row``), and the settings saved as
+    ``results/<name>.{json,md}`` with ``table(rows)`` and ``note`` under it."""
+    parser = rows_parser(doc, rows, name)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the settings of the results file --name that this run does not score")
+    args = parser.parse_args()
+    done = each_row(args, lambda row: evaluate(row, args), table)
+    if args.merge:
+        done = carried_over(args.name, done) + done
+    report = {"settings": done, "test_per_task": args.test,
+              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}}
+    save(args.name, report, table(done) + note)
 
 
 def onion_scorer() -> tuple[Any, str]:
@@ -562,7 +565,7 @@ def main() -> None:
             cached.write_text(json.dumps({"onion_lm": lm, "row": rows[-1]}, default=str))
             print(table(rows[-1:]), flush=True)
     if args.merge:
-        rows += carried_over(args.name, rows)
+        rows += carried_over(args.name, rows, ("backbone", "task", "tuning"))
     report = {
         "settings": rows, "onion_lm": lm, "test_per_task": args.test, "seed": args.seed, "monitor": args.monitor,
         "rejected_policy": "a rejected clean input counts as wrong; a rejected triggered input as blocked",

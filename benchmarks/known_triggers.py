@@ -14,19 +14,21 @@ seconds to scan the clean inputs (best of three, the two guards alternating in o
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from typing import Any
 
 import end_to_end as e2e
 import numpy as np
-from _results import RESULTS, save
 
 TINY = [f"bert-{attack}/{task}" for attack in ("por", "neuba", "btop")
         for task in ("sms-spam", "polarity", "bbcnews", "bbc-pair")]
 REPEATS = 3  # clean-scan timings per guard, alternating
+NOTE = ("\nPercent; ΔACC in points (guarded minus unguarded accuracy on the "
+        "clean test inputs of the backdoored backbone). off → on: the same task guard (bare monitor) loaded "
+        "without and with its known triggers. Clean / triggered inputs holding one: share of results with "
+        "known_triggers (with the guard on; for triggered inputs, one left after the feature removal, or an "
+        "input the features did not flag). Clean scan s: best of three scans of the clean test inputs, the two "
+        "guards alternating in one process.\n")  # printed under the table
 
 
 def scan_seconds(guards: dict[str, Any], inputs: list) -> dict[str, float]:
@@ -42,6 +44,7 @@ def scan_seconds(guards: dict[str, Any], inputs: list) -> dict[str, float]:
 
 def evaluate(row: str, args: Any) -> dict[str, Any]:
     from lmsan.runtime import Guard
+    from lmsan.runtime.known import names
 
     name, task = row.split("/")
     bb = e2e.backbone(name)
@@ -53,7 +56,7 @@ def evaluate(row: str, args: Any) -> dict[str, Any]:
     before = e2e.Unguarded(bb["backdoored"], task_dir, on.manifest.max_length).predict(inputs)
     acc_before = float(np.mean(before == gold))
     out: dict[str, Any] = {"backbone": name, "task": task, "attack": bb["attack"], "n": len(inputs),
-                           "known_triggers": [span.text for span in on.known.spans], "acc_before": acc_before}
+                           "known_triggers": list(names(on.known.spans)), "acc_before": acc_before}
     for variant, guard in guards.items():
         kept: dict[str, list] = {}
         figures = e2e.guard_figures(guard, inputs, gold, attacked, kept)
@@ -92,23 +95,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = e2e.rows_parser(__doc__, TINY, "known_triggers")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the settings of the results file --name that this run does not score")
-    args = parser.parse_args()
-    rows = e2e.each_row(args, lambda row: evaluate(row, args), table)
-    earlier = RESULTS / f"{args.name}.json"
-    if args.merge and earlier.is_file():
-        done = {(r["backbone"], r["task"]) for r in rows}
-        rows = [r for r in json.loads(earlier.read_text())["settings"] if (r["backbone"], r["task"]) not in done] + rows
-    report = {"settings": rows, "test_per_task": args.test,
-              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}}
-    save(args.name, report, table(rows) + "\nPercent; ΔACC in points (guarded minus unguarded accuracy on the "
-         "clean test inputs of the backdoored backbone). off → on: the same task guard (bare monitor) loaded "
-         "without and with its known triggers. Clean / triggered inputs holding one: share of results with "
-         "known_triggers (with the guard on; for triggered inputs, one left after the feature removal, or an "
-         "input the features did not flag). Clean scan s: best of three scans of the clean test inputs, the two "
-         "guards alternating in one process.\n")
+    e2e.rows_main(__doc__, TINY, "known_triggers", evaluate, table, NOTE)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ SHOWN_TAGS = 40  # a token task's text line shows this many word/TAG pairs (--js
 @click.option("--grow-margin", type=click.FloatRange(0.0, 1.0, max_open=True), default=GROW_MARGIN, show_default=True,
               help="Once a removal clears an input, also remove a word next to it when that lowers the flagging "
                    "PV's share of agreeing signs by at least this much more and the text left is still nearest "
-                   "that PV (the rest of a multi-word trigger); 0: never.")
+                   "that PV, or when the guard flags that word alone on the same PV (the rest of a multi-word "
+                   "trigger); 0: never.")
 @click.option("--no-known-triggers", is_flag=True,
               help="Ignore the mined PVs' confirmed trigger spans (guard.json known_triggers): by default an "
                    "input holding one is triggered, and the words under it are removed wherever they occur.")

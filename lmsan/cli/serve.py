@@ -73,8 +73,8 @@ def _opt(*names: str, env: str, **kw):
       help="An input whose removal hits a work cap passes unsanitized (default: rejected).")
 @_opt("--grow-margin", env="GROW_MARGIN", type=click.FloatRange(0.0, 1.0, max_open=True), default=GROW_MARGIN,
       show_default=True, help="Also remove a word next to a cleared removal that lowers the flagging PV's share "
-                              "of agreeing signs by at least this much more (the rest of a multi-word trigger); "
-                              "0: never.")
+                              "of agreeing signs by at least this much more, or that the guard flags alone on "
+                              "the same PV (the rest of a multi-word trigger); 0: never.")
 @_opt("--no-known-triggers", env="NO_KNOWN_TRIGGERS", is_flag=True,
       help="Ignore the mined PVs' confirmed trigger spans (guard.json known_triggers); by default an input "
            "holding one is triggered and the words under it are removed.")

@@ -27,7 +27,7 @@ from lmsan.runtime.encode import MAX_CHARS, Encoder, check_input
 from lmsan.runtime.calibrate import calibrated_scores
 from lmsan.runtime.known import KnownTriggers, Stripped, names, with_spellings
 from lmsan.runtime.manifest import PER_PV, SEQUENCE_INPUTS, TASK_INPUTS, GuardManifest
-from lmsan.runtime.removal import (GROW_MARGIN, MAX_TRIALS, SEARCHES, BudgetExceeded, PurgeOutcome, Unit, grow,
+from lmsan.runtime.removal import (GROW_MARGIN, MAX_TRIALS, SEARCHES, BudgetExceeded, Growth, PurgeOutcome, Unit, grow,
                                    make_search, remove_within,
                                    run_searches)
 from lmsan.runtime.session import CUDA, TENSORRT, ProviderSpec, open_session, resolve_providers
@@ -236,8 +236,9 @@ class Guard:
                 lowers that PV's share of agreeing signs (``pv_match``; ``match`` for a graph
                 exported without it) by at least this much more, up to
                 ``max_window`` words in all: the rest of a multi-word trigger whose first word
-                already cleared it (``Guard._grow``; one more session call per round, triggered
-                inputs only). None: never.
+                already cleared it; whatever the text left, a neighbour that the guard flags on
+                its own on that same PV (an accomplice) goes too (``Guard._grow``; two more
+                session calls per round, triggered inputs only). None: neither.
             task: the task a shared task guard serves (``lmsan-export`` with several ``--task``:
                 each task's directory name); default its first. Load one ``Guard`` per task: they
                 may share nothing but the files.
@@ -492,20 +493,29 @@ class Guard:
 
     def _grow(self, units: list[Unit], outcomes: dict[int, PurgeOutcome], flagged: dict[int, int],
               scores: dict[Unit, Score], detect) -> dict[int, PurgeOutcome]:
-        """Grow each cleared removal by a neighbouring word (``lmsan.runtime.removal.grow``)
-        while the text it leaves is still nearest the PV that flagged the unit (the rest of
-        the trigger pulls towards it) and the word lowers that PV's share of agreeing signs by
-        at least ``grow_margin`` (``Score.towards``: the flagging PV's own share, not the best
-        PV's, which a text freed of the trigger hands to whichever PV its clean words sit
-        nearest); up to ``max_window`` words. One batched session call per round, for every
-        unit at once. A work cap (``max_trials`` per unit, the time budget) ends the growing,
-        never the removal it grew from.
+        """Grow each cleared removal by a neighbouring word (``lmsan.runtime.removal.grow``), up
+        to ``max_window`` words, taking at most one word per round:
+
+        - **margin**: while the text it leaves is still nearest the PV that flagged the unit (the
+          rest of the trigger pulls towards it), the neighbour whose removal lowers that PV's
+          share of agreeing signs most, if by at least ``grow_margin`` (``Score.towards``: the
+          flagging PV's own share, not the best PV's, which a text freed of the trigger hands to
+          whichever PV its clean words sit nearest);
+        - **accomplice**: otherwise a neighbour that, scored alone, the guard flags on that same
+          PV (``pv_index``; the second word of a two-word trigger: ``pl`` of ``mckenzie pl``, whose text
+          left after ``mckenzie`` is often nearest another PV), the one whose removal lowers the
+          PV's share most. Clean words alone rarely reach a PV, and only a neighbour of the
+          removal is tried.
+
+        A grown text must still be cleared. Two batched session calls per round for every unit
+        at once (the neighbour words alone, the grown texts). A work cap (``max_trials`` per unit,
+        the time budget) ends the growing, never the removal it grew from.
 
         Args:
             units: the scan's units; outcomes: their removal outcomes (cleared ones grow).
             flagged: each triggered unit's PV index (the detection pass's ``pv_index``).
             scores: each trial scored so far (the search's); ``detect`` scores more trials into
-                it (and may raise ``BudgetExceeded``).
+                it, returns whether each is still triggered (and may raise ``BudgetExceeded``).
 
         Returns:
             The outcomes that grew (``removed`` the grown phrase, ``grown_from`` the search's candidate).
@@ -515,30 +525,56 @@ class Guard:
         for _ in range(self.max_window - 1):
             growths = {}
             for u, (outcome, drops) in state.items():
-                score = scores.get(outcome.sentences)  # a text never scored does not grow
                 full = len(outcome.removed.split(" ")) >= self.max_window
-                if score is None or score.closest() != flagged[u] or full:
-                    continue  # nothing of this trigger pulls towards its PV any more, or no room left
+                if outcome.sentences not in scores or full:
+                    continue  # a text never scored does not grow; no room left
                 found = grow(units[u], outcome.grown_from or outcome.removed, drops, self._protect)
                 if found and (self.max_trials is None or outcome.trials + len(found) <= self.max_trials):
                     growths[u] = found
             if not growths:
                 break
             try:
-                detect([g.sentences for found in growths.values() for g in found])
+                accomplices = self._accomplices(growths, flagged, scores, detect)
+                trials = [g.sentences for u, found in growths.items() for g in found
+                          if scores[state[u][0].sentences].closest() == flagged[u] or accomplices[u]]
+                still = dict(zip(trials, detect(trials))) if trials else {}
             except BudgetExceeded:
                 break
             now = {}
             for u, found in growths.items():
                 outcome, pv = state[u][0], flagged[u]
-                best = min(found, key=lambda g: scores[g.sentences].towards(pv))
-                if scores[outcome.sentences].towards(pv) - scores[best.sentences].towards(pv) >= self.grow_margin:
-                    now[u] = (replace(outcome, sentences=best.sentences, removed=best.phrase,
+                pick = self._pick(found, scores[outcome.sentences], pv, accomplices[u], scores, still)
+                if pick is not None:
+                    now[u] = (replace(outcome, sentences=pick.sentences, removed=pick.phrase,
                                       trials=outcome.trials + len(found),
-                                      grown_from=outcome.grown_from or outcome.removed), best.drops)
+                                      grown_from=outcome.grown_from or outcome.removed), pick.drops)
             state = now
             grown.update((u, o) for u, (o, _) in now.items())
         return grown
+
+    def _accomplices(self, growths: dict[int, list[Growth]], flagged: dict[int, int], scores: dict[Unit, Score],
+                     detect) -> dict[int, set[str]]:
+        """Per unit, the neighbour words that the guard flags on their own, on the unit's
+        flagging PV (each word scored alone, with the mask token where the input must hold it;
+        one batched ``detect`` for every unit's words)."""
+        alone = {g.word: (f"{g.word} {self._protect}",) if self._protect else (g.word,)
+                 for found in growths.values() for g in found}
+        units = list(dict.fromkeys(alone.values()))
+        flags = dict(zip(units, detect(units))) if units else {}
+        return {u: {g.word for g in found if flags[alone[g.word]] and scores[alone[g.word]].nearest == flagged[u]}
+                for u, found in growths.items()}
+
+    def _pick(self, found: list[Growth], score: Score, pv: int, accomplices: set[str],
+              scores: dict[Unit, Score], still: dict[Unit, bool]) -> Growth | None:
+        """The growth ``_grow`` takes for one unit this round (``score``: its text's now), or None."""
+        cleared = [g for g in found if g.sentences in still and not still[g.sentences]]
+        if not cleared:
+            return None
+        best = min(cleared, key=lambda g: scores[g.sentences].towards(pv))
+        if score.closest() == pv and score.towards(pv) - scores[best.sentences].towards(pv) >= self.grow_margin:
+            return best
+        partners = [g for g in cleared if g.word in accomplices]
+        return min(partners, key=lambda g: scores[g.sentences].towards(pv)) if partners else None
 
     def _answers(self, units: list[Unit], outcomes: dict, checked: dict[Unit, Answer], logits: Any,
                  encodings: list) -> dict[int, Answer]:

@@ -496,11 +496,13 @@ class Growth:
         sentences: the input without the grown removal (the trial to score).
         drops: per sentence, the indices of its dropped words (``str.split`` words).
         phrase: the grown occurrence's words joined by one space (the removed run and the neighbour).
+        word: the neighbour it adds.
     """
 
     sentences: Unit
     drops: tuple[frozenset[int], ...]
     phrase: str
+    word: str
 
 
 def grow(sentences: Unit, candidate: str, drops: tuple[frozenset[int], ...] | None = None,
@@ -510,7 +512,8 @@ def grow(sentences: Unit, candidate: str, drops: tuple[frozenset[int], ...] | No
 
     A multi-word trigger whose first word already clears the input (``mckenzie`` of
     ``mckenzie pl``) leaves the rest behind; the guard scores these trials and keeps the one that
-    lowers the flagging PV's share by a clear margin (``Guard.load(grow_margin=...)``).
+    lowers the flagging PV's share by a clear margin (``Guard.load(grow_margin=...)``), or whose
+    word alone the guard would flag on that PV (``Guard._grow``).
 
     Args:
         sentences: the input (one or two texts).
@@ -531,7 +534,7 @@ def grow(sentences: Unit, candidate: str, drops: tuple[frozenset[int], ...] | No
                 grown = drops[:k] + (dropped | {j},) + drops[k + 1 :]
                 trial = tuple(t.join(set(d)) for t, d in zip(texts, grown))
                 phrase = " ".join(text.words[min(start, j) : max(stop, j + 1)])
-                out.setdefault(trial, Growth(trial, grown, phrase))
+                out.setdefault(trial, Growth(trial, grown, phrase, text.words[j]))
     return list(out.values())
 
 

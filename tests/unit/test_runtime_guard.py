@@ -426,6 +426,33 @@ def test_a_removal_grows_by_the_flagging_pvs_share_not_the_best_pvs(guard_dir):
     assert guard.scan(text).removed == ("zork",)
 
 
+def test_a_removal_grows_into_a_neighbour_the_guard_flags_alone_on_the_same_pv(guard_dir):
+    """``quux`` is the rest of the trigger ``zork quux`` that barely moves the text it sits in
+    (+0.05 on PV 0) but, alone, lands on PV 0 (0.9): once ``zork`` goes the text is nearest PV 1
+    (``blorp``), so the margin rule does not grow; the accomplice rule does. ``wibble`` alone
+    lands on PV 1, another PV: it stays."""
+    def detect(units, encodings=None, *, saliency=False, logits=False, per_pv=False, deadline=None):
+        texts = [" ".join(unit).split() for unit in units]
+        shares = np.array([[0.5 + 0.35 * ("zork" in w) + (0.4 if w == ["quux"] else 0.05 * ("quux" in w)),
+                            0.55 + 0.1 * ("blorp" in w) + (0.35 if w == ["wibble"] else 0.0)] for w in texts],
+                          np.float32)
+        match = shares.max(axis=1)
+        return (match, shares.argmax(axis=1), match >= 0.8) + ((shares,) if per_pv else ())
+
+    guard = Guard.load(guard_dir, saliency=False)
+    guard._detect = detect
+    result = guard.scan("the cat zork quux blorp sat")
+    assert result.removed == ("zork quux",) and result.sanitized == "the cat blorp sat"
+    assert guard.scan("the cat zork wibble blorp sat").removed == ("zork",)
+    assert guard.scan("the cat zork blorp sat").removed == ("zork",)
+    off = Guard.load(guard_dir, saliency=False, grow_margin=None)
+    off._detect = detect
+    assert off.scan("the cat zork quux blorp sat").removed == ("zork",)
+    narrow = Guard.load(guard_dir, saliency=False, max_window=1)
+    narrow._detect = detect
+    assert narrow.scan("the cat zork quux blorp sat").removed == ("zork",)
+
+
 def test_growing_leaves_clean_neighbours_and_spliced_windows_right(guard_dir, monkeypatch):
     guard = _two_word_trigger(Guard.load(guard_dir, saliency=False))
     assert guard.scan("the cat zork sat").sanitized == "the cat sat"  # neighbours lower nothing
