@@ -15,7 +15,6 @@ with both rules, and scans the same 400 test inputs and their triggered copies, 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import end_to_end as e2e
@@ -37,49 +36,22 @@ def margin_only(guard: Any) -> Any:
     return guard
 
 
+def multi_word(kept: dict[str, list]) -> dict[str, float]:
+    """Share of the triggered inputs flagged and not rejected whose removal holds 2+ words."""
+    removals = [r.removed for found in kept.values() for r in found if r.triggered and not r.rejected]
+    return {"multi_word_removed": float(np.mean([any(" " in words for words in r) for r in removals]))}
+
+
 def evaluate(row: str, args: Any) -> dict[str, Any]:
     from lmsan.runtime import Guard
 
-    name, task = row.split("/")
-    bb = e2e.backbone(name)
-    method = e2e.ATTACK_TUNING[bb["attack"]]
-    default = e2e.task_guard(bb, "backdoored", task, method, args, "bare")
-    guards = {"margin": margin_only(Guard.load(default.manifest.directory)), "accomplices": default}
-    inputs, gold, attacked = e2e.setting_data(task, bb["triggers"], args)
-    task_dir = e2e.tuned_task(bb["backdoored"], task, method, f"{name}-backdoored", args)
-    before = e2e.Unguarded(bb["backdoored"], task_dir, default.manifest.max_length).predict(inputs)
-    acc_before = float(np.mean(before == gold))
-    out: dict[str, Any] = {"backbone": name, "task": task, "attack": bb["attack"], "n": len(inputs),
-                           "acc_before": acc_before}
-    for variant, guard in guards.items():
-        kept: dict[str, list] = {}
-        started = time.perf_counter()
-        figures = e2e.guard_figures(guard, inputs, gold, attacked, kept)
-        removals = [r.removed for found in kept.values() for r in found if r.triggered and not r.rejected]
-        out[variant] = {
-            "asr_after": figures["after"]["asr"], "wasr_after": figures["after"]["weighted_asr"],
-            "acc_change": figures["acc_guard"] - acc_before, "flagged_clean": figures["flagged_clean"],
-            "rejected_clean": figures["rejected_clean"],
-            "multi_word_removed": float(np.mean([any(" " in words for words in r) for r in removals])),
-            "scan_s": round(time.perf_counter() - started, 2),
-        }
-    return out
+    return e2e.side_by_side(row, args, {"margin": lambda d: margin_only(Guard.load(d)), "accomplices": Guard.load},
+                            multi_word)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    def each(row: dict, key: str, show) -> str:
-        return " → ".join(show(row[variant][key]) for variant in VARIANTS)
-
-    def pct(value: float) -> str:
-        return f"{100 * value:.1f}"
-
-    lines = ["| backbone | task | ASR after | WASR after | ΔACC | triggered removals of 2+ words | scans s |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['backbone']} | {r['task']} | {each(r, 'asr_after', pct)} | {each(r, 'wasr_after', pct)} | "
-                     f"{each(r, 'acc_change', lambda x: f'{100 * x:+.1f}')} | {each(r, 'multi_word_removed', pct)} | "
-                     f"{each(r, 'scan_s', lambda x: f'{x:.1f}')} |")
-    return "\n".join(lines) + "\n"
+    return e2e.side_by_side_table(rows, VARIANTS, e2e.SIDE_BY_SIDE + [
+        ("triggered removals of 2+ words", "multi_word_removed", e2e.pct), ("scans s", "scan_s", lambda x: f"{x:.1f}")])
 
 
 def main() -> None:

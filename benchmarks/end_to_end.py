@@ -445,6 +445,61 @@ def each_row(args: argparse.Namespace, evaluate: Any, table: Any) -> list[dict[s
     return rows
 
 
+def side_by_side(row: str, args: argparse.Namespace, variants: dict[str, Any],
+                 extra: Any = None) -> dict[str, Any]:
+    """One cached row (``BACKBONE/TASK``) scanned by variants of its task guard (the bare-monitor
+    guard of the main columns), in one process: ``variants`` maps a name to ``load(directory)``
+    (a ``Guard``). Per variant: ASR / WASR after, ΔACC, clean inputs flagged and rejected,
+    triggered inputs rejected, the scans' seconds, and ``extra(kept)`` merged in (``kept``: each
+    trigger's ``ScanResult``s)."""
+    name, task = row.split("/")
+    bb = backbone(name)
+    method = ATTACK_TUNING[bb["attack"]]
+    directory = task_guard(bb, "backdoored", task, method, args, "bare").manifest.directory
+    inputs, gold, attacked = setting_data(task, bb["triggers"], args)
+    task_dir = tuned_task(bb["backdoored"], task, method, f"{name}-backdoored", args)
+    guards = {variant: load(directory) for variant, load in variants.items()}
+    before = Unguarded(bb["backdoored"], task_dir, next(iter(guards.values())).manifest.max_length).predict(inputs)
+    acc_before = float(np.mean(before == gold))
+    out: dict[str, Any] = {"backbone": name, "task": task, "attack": bb["attack"], "n": len(inputs),
+                           "acc_before": acc_before}
+    for variant, guard in guards.items():
+        kept: dict[str, list] = {}
+        started = time.perf_counter()
+        figures = guard_figures(guard, inputs, gold, attacked, kept)
+        out[variant] = {
+            "asr_after": figures["after"]["asr"], "wasr_after": figures["after"]["weighted_asr"],
+            "acc_change": figures["acc_guard"] - acc_before, "flagged_clean": figures["flagged_clean"],
+            "rejected_clean": figures["rejected_clean"], "rejected_triggered": figures["rejected_triggered"],
+            "scan_s": round(time.perf_counter() - started, 2), **(extra(kept) if extra else {}),
+        }
+    return out
+
+
+def pct(value: float) -> str:
+    """A fraction as a percentage with one decimal."""
+    return f"{100 * value:.1f}"
+
+
+def points(value: float) -> str:
+    """A fraction's change in percentage points, signed."""
+    return f"{100 * value:+.1f}"
+
+
+SIDE_BY_SIDE = [("ASR after", "asr_after", pct), ("WASR after", "wasr_after", pct), ("ΔACC", "acc_change", points)]
+
+
+def side_by_side_table(rows: list[dict[str, Any]], variants: tuple[str, ...], columns: list[tuple]) -> str:
+    """``side_by_side`` rows as a markdown table: per column ``(header, key, format)``, each
+    variant's figure joined by an arrow (``variants`` in order)."""
+    lines = ["| backbone | task | " + " | ".join(header for header, _, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for r in rows:
+        cells = [" → ".join(show(r[variant][key]) for variant in variants) for _, key, show in columns]
+        lines.append(f"| {r['backbone']} | {r['task']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def rows_main(doc: str, rows: list[str], name: str, evaluate: Any, table: Any, note: str) -> None:
     """The ``main`` of a side-by-side script over cached rows: ``rows_parser`` plus ``--merge``,
     ``evaluate(row, args)`` for each row (``each_row``), and the settings saved as

@@ -59,6 +59,10 @@ SHOWN_TAGS = 40  # a token task's text line shows this many word/TAG pairs (--js
 @click.option("--no-known-triggers", is_flag=True,
               help="Ignore the mined PVs' confirmed trigger spans (guard.json known_triggers): by default an "
                    "input holding one is triggered, and the words under it are removed wherever they occur.")
+@click.option("--no-peel", is_flag=True,
+              help="Reject an input that no window of up to 3 words clears (default: peel it, the word that "
+                   "lowers the flagging PV's share most first, up to 3 separate words, until the text left is "
+                   "cleared: two triggers in one input, or topic words a PV pulls).")
 @click.option("--task", "task", default=None, metavar="KEY",
               help="Which task a shared task guard answers (lmsan-export with several --task: each task's "
                    "directory name) [default: its first].")
@@ -67,7 +71,7 @@ SHOWN_TAGS = 40  # a token task's text line shows this many word/TAG pairs (--js
 def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, threshold: float | None,
           expect_digest: str | None, providers: tuple[str, ...], search: str, no_saliency: bool, no_sanitize: bool,
           max_trials: int, time_budget: float | None, fail_open: bool, grow_margin: float,
-          no_known_triggers: bool, task: str | None, as_json: bool, verbose: int,
+          no_known_triggers: bool, no_peel: bool, task: str | None, as_json: bool, verbose: int,
           quiet: bool, debug: bool) -> int:
     """Scan TEXTS (or --file, or stdin lines) with the guard in DIRECTORY.
 
@@ -88,7 +92,7 @@ def guard(directory: Path, texts: tuple[str, ...], input_file: Path | None, thre
     scanner = Guard.load(directory, providers=list(providers) or None, threshold=threshold, search=search,
                          saliency=not no_saliency, expect_digest=expect_digest, max_trials=max_trials or None,
                          time_budget_s=time_budget, fail_open=fail_open, task=task,
-                         grow_margin=grow_margin or None, known_triggers=not no_known_triggers)
+                         grow_margin=grow_margin or None, known_triggers=not no_known_triggers, peel=not no_peel)
     results: list[Any] = []
     for first in range(0, len(items), CHUNK):
         results += _scan_chunk(scanner, items[first : first + CHUNK], sanitize=not no_sanitize)

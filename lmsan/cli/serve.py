@@ -78,6 +78,9 @@ def _opt(*names: str, env: str, **kw):
 @_opt("--no-known-triggers", env="NO_KNOWN_TRIGGERS", is_flag=True,
       help="Ignore the mined PVs' confirmed trigger spans (guard.json known_triggers); by default an input "
            "holding one is triggered and the words under it are removed.")
+@_opt("--no-peel", env="NO_PEEL", is_flag=True,
+      help="Reject an input that no window of up to 3 words clears (default: peel it one word at a time, up "
+           "to 3 separate words, until the text left is cleared).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout once listening: url, host, port, guard digest, settings.")
 @common_options
@@ -85,7 +88,7 @@ def serve(directory: Path, host: str, port: int, max_batch: int, max_wait_ms: fl
           no_batching: bool, max_items: int, max_body_bytes: int, max_connections: int, drain_timeout: float,
           threshold: float | None, task: str | None, providers: tuple[str, ...], threads: int | None,
           expect_digest: str | None, max_trials: int, time_budget: float | None, fail_open: bool, grow_margin: float,
-          no_known_triggers: bool, as_json: bool,
+          no_known_triggers: bool, no_peel: bool, as_json: bool,
           verbose: int, quiet: bool, debug: bool) -> int:
     """Serve the guard in GUARD_DIR over HTTP until SIGTERM or SIGINT.
 
@@ -111,7 +114,7 @@ def serve(directory: Path, host: str, port: int, max_batch: int, max_wait_ms: fl
     guard = Guard.load(directory, providers=list(providers) or None, threshold=threshold, task=task, threads=threads,
                        expect_digest=expect_digest, max_trials=max_trials or None, time_budget_s=time_budget,
                        fail_open=fail_open, max_batch=max(64, max_batch),
-                       grow_margin=grow_margin or None, known_triggers=not no_known_triggers)
+                       grow_margin=grow_margin or None, known_triggers=not no_known_triggers, peel=not no_peel)
 
     def announce(bound_host: str, bound_port: int) -> None:
         url = f"http://{bound_host}:{bound_port}"

@@ -28,8 +28,7 @@ from lmsan.runtime.calibrate import calibrated_scores
 from lmsan.runtime.known import KnownTriggers, Stripped, names, with_spellings
 from lmsan.runtime.manifest import PER_PV, SEQUENCE_INPUTS, TASK_INPUTS, GuardManifest
 from lmsan.runtime.removal import (GROW_MARGIN, MAX_TRIALS, SEARCHES, BudgetExceeded, Growth, PurgeOutcome, Unit, grow,
-                                   make_search, remove_within,
-                                   run_searches)
+                                   make_search, peel, remove_within, run_searches)
 from lmsan.runtime.session import CUDA, TENSORRT, ProviderSpec, open_session, resolve_providers
 
 log = logging.getLogger(__name__)
@@ -58,10 +57,11 @@ class ScanResult:
         sanitized: the input with the trigger removed (the input itself when not triggered), in
             the input's shape (str or pair); None when rejected or when removal was not asked for.
         removed: removed trigger candidates (words joined by one space), distinct: the removal
-            search's, in window order, then the words under known triggers, then what a scan
-            of the text left removed.
-        rejected: triggered, and no candidate up to ``max_window`` words clears it, or a work cap
-            (``max_trials``, ``time_budget_s``) stopped the removal first (fail closed).
+            search's, in window order (a peeled input's words one by one, in the order peeled),
+            then the words under known triggers, then what a scan of the text left removed.
+        rejected: triggered, and no candidate up to ``max_window`` words clears it (nor, with
+            ``peel``, one after peeling up to ``max_window - 1`` words), or a work cap (``max_trials``,
+            ``time_budget_s``) stopped the removal first (fail closed).
         reason: why the input was rejected, or why it passed unsanitized (a work cap with
             ``fail_open``); None otherwise.
         prediction: a task guard's answer for ``sanitized``: a label name, or for a token task a
@@ -161,9 +161,9 @@ class Guard:
                  max_batch: int, max_window: int, search: str, block: int | None, max_chars: int,
                  buckets: bool, saliency: bool = True, max_trials: int | None = MAX_TRIALS,
                  time_budget_s: float | None = None, fail_open: bool = False,
-                 grow_margin: float | None = GROW_MARGIN, known_triggers: bool = True) -> None:
+                 grow_margin: float | None = GROW_MARGIN, known_triggers: bool = True, peel: bool = True) -> None:
         self.manifest, self.session, self.encoder = manifest, session, encoder
-        self.grow_margin = grow_margin
+        self.grow_margin, self.peel = grow_margin, peel
         spans = manifest.known_triggers if known_triggers else ()
         self.known = KnownTriggers(with_spellings(spans, encoder.alone, encoder.special_ids) if spans else ())
         self._threshold = np.array(threshold, dtype=np.float32)
@@ -181,7 +181,8 @@ class Guard:
         self._pair_sentences = manifest.task is None and manifest.target != "mask"
         outputs = {output.name for output in session.get_outputs()}
         self._saliency = saliency and search == "probe" and "saliency" in outputs  # the removal's first guess
-        self._per_pv = grow_margin is not None and PER_PV in outputs  # removal trials fetch it to grow by
+        self._per_pv = (grow_margin is not None or peel) and PER_PV in outputs  # removal trials fetch it to grow
+        # and peel by
 
     @classmethod
     def load(cls, directory: str | Path, *, providers: Sequence[ProviderSpec] | str | None = None,
@@ -191,7 +192,7 @@ class Guard:
              buckets: bool | None = None, saliency: bool = True, expect_digest: str | None = None,
              max_trials: int | None = MAX_TRIALS, time_budget_s: float | None = None,
              fail_open: bool = False, task: str | None = None,
-             grow_margin: float | None = GROW_MARGIN, known_triggers: bool = True) -> "Guard":
+             grow_margin: float | None = GROW_MARGIN, known_triggers: bool = True, peel: bool = True) -> "Guard":
         """Load and verify a guard directory written by ``lmsan.export``.
 
         Args:
@@ -246,6 +247,13 @@ class Guard:
                 they occur in an input's tokens (``guard.json`` ``known_triggers``,
                 ``lmsan.runtime.known``; ``Guard.scan_batch``: the text left is scanned again, with
                 its own ``max_trials`` and ``time_budget_s``). False: the feature monitor alone.
+            peel: an input that no window of up to ``max_window`` words clears is peeled instead
+                of rejected at once: the word (every occurrence) whose removal lowers the flagging
+                PV's share most goes, and the text left is cleaned like any input (window search,
+                growing, peeling), up to ``max_window - 1`` peeled words (two triggers in one
+                input, or topic words that a PV pulls; ``Guard._peel``: one more session call per
+                word peeled, holding the text without each of its words, then that text's own
+                removal). False: reject it.
 
         Raises:
             DataError: missing directory or file, malformed manifest (a field of the wrong type or
@@ -287,7 +295,7 @@ class Guard:
         guard = cls(manifest, session, encoder, threshold=threshold, max_batch=max_batch, max_window=max_window,
                     search=search, block=block, max_chars=max_chars, buckets=buckets, saliency=saliency,
                     max_trials=max_trials, time_budget_s=time_budget_s, fail_open=fail_open,
-                    grow_margin=grow_margin, known_triggers=known_triggers)
+                    grow_margin=grow_margin, known_triggers=known_triggers, peel=peel)
         guard._self_check()
         log.info("loaded guard %s on %s (K=%d, target=%s, threshold=%.3f%s, %d known trigger(s)) in %.2f s",
                  directory, guard.provider, manifest.pv_count, manifest.target, threshold,
@@ -460,8 +468,6 @@ class Guard:
             hits = [u for u, flag in enumerate(triggered) if flag]
             guesses = {u: self.encoder.top_word(units[u], arrays[3][u], protect=self._protect)
                        for u in hits} if self._saliency and sanitize else {}
-            searches = [make_search(self.search, units[u], max_window=self.max_window, protect=self._protect,
-                                    chunk=self.max_batch, block=self.block, guess=guesses.get(u)) for u in hits]
             deadline = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
             checked: dict[Unit, Answer] = {}  # task: each trial's logits, so the answer costs no extra pass
             scores: dict[Unit, Score] = {}  # each trial's scores (a removal may grow)
@@ -475,11 +481,10 @@ class Guard:
                                                                            per_pv))
                 return out[2].tolist()
 
-            found = run_searches(searches, detect, groups=[owners[u][0] for u in hits], max_trials=self.max_trials,
-                                 deadline=deadline)
+            found = self._remove([units[u] for u in hits], [pv_index[u] for u in hits], scores, detect,
+                                 deadline=deadline, guesses=[guesses.get(u) for u in hits],
+                                 groups=[owners[u][0] for u in hits], peels=self.max_window - 1 if self.peel else 0)
             outcomes = dict(zip(hits, found))
-            if self.grow_margin is not None:
-                outcomes.update(self._grow(units, outcomes, {u: pv_index[u] for u in hits}, scores, detect))
             if task:
                 answers.update(self._answers(units, outcomes, checked, arrays[-1], encodings))
         if len(units) == len(inputs):  # no windows: unit i is input i
@@ -492,7 +497,7 @@ class Guard:
                 for i, texts in enumerate(inputs)], held
 
     def _grow(self, units: list[Unit], outcomes: dict[int, PurgeOutcome], flagged: dict[int, int],
-              scores: dict[Unit, Score], detect) -> dict[int, PurgeOutcome]:
+              scores: dict[Unit, Score], detect, deadline: float | None = None, peels: int = 0) -> dict[int, PurgeOutcome]:
         """Grow each cleared removal by a neighbouring word (``lmsan.runtime.removal.grow``), up
         to ``max_window`` words, taking at most one word per round:
 
@@ -507,9 +512,13 @@ class Guard:
           PV's share most. Clean words alone rarely reach a PV, and only a neighbour of the
           removal is tried.
 
-        A grown text must still be cleared. Two batched session calls per round for every unit
-        at once (the neighbour words alone, the grown texts). A work cap (``max_trials`` per unit,
-        the time budget) ends the growing, never the removal it grew from.
+        A grown text must still be cleared, but with ``peels`` left (peeling, ``_peel``) a round
+        whose only accomplice leaves a text that another PV flags (the clean text's own false
+        positive, once the whole trigger is gone) takes it anyway, and the text left is cleaned
+        like any input (``_remove``, ``peels - 1`` left); where that fails, the removal stays as
+        it was. Two batched session calls per round for every unit at once (the neighbour words
+        alone, the grown texts). A work cap (``max_trials`` per unit, the time budget) ends the
+        growing, never the removal it grew from.
 
         Args:
             units: the scan's units; outcomes: their removal outcomes (cleared ones grow).
@@ -518,10 +527,13 @@ class Guard:
                 it, returns whether each is still triggered (and may raise ``BudgetExceeded``).
 
         Returns:
-            The outcomes that grew (``removed`` the grown phrase, ``grown_from`` the search's candidate).
+            The outcomes that grew (``removed`` the grown phrase, ``grown_from`` the search's
+            candidate; or, where the text left was cleaned again, its outcome with the search's
+            candidate and the grown phrase first in ``peeled``).
         """
         state = {u: (o, None) for u, o in outcomes.items() if o.removed is not None and not o.rejected}
         grown: dict[int, PurgeOutcome] = {}
+        relay = []  # (unit, growth taken though another PV flags its text, the outcome it grew from)
         for _ in range(self.max_window - 1):
             growths = {}
             for u, (outcome, drops) in state.items():
@@ -548,21 +560,143 @@ class Guard:
                     now[u] = (replace(outcome, sentences=pick.sentences, removed=pick.phrase,
                                       trials=outcome.trials + len(found),
                                       grown_from=outcome.grown_from or outcome.removed), pick.drops)
+                elif peels and (flagged_elsewhere := [g for g in found if g.word in accomplices[u]
+                                                      and still.get(g.sentences)]):
+                    best = min(flagged_elsewhere, key=lambda g: scores[g.sentences].towards(pv))
+                    relay.append((u, best, replace(outcome, trials=outcome.trials + len(found))))
             state = now
             grown.update((u, o) for u, (o, _) in now.items())
+        if relay:
+            again = self._remove([g.sentences for _, g, _ in relay], [scores[g.sentences].nearest for _, g, _ in relay],
+                                 scores, detect, deadline=deadline, spent=[o.trials for *_, o in relay],
+                                 peels=peels - 1)
+            for (u, growth, before), outcome in zip(relay, again):
+                if not outcome.rejected:
+                    grown[u] = replace(outcome, peeled=(before.grown_from or before.removed, growth.phrase,
+                                                        *outcome.peeled))
         return grown
+
+    def _remove(self, units: list[Unit], flagged: list[int], scores: dict[Unit, Score], detect, *,
+                deadline: float | None, guesses: list[str | None] | None = None, groups: list[int] | None = None,
+                spent: list[int] | None = None, peels: int = 0) -> list[PurgeOutcome]:
+        """Remove the trigger from each triggered unit (``flagged``: its flagging PV): the window
+        search (``run_searches``, all units in lockstep, its work caps per group of ``groups``),
+        then growing the cleared removals (``_grow``), then peeling the units that no window
+        cleared (``_peel``, at most ``peels`` words). One outcome per unit, in order."""
+        searches = [make_search(self.search, unit, max_window=self.max_window, protect=self._protect,
+                                chunk=self.max_batch, block=self.block, guess=None if guesses is None else guesses[i])
+                    for i, unit in enumerate(units)]
+        found = run_searches(searches, detect, groups=groups, max_trials=self.max_trials, deadline=deadline,
+                             spent=spent)
+        outcomes, pvs = dict(enumerate(found)), dict(enumerate(flagged))
+        if self.grow_margin is not None:
+            outcomes.update(self._grow(units, outcomes, pvs, scores, detect, deadline, peels))
+        if peels:
+            outcomes.update(self._peel(units, outcomes, pvs, scores, detect, deadline, peels))
+        return [outcomes[i] for i in range(len(units))]
+
+    def _peel(self, units: list[Unit], outcomes: dict[int, PurgeOutcome], flagged: dict[int, int],
+              scores: dict[Unit, Score], detect, deadline: float | None, peels: int) -> dict[int, PurgeOutcome]:
+        """Peel each unit that no window cleared by one word, and remove the trigger from the text
+        left as from any input (``lmsan.runtime.removal.peel``, ``_remove``).
+
+        One batched session call scores every such unit without each of its distinct words (every
+        occurrence). A trial that is no longer triggered clears the unit (of several, the one
+        whose share of the unit's flagging PV is lowest). Otherwise the word whose removal lowers
+        that PV's share most (``Score.towards``) is peeled: the trigger where two triggers, or a
+        trigger and a word that a collateral PV pulls, share the input, or the strongest of the
+        topic words that flag a clean input. The text left then goes through ``_remove`` with its
+        own flagging PV (window search, growing, and peeling with ``peels - 1`` words left), so
+        that it is cleaned exactly as the same text without that word would be. Work caps
+        (``max_trials`` counts every round of the unit; the time budget) end the peeling, and the
+        unit then stays rejected.
+
+        Returns:
+            The outcomes that peeling cleared (``peeled``: the words peeled, in order; ``removed``
+            and ``grown_from``: what the text left's removal took).
+        """
+        stuck = {u: o for u, o in outcomes.items() if o.rejected and o.reason is None}
+        rounds = {}
+        for u, outcome in stuck.items():
+            found = peel(units[u], self._protect)
+            if found and (self.max_trials is None or outcome.trials + len(found) <= self.max_trials):
+                rounds[u] = found
+        trials = list(dict.fromkeys(trial for found in rounds.values() for trial, _ in found))
+        try:
+            still = dict(zip(trials, detect(trials))) if trials else {}
+        except BudgetExceeded:
+            return {}
+        cleared: dict[int, PurgeOutcome] = {}
+        picked, spent = {}, {}  # unit -> (text left, word peeled); trials spent
+        for u, found in rounds.items():
+            done = [(trial, word) for trial, word in found if not still[trial]]
+            trial, word = min(done or found, key=lambda pair: scores[pair[0]].towards(flagged[u]))
+            spent[u] = stuck[u].trials + len(found)
+            if done:
+                cleared[u] = PurgeOutcome(trial, word, False, spent[u])
+            else:
+                picked[u] = (trial, word)
+        try:
+            grown = self._peel_accomplices(units, picked, flagged, scores, detect)
+            fresh = [trial for trial, _ in grown.values()]
+            still.update(zip(fresh, detect(fresh)) if fresh else ())
+        except BudgetExceeded:
+            grown = {}
+        left = []  # (unit, text left, what was peeled)
+        for u, (trial, word) in picked.items():
+            if u not in grown:
+                left.append((u, trial, (word,)))
+            elif still[grown[u][0]]:
+                left.append((u, grown[u][0], (word, grown[u][1])))
+            else:
+                cleared[u] = PurgeOutcome(grown[u][0], grown[u][1], False, spent[u], grown_from=word)
+        if left:
+            again = self._remove([trial for _, trial, _ in left], [scores[trial].nearest for _, trial, _ in left],
+                                 scores, detect, deadline=deadline, spent=[spent[u] for u, _, _ in left],
+                                 peels=peels - 1)
+            for (u, _, taken), outcome in zip(left, again):
+                if not outcome.rejected:
+                    cleared[u] = replace(outcome, peeled=(*taken, *outcome.peeled))
+        return cleared
+
+    def _peel_accomplices(self, units: list[Unit], picked: dict[int, tuple[Unit, str]], flagged: dict[int, int],
+                          scores: dict[Unit, Score], detect) -> dict[int, tuple[Unit, str]]:
+        """Grow each peeled word into its accomplices (``_accomplices``: neighbours that the guard
+        flags alone on the unit's flagging PV: the rest of a multi-word trigger whose text left is
+        flagged by another PV), one word per round, the one flagged most strongly alone, up to
+        ``max_window`` words. Unlike ``_grow`` the text left need not be cleared (it is cleaned
+        next). Returns, for the units that grew, the text left and the grown phrase."""
+        state = {u: (word, None) for u, (_, word) in picked.items()}
+        out: dict[int, tuple[Unit, str]] = {}
+        for _ in range(self.max_window - 1):
+            growths = {u: found for u, (word, drops) in state.items()
+                       if (found := grow(units[u], word, drops, self._protect))}
+            if not growths:
+                break
+            accomplices = self._accomplices(growths, flagged, scores, detect)
+            state = {}
+            for u, found in growths.items():
+                partners = [g for g in found if g.word in accomplices[u]]
+                if partners:
+                    best = max(partners, key=lambda g: scores[self._alone(g.word)].towards(flagged[u]))
+                    out[u] = (best.sentences, best.phrase)
+                    state[u] = (picked[u][1], best.drops)
+        return out
 
     def _accomplices(self, growths: dict[int, list[Growth]], flagged: dict[int, int], scores: dict[Unit, Score],
                      detect) -> dict[int, set[str]]:
         """Per unit, the neighbour words that the guard flags on their own, on the unit's
         flagging PV (each word scored alone, with the mask token where the input must hold it;
         one batched ``detect`` for every unit's words)."""
-        alone = {g.word: (f"{g.word} {self._protect}",) if self._protect else (g.word,)
-                 for found in growths.values() for g in found}
+        alone = {g.word: self._alone(g.word) for found in growths.values() for g in found}
         units = list(dict.fromkeys(alone.values()))
         flags = dict(zip(units, detect(units))) if units else {}
         return {u: {g.word for g in found if flags[alone[g.word]] and scores[alone[g.word]].nearest == flagged[u]}
                 for u, found in growths.items()}
+
+    def _alone(self, word: str) -> Unit:
+        """A word scored on its own (with the mask token where the input must hold it)."""
+        return (f"{word} {self._protect}",) if self._protect else (word,)
 
     def _pick(self, found: list[Growth], score: Score, pv: int, accomplices: set[str],
               scores: dict[Unit, Score], still: dict[Unit, bool]) -> Growth | None:
@@ -752,10 +886,12 @@ class Guard:
         if not sanitize:
             return ScanResult(True, match[best], pv, None, (), False)
         found = [(u, outcomes[u]) for u in mine if u in outcomes]
-        removed = tuple(dict.fromkeys(o.removed for _, o in found if o.removed is not None))
+        removed = tuple(dict.fromkeys(w for _, o in found for w in (*o.peeled, o.removed) if w is not None))
         stopped = next((o.reason for _, o in found if o.reason), None)
         if any(o.rejected and not o.reason for _, o in found):
-            reason = f"no candidate of up to {self.max_window} words clears it"
+            reason = f"no candidate of up to {self.max_window} words clears it" + (
+                f", nor one after peeling up to {self.max_window - 1} words within the work caps" if self.peel and self.max_window > 1
+                else "")
             return ScanResult(True, match[best], pv, None, removed, True, reason)
         if stopped and not self.fail_open:
             return ScanResult(True, match[best], pv, None, removed, True, stopped)
@@ -770,8 +906,8 @@ class Guard:
             return ScanResult(True, match[best], pv, clean[0] if len(texts) == 1 else (clean[0], clean[1]),
                               removed, False, reason)
         # windows (overlapping): drop each window's candidate within its span of the original text
-        sanitized = remove_within(texts[0], [(*owners[u][1], c) for u, o in cleaned for c in (o.removed, o.grown_from)
-                                             if c is not None])
+        sanitized = remove_within(texts[0], [(*owners[u][1], c) for u, o in cleaned
+                                             for c in (o.removed, o.grown_from, *o.peeled) if c is not None])
         if sanitized is None:
             return ScanResult(True, match[best], pv, None, removed, True, "trigger inside a word longer than a window")
         return ScanResult(True, match[best], pv, sanitized, removed, False, reason)

@@ -54,6 +54,9 @@ what ``batched`` removes on a real backdoored model.
 searches (the windows of one input) and a ``deadline``; a search it stops is rejected with the
 cap in ``reason``. ``remove_within`` applies the removals of overlapping windows to the whole text.
 
+``peel`` lists the input without each of its words, for an input that no window cleared (the
+guard peels it one word at a time).
+
 ``drop_spans`` removes the words under given character spans (the guard's known triggers,
 ``lmsan.runtime.known``). ``grow`` lists the removals one neighbouring word longer than a cleared one; the guard scores them and
 keeps one that lowers the flagging PV's share by a clear margin (the rest of a multi-word trigger
@@ -69,7 +72,7 @@ import bisect
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Generator, Iterable, Sequence
 
 Unit = tuple[str, ...]
@@ -99,6 +102,8 @@ class PurgeOutcome:
         reason: why a work cap stopped the search (``run_searches``); None otherwise.
         grown_from: the search's own candidate when ``removed`` grew from it by neighbouring
             words (``grow``); every occurrence of it is removed too. None otherwise.
+        peeled: words removed (every occurrence) before ``removed`` when no window cleared the
+            input and the guard peeled it one word at a time (``peel``), in the order peeled.
     """
 
     sentences: Unit
@@ -107,6 +112,7 @@ class PurgeOutcome:
     trials: int
     reason: str | None = None
     grown_from: str | None = None
+    peeled: tuple[str, ...] = ()
 
     @classmethod
     def cleared(cls, candidate: Unit, trial: Unit, trials: int) -> "PurgeOutcome":
@@ -423,7 +429,7 @@ class BudgetExceeded(Exception):
 
 def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list[bool]], *,
                  groups: Sequence[int] | None = None, max_trials: int | None = None,
-                 deadline: float | None = None) -> list[PurgeOutcome]:
+                 deadline: float | None = None, spent: Sequence[int] | None = None) -> list[PurgeOutcome]:
     """Drive searches in lockstep: each round, all pending trials go to ``detect`` in one call.
 
     Work caps: a round that would take a group's trials past ``max_trials`` is not sent, and
@@ -437,14 +443,19 @@ def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list
         groups: the group (e.g. input) of each search; default one group per search.
         max_trials: most trials a group may send; None: no cap.
         deadline: ``time.monotonic()`` value after which no round starts; None: none.
+        spent: trials each search's input already sent before this call (a peeled text's
+            earlier rounds): they count against ``max_trials`` and in the outcome's ``trials``.
 
     Returns:
         One outcome per search, in order.
     """
     outcomes: list[PurgeOutcome | None] = [None] * len(searches)
     groups = list(range(len(searches))) if groups is None else list(groups)
+    before = list(spent) if spent is not None else [0] * len(searches)
     spent = [0] * len(searches)  # trials sent, per search
-    used: dict[int, int] = {}  # trials sent, per group
+    used: dict[int, int] = {}  # trials sent, per group (with those sent before)
+    for index, group in enumerate(groups):
+        used[group] = max(used.get(group, 0), before[index])
     pending: dict[int, list[Unit]] = {}
 
     def stop(indices: Iterable[int], reason: str) -> None:
@@ -485,7 +496,8 @@ def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list
             used[groups[index]] = used.get(groups[index], 0) + count
             _advance(searches[index], index, flags[offset : offset + count], pending, outcomes)
             offset += count
-    return [outcome for outcome in outcomes if outcome is not None]
+    return [replace(outcome, trials=outcome.trials + before[index]) if before[index] else outcome
+            for index, outcome in enumerate(outcomes) if outcome is not None]
 
 
 @dataclass(frozen=True)
@@ -536,6 +548,21 @@ def grow(sentences: Unit, candidate: str, drops: tuple[frozenset[int], ...] | No
                 phrase = " ".join(text.words[min(start, j) : max(stop, j + 1)])
                 out.setdefault(trial, Growth(trial, grown, phrase, text.words[j]))
     return list(out.values())
+
+
+def peel(sentences: Unit, protect: str | None = None) -> list[tuple[Unit, str]]:
+    """The input without each of its distinct words (every occurrence, in every sentence), one
+    ``(trial, word)`` per word in sequential order; a word holding ``protect`` (the mask token)
+    stays.
+
+    When no window of up to ``max_window`` words clears an input, its flag often comes from two
+    or more separate words (two triggers, or topic words that a collateral PV pulls); the guard
+    scores these trials, peels the word that lowers the flagging PV's share most, and removes the
+    trigger from the text left as from any input (``Guard._peel``).
+    """
+    texts = [_Text(s) for s in sentences]
+    words = candidates(texts, 1, protect)
+    return [(_trial(texts, [word]), word[0]) for word in words]
 
 
 def _runs(indices: frozenset[int]) -> list[tuple[int, int]]:

@@ -130,6 +130,15 @@ def test_expect_digest_and_work_cap_flags(guard_dir, capsys):
     assert code == 1 and not result["rejected"] and result["sanitized"] == text and "fail open" in result["reason"]
 
 
+def test_no_peel_rejects_what_no_window_clears(guard_dir, capsys):
+    code, out, _ = _run(guard_cli.main, [guard_dir, "alpha beta gamma", "--threshold", "0", "--json", "-q"], capsys)
+    assert code == 1 and json.loads(out)[0]["reason"] == (
+        "no candidate of up to 3 words clears it, nor one after peeling up to 2 words within the work caps")
+    code, out, _ = _run(guard_cli.main, [guard_dir, "alpha beta gamma", "--threshold", "0", "--no-peel", "--json",
+                                         "-q"], capsys)
+    assert code == 1 and json.loads(out)[0]["reason"] == "no candidate of up to 3 words clears it"
+
+
 def test_usage_errors_exit_4(guard_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert _run(guard_cli.main, [guard_dir, "-q"], capsys)[0] == 4

@@ -389,20 +389,26 @@ def test_mask_target_needs_the_mask_token(tmp_path):
     assert result.triggered and result.rejected  # everything triggers at 0; [MASK] is never removed
 
 
+def _scored_by_words(guard, shares):
+    """Make ``guard`` score each text by its words: ``shares(words)`` (the text's ``str.split``
+    words, in order) gives each PV's share of agreeing signs; the match is the largest, and a
+    text is triggered at 0.8 or more. Returns ``guard``."""
+    def detect(units, encodings=None, *, saliency=False, logits=False, per_pv=False, deadline=None):
+        rows = np.array([shares(" ".join(unit).split()) for unit in units], np.float32)
+        match = rows.max(axis=1)
+        return (match, rows.argmax(axis=1), match >= 0.8) + ((rows,) if per_pv else ())
+
+    guard._detect = detect
+    return guard
+
+
 def _two_word_trigger(guard):
     """Make ``guard`` score texts by their words. PV 0's share: 0.5, +0.35 with ``zork`` (which
     alone crosses T = 0.8), +0.1 with ``plim`` (the rest of the trigger ``zork plim``); PV 1's:
     0.55 (where clean text sits), +0.1 with ``blorp`` (a word near PV 1, like a topic word near
     another PV). The match is the larger share."""
-    def detect(units, encodings=None, *, saliency=False, logits=False, per_pv=False, deadline=None):
-        words = [set(" ".join(unit).split()) for unit in units]
-        shares = np.array([[0.5 + 0.35 * ("zork" in w) + 0.1 * ("plim" in w), 0.55 + 0.1 * ("blorp" in w)]
-                           for w in words], np.float32)
-        match = shares.max(axis=1)
-        return (match, shares.argmax(axis=1), match >= 0.8) + ((shares,) if per_pv else ())
-
-    guard._detect = detect
-    return guard
+    return _scored_by_words(guard, lambda w: [0.5 + 0.35 * ("zork" in w) + 0.1 * ("plim" in w),
+                                              0.55 + 0.1 * ("blorp" in w)])
 
 
 def test_a_removal_grows_into_the_rest_of_a_two_word_trigger(guard_dir):
@@ -431,26 +437,97 @@ def test_a_removal_grows_into_a_neighbour_the_guard_flags_alone_on_the_same_pv(g
     (+0.05 on PV 0) but, alone, lands on PV 0 (0.9): once ``zork`` goes the text is nearest PV 1
     (``blorp``), so the margin rule does not grow; the accomplice rule does. ``wibble`` alone
     lands on PV 1, another PV: it stays."""
-    def detect(units, encodings=None, *, saliency=False, logits=False, per_pv=False, deadline=None):
-        texts = [" ".join(unit).split() for unit in units]
-        shares = np.array([[0.5 + 0.35 * ("zork" in w) + (0.4 if w == ["quux"] else 0.05 * ("quux" in w)),
-                            0.55 + 0.1 * ("blorp" in w) + (0.35 if w == ["wibble"] else 0.0)] for w in texts],
-                          np.float32)
-        match = shares.max(axis=1)
-        return (match, shares.argmax(axis=1), match >= 0.8) + ((shares,) if per_pv else ())
+    def shares(w):
+        return [0.5 + 0.35 * ("zork" in w) + (0.4 if w == ["quux"] else 0.05 * ("quux" in w)),
+                0.55 + 0.1 * ("blorp" in w) + (0.35 if w == ["wibble"] else 0.0)]
 
-    guard = Guard.load(guard_dir, saliency=False)
-    guard._detect = detect
+    guard = _scored_by_words(Guard.load(guard_dir, saliency=False), shares)
     result = guard.scan("the cat zork quux blorp sat")
     assert result.removed == ("zork quux",) and result.sanitized == "the cat blorp sat"
     assert guard.scan("the cat zork wibble blorp sat").removed == ("zork",)
     assert guard.scan("the cat zork blorp sat").removed == ("zork",)
-    off = Guard.load(guard_dir, saliency=False, grow_margin=None)
-    off._detect = detect
+    off = _scored_by_words(Guard.load(guard_dir, saliency=False, grow_margin=None), shares)
     assert off.scan("the cat zork quux blorp sat").removed == ("zork",)
-    narrow = Guard.load(guard_dir, saliency=False, max_window=1)
-    narrow._detect = detect
+    narrow = _scored_by_words(Guard.load(guard_dir, saliency=False, max_window=1), shares)
     assert narrow.scan("the cat zork quux blorp sat").removed == ("zork",)
+
+
+def _two_triggers(guard):
+    """Make ``guard`` score texts by their words: PV 0's share 0.5, +0.35 for each of the triggers
+    ``zork`` and ``gnar`` (either alone crosses T = 0.8), +0.1 with ``plim`` (the rest of
+    ``gnar plim``), at most 1; PV 1's 0.55."""
+    return _scored_by_words(guard, lambda w: [
+        min(1.0, 0.5 + 0.35 * ("zork" in w) + 0.35 * ("gnar" in w) + 0.1 * ("plim" in w)), 0.55])
+
+
+def test_an_input_no_window_clears_is_peeled_and_the_text_left_cleaned_like_any_input(guard_dir):
+    """Two triggers far apart: no window of up to 3 words clears the text. Peeling removes the
+    word that lowers PV 0's share most (``zork``, the first of two equal ones), and the text left
+    is cleaned as it would be on its own: the window search finds ``gnar``, growing takes ``plim``."""
+    text = "zork the cat sat on gnar plim mat"
+    result = _two_triggers(Guard.load(guard_dir, saliency=False)).scan(text)
+    assert result.triggered and not result.rejected
+    assert result.removed == ("zork", "gnar plim") and result.sanitized == "the cat sat on mat"
+    alone = _two_triggers(Guard.load(guard_dir, saliency=False)).scan("the cat sat on gnar plim mat")
+    assert alone.sanitized == result.sanitized  # the text left, cleaned on its own
+    off = _two_triggers(Guard.load(guard_dir, saliency=False, peel=False)).scan(text)
+    assert off.rejected and off.sanitized is None and off.reason == "no candidate of up to 3 words clears it"
+    narrow = _two_triggers(Guard.load(guard_dir, saliency=False, max_window=1)).scan(text)
+    assert narrow.rejected and narrow.reason == "no candidate of up to 1 words clears it"  # no room to peel
+    three = "zork a b c gnar d e f zork gnar"  # every occurrence goes: one word peeled is enough
+    assert _two_triggers(Guard.load(guard_dir, saliency=False)).scan(three).sanitized == "a b c d e f"
+
+
+def test_a_peeled_word_grows_into_the_rest_of_its_trigger(guard_dir):
+    """``zork quux`` is a trigger whose rest ``quux`` barely moves the text (+0.05 on PV 0) but
+    alone lands on PV 0; the clean words hold ``blorp``, which flags PV 1 (the clean text's own
+    false positive). No window clears both; peeling takes ``zork``, grows into ``quux`` (the
+    text left is flagged by PV 1, so ``_grow``'s cleared rule could not), and the text left is
+    cleaned of ``blorp``."""
+    def shares(w):
+        return [0.5 + 0.35 * ("zork" in w) + (0.4 if w == ["quux"] else 0.05 * ("quux" in w)),
+                0.55 + 0.3 * ("blorp" in w)]
+
+    result = _scored_by_words(Guard.load(guard_dir, saliency=False), shares).scan(
+        "zork quux the cat sat on the blorp mat")
+    assert result.removed == ("zork", "zork quux", "blorp") and result.sanitized == "the cat sat on the mat"
+    off = _scored_by_words(Guard.load(guard_dir, saliency=False, peel=False), shares)
+    assert off.scan("zork quux the cat sat on the blorp mat").rejected
+
+
+def test_growing_takes_an_accomplice_whose_text_another_pv_flags_and_cleans_that_text(guard_dir):
+    """Removing ``zork`` clears the input, but its accomplice ``quux`` also held PV 1 down: without
+    it the clean words (``blorp``) flag PV 1, the clean text's own false positive. Growing takes
+    ``quux`` anyway and cleans the text left like any input; without peeling it stays."""
+    def shares(w):
+        return [0.5 + 0.35 * ("zork" in w) + (0.4 if w == ["quux"] else 0.05 * ("quux" in w)),
+                0.55 + 0.3 * ("blorp" in w) - 0.1 * ("quux" in w)]
+
+    text = "the cat zork quux sat on the blorp mat"
+    result = _scored_by_words(Guard.load(guard_dir, saliency=False), shares).scan(text)
+    assert result.removed == ("zork", "zork quux", "blorp") and result.sanitized == "the cat sat on the mat"
+    off = _scored_by_words(Guard.load(guard_dir, saliency=False, peel=False), shares).scan(text)
+    assert off.removed == ("zork",) and off.sanitized == "the cat quux sat on the blorp mat"
+
+
+def test_peeling_stops_at_its_word_limit_and_work_cap(guard_dir):
+    """Three triggers to peel past (``zork``, ``gnar``, ``blix`` each cross T alone) need two
+    peeled words and a window: within ``max_window - 1 = 2``. With ``max_window=2`` only one word
+    may be peeled, and a small ``max_trials`` stops peeling first: the input stays rejected."""
+    def shares(w):
+        return [min(1.0, 0.5 + 0.35 * len(set(w) & {"zork", "gnar", "blix"})), 0.55]
+
+    text = "zork one two three gnar four five six blix seven"
+    guards = {kw: _scored_by_words(Guard.load(guard_dir, saliency=False, **dict(kw)), shares) for kw in
+              [(), (("max_window", 2),), (("max_trials", 40),)]}
+    result = guards[()].scan(text)
+    assert result.removed == ("zork", "gnar", "blix") and result.sanitized == "one two three four five six seven"
+    narrow = guards[(("max_window", 2),)].scan(text)
+    assert narrow.rejected and narrow.reason == (
+        "no candidate of up to 2 words clears it, nor one after peeling up to 1 words within the work caps")
+    capped = guards[(("max_trials", 40),)].scan(text)  # the window search fits, peeling does not
+    assert capped.rejected and capped.reason == (
+        "no candidate of up to 3 words clears it, nor one after peeling up to 2 words within the work caps")
 
 
 def test_growing_leaves_clean_neighbours_and_spliced_windows_right(guard_dir, monkeypatch):

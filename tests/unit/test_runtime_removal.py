@@ -294,3 +294,28 @@ def test_grow_spares_protected_words_and_the_other_sentence():
     growths = grow(("[MASK] cf b", "x cf"), "cf", protect="[MASK]")
     assert [(g.sentences, g.phrase) for g in growths] == [(("[MASK]", "x"), "cf b"), (("[MASK] b", ""), "x cf")]
     assert grow(("cf",), "cf") == []  # nothing next to it
+
+
+def test_peel_lists_the_input_without_each_distinct_word():
+    from lmsan.runtime.removal import peel
+
+    trials = peel(("a cf b  cf", "x a"), protect=None)  # every occurrence, in both sentences; spacing kept
+    assert trials == [(("cf b  cf", "x"), "a"), (("a b", "x a"), "cf"), (("a cf cf", "x a"), "b"),
+                      (("a cf b  cf", "a"), "x")]
+    assert [word for _, word in peel(("[MASK] is cf",), protect="[MASK]")] == ["is", "cf"]
+    assert peel(("",)) == []
+
+
+def test_trials_spent_before_count_against_the_cap():
+    """A peeled text's search starts with the trials its input already sent: they count against
+    ``max_trials`` and in the outcome."""
+    unit = ("a b cf d",)
+    detector = presence_detector([("cf",)])
+    fresh = run_searches([make_search("sequential", unit)], lambda batch: [detector(t) for t in batch])[0]
+    assert fresh.removed == "cf" and fresh.trials == 3
+    later = run_searches([make_search("sequential", unit)], lambda batch: [detector(t) for t in batch],
+                         max_trials=10, spent=[7])[0]
+    assert later.removed == "cf" and later.trials == 10
+    over = run_searches([make_search("sequential", unit)], lambda batch: [detector(t) for t in batch],
+                        max_trials=10, spent=[8])[0]
+    assert over.rejected and over.reason == "work cap: removal needs more than 10 trials"
