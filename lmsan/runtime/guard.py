@@ -181,8 +181,8 @@ class Guard:
         self._pair_sentences = manifest.task is None and manifest.target != "mask"
         outputs = {output.name for output in session.get_outputs()}
         self._saliency = saliency and search == "probe" and "saliency" in outputs  # the removal's first guess
-        self._per_pv = (grow_margin is not None or peel) and PER_PV in outputs  # removal trials fetch it to grow
-        # and peel by
+        # removal trials fetch every PV's share to grow and peel by
+        self._per_pv = (grow_margin is not None or peel) and PER_PV in outputs
 
     @classmethod
     def load(cls, directory: str | Path, *, providers: Sequence[ProviderSpec] | str | None = None,
@@ -253,7 +253,8 @@ class Guard:
                 growing, peeling), up to ``max_window - 1`` peeled words (two triggers in one
                 input, or topic words that a PV pulls; ``Guard._peel``: one more session call per
                 word peeled, holding the text without each of its words, then that text's own
-                removal). False: reject it.
+                removal). Growing likewise takes an accomplice whose text another PV flags, and
+                cleans that text. False: reject such an input, and grow only into cleared texts.
 
         Raises:
             DataError: missing directory or file, malformed manifest (a field of the wrong type or
