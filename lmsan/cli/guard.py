@@ -60,9 +60,10 @@ SHOWN_TAGS = 40  # a token task's text line shows this many word/TAG pairs (--js
               help="Ignore the mined PVs' confirmed trigger spans (guard.json known_triggers): by default an "
                    "input holding one is triggered, and the words under it are removed wherever they occur.")
 @click.option("--no-peel", is_flag=True,
-              help="Reject an input that no window of up to 3 words clears (default: peel it, the word that "
-                   "lowers the flagging PV's share most first, up to 3 separate words, until the text left is "
-                   "cleared: two triggers in one input, or topic words a PV pulls).")
+              help="Reject an input that no window of up to 3 words clears (default: peel it: remove the word "
+                   "that lowers the flagging PV's share most, with the rest of its trigger, and clean the text "
+                   "left like any input, up to 2 peeled words: two triggers in one input, or topic words a PV "
+                   "pulls), and grow a removal only into texts that no PV flags.")
 @click.option("--task", "task", default=None, metavar="KEY",
               help="Which task a shared task guard answers (lmsan-export with several --task: each task's "
                    "directory name) [default: its first].")

@@ -79,8 +79,8 @@ def _opt(*names: str, env: str, **kw):
       help="Ignore the mined PVs' confirmed trigger spans (guard.json known_triggers); by default an input "
            "holding one is triggered and the words under it are removed.")
 @_opt("--no-peel", env="NO_PEEL", is_flag=True,
-      help="Reject an input that no window of up to 3 words clears (default: peel it one word at a time, up "
-           "to 3 separate words, until the text left is cleared).")
+      help="Reject an input that no window of up to 3 words clears (default: peel it: remove the word that "
+           "lowers the flagging PV's share most and clean the text left like any input, up to 2 peeled words).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout once listening: url, host, port, guard digest, settings.")
 @common_options

@@ -102,8 +102,10 @@ class PurgeOutcome:
         reason: why a work cap stopped the search (``run_searches``); None otherwise.
         grown_from: the search's own candidate when ``removed`` grew from it by neighbouring
             words (``grow``); every occurrence of it is removed too. None otherwise.
-        peeled: words removed (every occurrence) before ``removed`` when no window cleared the
-            input and the guard peeled it one word at a time (``peel``), in the order peeled.
+        peeled: what the guard removed before ``removed``, in order, where it cleaned a text left
+            as a new input: a peeled word and its grown phrase when no window cleared the input
+            (``peel``), or a search's candidate and the accomplice phrase it grew to when another
+            PV flagged that phrase's text left (``Guard._grow``); every occurrence of each.
     """
 
     sentences: Unit
