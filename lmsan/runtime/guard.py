@@ -116,11 +116,13 @@ class Score:
         nearest: that PV's index.
         per_pv: float32 [K], every PV's share (the graph's ``pv_match`` row); None for a graph
             exported without that output.
+        triggered: whether the trial is still triggered.
     """
 
     match: float
     nearest: int
     per_pv: np.ndarray | None
+    triggered: bool
 
     def closest(self) -> int:
         """The PV the trial's features agree with most: ``per_pv``'s largest share, whatever
@@ -471,16 +473,20 @@ class Guard:
                        for u in hits} if self._saliency and sanitize else {}
             deadline = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
             checked: dict[Unit, Answer] = {}  # task: each trial's logits, so the answer costs no extra pass
-            scores: dict[Unit, Score] = {}  # each trial's scores (a removal may grow)
+            scores: dict[Unit, Score] = {}  # each trial's scores (a removal may grow and peel)
 
             def detect(trials: list[Unit]) -> list[bool]:
-                kept = self._encoded(trials)
-                out = self._detect(trials, kept, deadline=deadline, logits=task, per_pv=self._per_pv)
-                checked.update((t, Answer(row, t[0], e)) for t, row, e in zip(trials, out[-1], kept) if task)
-                per_pv = out[3] if self._per_pv else [None] * len(trials)
-                scores.update((t, Score(m, k, row)) for t, m, k, row in zip(trials, out[0].tolist(), out[1].tolist(),
-                                                                           per_pv))
-                return out[2].tolist()
+                """Whether each trial is still triggered; only trials not scored yet in this scan go to
+                the session (growing and peeling meet the search's trials again)."""
+                fresh = [t for t in dict.fromkeys(trials) if t not in scores]
+                if fresh:
+                    kept = self._encoded(fresh)
+                    out = self._detect(fresh, kept, deadline=deadline, logits=task, per_pv=self._per_pv)
+                    checked.update((t, Answer(row, t[0], e)) for t, row, e in zip(fresh, out[-1], kept) if task)
+                    per_pv = out[3] if self._per_pv else [None] * len(fresh)
+                    scores.update((t, Score(m, k, row, flag)) for t, m, k, row, flag in
+                                  zip(fresh, out[0].tolist(), out[1].tolist(), per_pv, out[2].tolist()))
+                return [scores[t].triggered for t in trials]
 
             found = self._remove([units[u] for u in hits], [pv_index[u] for u in hits], scores, detect,
                                  deadline=deadline, guesses=[guesses.get(u) for u in hits],
@@ -567,15 +573,22 @@ class Guard:
                     relay.append((u, best, replace(outcome, trials=outcome.trials + len(found))))
             state = now
             grown.update((u, o) for u, (o, _) in now.items())
-        if relay:
-            again = self._remove([g.sentences for _, g, _ in relay], [scores[g.sentences].nearest for _, g, _ in relay],
-                                 scores, detect, deadline=deadline, spent=[o.trials for *_, o in relay],
-                                 peels=peels - 1)
-            for (u, growth, before), outcome in zip(relay, again):
-                if not outcome.rejected:
-                    grown[u] = replace(outcome, peeled=(before.grown_from or before.removed, growth.phrase,
-                                                        *outcome.peeled))
+        grown.update(self._clean_left([(u, g.sentences, (o.grown_from or o.removed, g.phrase), o.trials)
+                                       for u, g, o in relay], scores, detect, deadline, peels - 1))
         return grown
+
+    def _clean_left(self, left: list[tuple[int, Unit, tuple[str, ...], int]], scores: dict[Unit, Score], detect,
+                    deadline: float | None, peels: int) -> dict[int, PurgeOutcome]:
+        """Clean each text that growing or peeling left flagged like any input (``_remove``, with
+        the text's own flagging PV and ``peels`` peeled words left). ``left``: (unit, text left,
+        what was taken from the unit before, in order, trials spent). Returns the units whose
+        text left was cleared: its outcome, with what was taken before first in ``peeled``."""
+        if not left:
+            return {}
+        again = self._remove([text for _, text, _, _ in left], [scores[text].nearest for _, text, _, _ in left],
+                             scores, detect, deadline=deadline, spent=[spent for *_, spent in left], peels=peels)
+        return {u: replace(outcome, peeled=(*taken, *outcome.peeled))
+                for (u, _, taken, _), outcome in zip(left, again) if not outcome.rejected}
 
     def _remove(self, units: list[Unit], flagged: list[int], scores: dict[Unit, Score], detect, *,
                 deadline: float | None, guesses: list[str | None] | None = None, groups: list[int] | None = None,
@@ -643,21 +656,15 @@ class Guard:
             still.update(zip(fresh, detect(fresh)) if fresh else ())
         except BudgetExceeded:
             grown = {}
-        left = []  # (unit, text left, what was peeled)
+        left = []  # (unit, text left, what was peeled, trials spent)
         for u, (trial, word) in picked.items():
             if u not in grown:
-                left.append((u, trial, (word,)))
+                left.append((u, trial, (word,), spent[u]))
             elif still[grown[u][0]]:
-                left.append((u, grown[u][0], (word, grown[u][1])))
+                left.append((u, grown[u][0], (word, grown[u][1]), spent[u]))
             else:
                 cleared[u] = PurgeOutcome(grown[u][0], grown[u][1], False, spent[u], grown_from=word)
-        if left:
-            again = self._remove([trial for _, trial, _ in left], [scores[trial].nearest for _, trial, _ in left],
-                                 scores, detect, deadline=deadline, spent=[spent[u] for u, _, _ in left],
-                                 peels=peels - 1)
-            for (u, _, taken), outcome in zip(left, again):
-                if not outcome.rejected:
-                    cleared[u] = replace(outcome, peeled=(*taken, *outcome.peeled))
+        cleared.update(self._clean_left(left, scores, detect, deadline, peels - 1))
         return cleared
 
     def _peel_accomplices(self, units: list[Unit], picked: dict[int, tuple[Unit, str]], flagged: dict[int, int],
