@@ -1,8 +1,8 @@
 """``lmsan-tune``: prompt-tune a frozen backbone for a downstream task and save the task directory.
 
-    lmsan-tune MODEL --task NAME --out DIR [--method prefix|prompt] [--length N] [--epochs N]
-               [--lr X] [--batch-size N] [--seed N] [--max-length N] [--head linear|verbalizer]
-               [--verbalizer w1,w2,...] [--train-size N] [--test-size N] [--config FILE]
+    lmsan-tune MODEL (--task NAME | --data FILE [--task NAME]) --out DIR [--method prefix|prompt]
+               [--length N] [--epochs N] [--lr X] [--batch-size N] [--seed N] [--max-length N]
+               [--head linear|verbalizer] [--verbalizer w1,w2,...] [--train-size N] [--test-size N] [--config FILE]
                [--device auto|cpu|cuda|cuda:N] [--force] [--json]
     lmsan-tune --list-tasks [--json]
 
@@ -33,7 +33,8 @@ from lmsan.errors import ConfigError
 # Options that set a TuningConfig key: option -> key.
 CONFIG_OPTIONS = {"--method": "method", "--length": "length", "--epochs": "epochs", "--lr": "lr",
                   "--batch-size": "batch_size", "--seed": "seed", "--max-length": "max_length", "--head": "head",
-                  "--verbalizer": "verbalizer", "--train-size": "train_size", "--test-size": "test_size"}
+                  "--verbalizer": "verbalizer", "--train-size": "train_size", "--test-size": "test_size",
+                  "--data": "data"}
 
 
 def tuning_config(task: str, config_file: str | None, options: dict[str, Any]) -> Any:
@@ -91,6 +92,12 @@ def _list_tasks(as_json: bool) -> int:
 @click.option("--task", default=None,
               help="Task to tune (see --list-tasks): sms-spam, polarity, bbcnews, bbc-pair, or oanc-pos (token "
                    "classification: a part-of-speech tag per word; method prefix, linear head).")
+@click.option("--data", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Your own labelled examples instead of a registered task: .csv/.tsv (with a header) or .jsonl, "
+                   "with a text column (text or sentence; pairs: text_a and text_b, as lmsan-guard --file reads "
+                   "them, or sentence1 and sentence2) and a label column "
+                   "(label, labels, class or category). Split stratified (each label keeps its share): a fifth, at "
+                   "most 400, for the test [default sizes]. --task names the task [default: the file's stem].")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Task directory to write (task.safetensors + task.json).")
 @click.option("--method", type=click.Choice(["prefix", "prompt"]), default=None,
@@ -125,8 +132,8 @@ def _list_tasks(as_json: bool) -> int:
 @click.option("--list-tasks", is_flag=True, help="List the tasks and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the task list) as JSON on stdout.")
 @common_options
-def tune(model: str | None, task: str | None, out: str | None, method: str | None, length: int | None,
-         epochs: int | None, lr: float | None, batch_size: int | None, seed: int | None, max_length: int | None,
+def tune(model: str | None, task: str | None, data: str | None, out: str | None, method: str | None,
+         length: int | None, epochs: int | None, lr: float | None, batch_size: int | None, seed: int | None, max_length: int | None,
          head: str | None, verbalizer: str | None, train_size: int | None, test_size: int | None,
          config_file: str | None, device: str, threads: int | None, force: bool, allow_pickle: bool,
          list_tasks: bool, as_json: bool, verbose: int, quiet: bool, debug: bool) -> int:
@@ -140,6 +147,7 @@ def tune(model: str | None, task: str | None, out: str | None, method: str | Non
       lmsan-tune MODEL --task sms-spam --out tasks/spam
       lmsan-tune MODEL --task polarity --method prompt --verbalizer bad,good --out tasks/pol
       lmsan-tune MODEL --task oanc-pos --out tasks/pos     (export it with a --target token PV set)
+      lmsan-tune MODEL --data tickets.jsonl --out tasks/tickets   (your own labelled examples)
       lmsan-tune --list-tasks
 
     Exit status: 0 done, 2 error, 4 usage.
@@ -147,13 +155,15 @@ def tune(model: str | None, task: str | None, out: str | None, method: str | Non
     configure_logging(verbose, quiet)
     if list_tasks:
         return _list_tasks(as_json)
+    if data is not None and task is None:
+        task = Path(data).stem
     missing = [name for name, value in (("MODEL", model), ("--task", task), ("--out", out)) if value is None]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or pass --list-tasks)")
     config = tuning_config(task, config_file, {
         "method": method, "length": length, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
         "max_length": max_length, "head": head, "verbalizer": _words(verbalizer), "train_size": train_size,
-        "test_size": test_size})
+        "test_size": test_size, "data": data})
     from lmsan.models.checks import resolve_device
     from lmsan.tuning.store import check_out_dir
 
@@ -169,7 +179,9 @@ def _run(model: str, config: Any, out_dir: Path, *, device: str, threads: int | 
     """Load the data and the model, tune, save and report; returns the exit code."""
     from lmsan.tuning.tasks import task_data
 
-    data = task_data(config.task, train_size=config.train_size, test_size=config.test_size, seed=config.data_seed)
+    data = task_data(config.task, train_size=config.train_size, test_size=config.test_size, seed=config.data_seed,
+                     source=config.data)
+    config = config.replace(train_size=len(data.train), test_size=len(data.test))  # a file task's, resolved
     import torch
 
     if threads is not None:

@@ -36,6 +36,9 @@ from lmsan.errors import DataError
 
 logger = logging.getLogger(__name__)
 
+# A pair task's second text, by the first one's column (``text_a`` / ``text_b``: what lmsan-guard reads).
+PAIR_COLUMNS = {"sentence1": "sentence2", "text_a": "text_b"}
+
 
 def _local_path(source: str | os.PathLike) -> Path:
     """Return ``source`` as a path, or raise the unknown-source error for a bare name."""
@@ -170,7 +173,8 @@ def _label_columns(columns: Sequence[str], origin: str, options: dict[str, str |
     if options["pair_column"] is not None:
         pair: str | None = pick(options["pair_column"], (), "text pair")
     else:
-        pair = "sentence2" if text == "sentence1" and "sentence2" in columns else None
+        second = PAIR_COLUMNS.get(text)
+        pair = second if second in columns else None
     return _Columns(text=text, label=label, pair=pair)
 
 
@@ -219,10 +223,10 @@ def load_labelled(
     Registry sets: ``bbcnews`` (5 topics; text = title + lead sentences, <= 100 words, see
     ``corpora.bbc_text``), ``polarity`` (negative/positive), ``sms-spam`` (ham/spam). Table
     files (``.csv``/``.tsv`` with header, ``.jsonl``) need a text column (``text_column``, else
-    ``text``, ``sentence`` or ``sentence1``) and a label column (``label_column``, else
-    ``label``, ``labels``, ``class`` or ``category``); ``sentence2`` is the pair column when the
-    text column is ``sentence1``. Labels become ``0..C-1`` in numeric or alphabetical order of
-    the raw values, or in ClassLabel order for HF datasets.
+    ``text``, ``sentence``, ``sentence1`` or ``text_a``) and a label column (``label_column``,
+    else ``label``, ``labels``, ``class`` or ``category``); ``sentence2`` is the pair column when
+    the text column is ``sentence1``, ``text_b`` when it is ``text_a``. Labels become ``0..C-1``
+    in numeric or alphabetical order of the raw values, or in ClassLabel order for HF datasets.
 
     Args:
         source: registry name, path, or ``hf:NAME[:CONFIG][@SPLIT]``.

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from lmsan.errors import DataError
 
 SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
-TEXT_COLUMNS = ("text", "sentence", "sentence1")
+TEXT_COLUMNS = ("text", "sentence", "sentence1", "text_a")
 LABEL_COLUMNS = ("label", "labels", "class", "category")
 
 

@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 from lmsan.tuning.config import TuningConfig
-from lmsan.tuning.tasks import TASKS, Task, TaskData, TokenSet, get_task, task_data
+from lmsan.tuning.tasks import TASKS, Task, TaskData, TokenSet, file_task_data, get_task, task_data
 
 _LAZY = {
     "METHODS": "lmsan.tuning.model",
@@ -34,4 +34,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'lmsan.tuning' has no attribute {name!r}")
 
 
-__all__ = ["TASKS", "Task", "TaskData", "TokenSet", "TuningConfig", "get_task", "task_data", *_LAZY]
+__all__ = ["TASKS", "Task", "TaskData", "TokenSet", "TuningConfig", "file_task_data", "get_task", "task_data",
+           *_LAZY]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from lmsan.errors import ConfigError
-from lmsan.tuning.tasks import get_task
+from lmsan.tuning.tasks import TASKS, Task, get_task
 
 METHODS = ("prefix", "prompt")  # = lmsan.tuning.model.METHODS (kept here so configs need no torch)
 HEADS = ("linear", "verbalizer")
@@ -36,7 +36,12 @@ class TuningConfig:
     """One prompt-tuning run. A value: use ``replace()``, never mutate.
 
     Attributes:
-        task: registered task name (``lmsan.tuning.tasks.TASKS``).
+        task: registered task name (``lmsan.tuning.tasks.TASKS``), or with ``data`` the name of
+            the task from that file (any other name).
+        data: the user's labelled examples (``lmsan.tuning.tasks.file_task_data``: a
+            ``.csv``/``.tsv``/``.jsonl`` file with text and label columns), or None for a
+            registered task. Its label count is known once it is read, so a verbaliser's word
+            count is checked then.
         method: ``prefix`` (P-tuning v2: per-layer key/value prefixes) or ``prompt`` (P-tuning:
             continuous prompt tokens in a ``[CLS] <p_1..p_P> [MASK] text`` template).
         length: ``P``, prefix rows (``prefix``; method.md: 8–128) or prompt vectors (``prompt``).
@@ -53,8 +58,10 @@ class TuningConfig:
         batch_size: examples per step (method.md: 32).
         max_length: tokens per input (a pair counts both segments), special tokens included; the
             run uses ``min(max_length, model maximum - template tokens)``.
-        train_size: training examples (sentences for a token task); 0 resolves to the task's default.
-        test_size: held-out test examples; 0 resolves to the task's default.
+        train_size: training examples (sentences for a token task); 0 resolves to the task's
+            default (a file task's: every example its test split leaves, once the file is read).
+        test_size: held-out test examples; 0 resolves to the task's default (a file task's: a
+            fifth of its examples, at most 400, once read).
         seed: seeds the prompt and head initialisation and the batch order.
         data_seed: seeds the train / test split (kept apart so that runs with other training
             seeds are scored on the same test set).
@@ -75,11 +82,12 @@ class TuningConfig:
     test_size: int = 0
     seed: int = 0
     data_seed: int = 0
+    data: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str):
             raise ConfigError(f"task must be a str; got {self.task!r}")
-        task = get_task(self.task)
+        task = get_task(self.task) if self.data is None else self._file_task()
         _choice("method", self.method, METHODS)
         _choice("head", self.head, HEADS)
         if self.target is None:
@@ -99,7 +107,7 @@ class TuningConfig:
         if self.head == "verbalizer" and self.target != "mask":
             raise ConfigError("head verbalizer scores the MLM head at [MASK]: it needs method prompt (target mask)")
         if self.verbalizer is not None:
-            self._check_verbalizer(task.num_labels)
+            self._check_verbalizer(task.num_labels if self.data is None else None)
         for name in ("train_size", "test_size"):
             value = getattr(self, name)
             if value == 0:
@@ -107,13 +115,23 @@ class TuningConfig:
             elif value < task.num_labels:
                 raise ConfigError(f"{name} must be >= {task.num_labels} (one per label of {task.name}); got {value}")
 
-    def _check_verbalizer(self, labels: int) -> None:
+    def _file_task(self) -> Task:
+        """A stand-in for the task from ``data``, a sequence task whose labels and default sizes
+        (0) are known once the file is read."""
+        if not isinstance(self.data, str) or not self.data.strip():
+            raise ConfigError(f"data must be a path to labelled examples; got {self.data!r}")
+        if not self.task.strip() or self.task in TASKS:
+            raise ConfigError(f"a task from data needs its own name, not {self.task!r} (registered tasks: "
+                              f"{', '.join(TASKS)})")
+        return Task(self.task, f"labelled examples from {self.data}", (), (), False, 0, 0)
+
+    def _check_verbalizer(self, labels: int | None) -> None:
         words = self.verbalizer
         if not isinstance(words, tuple) or not all(isinstance(w, str) for w in words):
             raise ConfigError(f"verbalizer must be a tuple of words; got {words!r}")
         if self.head != "verbalizer":
             raise ConfigError("verbalizer words need head verbalizer (the linear head has no words)")
-        if len(words) != labels:
+        if labels is not None and len(words) != labels:
             raise ConfigError(f"verbalizer has {len(words)} word(s) for the {labels} labels of {self.task}")
         if any(not w.strip() or w != w.strip() or " " in w for w in words):
             raise ConfigError(f"verbalizer words must be single non-empty words; got {list(words)}")
@@ -130,7 +148,7 @@ class TuningConfig:
         """
         _choice("method", method, METHODS)
         defaults = dict(PRESETS[method])
-        if get_task(task).kind == "tokens":
+        if overrides.get("data") is None and get_task(task).kind == "tokens":
             defaults.pop("target")  # a token task's head reads every position
         return cls.from_dict({**defaults, "task": task, "method": method, **overrides})
 
@@ -140,10 +158,13 @@ class TuningConfig:
         return replace(self, **_tuples(changes))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready mapping of every field (the verbaliser as a list)."""
+        """Plain JSON-ready mapping of every field (the verbaliser as a list; ``data`` only for
+        a file task, so a registered task's mapping, and what is keyed by it, stays as it was)."""
         data = asdict(self)
         if data["verbalizer"] is not None:
             data["verbalizer"] = list(data["verbalizer"])
+        if data["data"] is None:
+            del data["data"]
         return data
 
     @classmethod

@@ -12,9 +12,13 @@ training to seconds on the tiny models:
   word of an OANC sentence (Penn Treebank tags mapped by ``COARSE_TAGS``), the offline stand-in
   for the paper's CoNLL NER (POR-NER attacks every token position).
 
-Sequence splits are balanced (equal examples per label, the first labels taking any remainder),
-token splits are random; all are disjoint (``bbc-pair`` draws train and test pairs from disjoint
-article pools) and a pure function of the seed. Stdlib and ``lmsan.data`` only: no torch, no
+A task can also come from the user's own labelled examples (``file_task_data``): a ``.csv`` /
+``.tsv`` / ``.jsonl`` file that ``lmsan.data.load_labelled`` reads, split stratified (each label
+keeps its share of the file in both sets).
+
+Registry sequence splits are balanced (equal examples per label, the first labels taking any
+remainder), token splits are random; all are disjoint (``bbc-pair`` draws train and test pairs
+from disjoint article pools) and a pure function of the seed. Stdlib and ``lmsan.data`` only: no torch, no
 transformers.
 """
 
@@ -39,6 +43,8 @@ PAIR_WORDS = (6, 40)
 # bbc-pair: share of the articles (per topic) whose sentences form the training pairs.
 PAIR_TRAIN_SHARE = 0.7
 KINDS = ("sequence", "tokens")  # a label per input / a label per word
+# A file task's default test split: a fifth of its examples, at most this many.
+FILE_TEST_SHARE, FILE_TEST_MAX = 0.2, 400
 # oanc-pos: sentences of this many words (a tagger line of the OANC file is one sentence).
 POS_WORDS = (5, 40)
 # oanc-pos: Penn Treebank tag -> coarse tag; any other tag is X (POS, LS, SYM, UH, FW, ...).
@@ -169,19 +175,23 @@ def get_task(name: str) -> Task:
 
 
 def task_data(name: str, *, train_size: int | None = None, test_size: int | None = None,
-              seed: int = 0) -> TaskData:
-    """Load a task's disjoint, balanced training and test sets.
+              seed: int = 0, source: str | None = None) -> TaskData:
+    """Load a task's disjoint training and test sets: balanced for a registered task, stratified
+    for one from ``source``.
 
     Args:
-        name: registry name (``TASKS``).
+        name: registry name (``TASKS``), or the name of the task from ``source``.
         train_size: training examples, sentences for a token task (default: the task's).
         test_size: test examples (default: the task's).
         seed: the shuffle seed; the same seed always gives the same sets.
+        source: the user's labelled examples (``file_task_data``); None for a registered task.
 
     Raises:
         ConfigError: unknown task or a size < the number of labels.
         DataError: the corpus cannot be loaded, or holds too few examples (of a label).
     """
+    if source is not None:
+        return file_task_data(name, source, train_size=train_size or 0, test_size=test_size or 0, seed=seed)
     task = get_task(name)
     sizes = {"train": task.train_size if train_size is None else train_size,
              "test": task.test_size if test_size is None else test_size}
@@ -192,6 +202,71 @@ def task_data(name: str, *, train_size: int | None = None, test_size: int | None
     train, test = _BUILDERS[name](task, sizes, seed)
     logger.info("task %s: %d train / %d test examples (seed %d)", name, len(train), len(test), seed)
     return TaskData(task=task, train=train, test=test, seed=seed)
+
+
+def file_task_data(name: str, source: str, *, train_size: int = 0, test_size: int = 0, seed: int = 0) -> TaskData:
+    """A sequence task from the user's own labelled examples.
+
+    Args:
+        name: the task's name (``task.json`` records it; not a registered task's name).
+        source: a ``.csv``/``.tsv``/``.jsonl`` file (or ``hf:NAME[:CONFIG][@SPLIT]``) that
+            ``lmsan.data.load_labelled`` reads: a text column (``text`` or ``sentence``; for
+            pairs ``text_a`` and ``text_b``, as lmsan-guard reads them, or ``sentence1`` and
+            ``sentence2``) and a label column (``label``, ``labels``, ``class`` or
+            ``category``); labels are named by their values, in numeric or alphabetical order.
+            Repeated rows are dropped.
+        train_size: training examples; 0: every example the test split leaves.
+        test_size: held-out test examples; 0: a fifth (``FILE_TEST_SHARE``), at most
+            ``FILE_TEST_MAX``, at least one per label.
+        seed: the split seed; the same seed always gives the same sets.
+
+    Raises:
+        ConfigError: ``name`` is a registered task's.
+        DataError: the file cannot be read as labelled examples, or holds too few for the sizes.
+    """
+    if name in TASKS:
+        raise ConfigError(f"{name!r} is a registered task; name a task from your own data otherwise")
+    data = load_labelled(source)
+    classes = data.num_labels
+    test = test_size or min(FILE_TEST_MAX, max(classes, int(len(data) * FILE_TEST_SHARE)))
+    train = train_size or len(data) - test
+    if train < classes or test < classes or train + test > len(data):
+        raise DataError(f"{source}: {len(data)} distinct examples of {classes} labels cannot give {train} training "
+                        f"and {test} test examples with each label in both")
+    train_set, test_set = stratified_split(data, {"train": train, "test": test}, seed=seed)
+    task = Task(name, f"labelled examples from {source}", data.label_names, (), data.text_pairs is not None,
+                train, test)
+    logger.info("task %s: %d train / %d test examples from %s (seed %d)", name, train, test, source, seed)
+    return TaskData(task=task, train=train_set, test=test_set, seed=seed)
+
+
+def stratified_split(data: LabelledSet, sizes: dict[str, int], *, seed: int) -> list[LabelledSet]:
+    """Cut disjoint subsets in the order of ``sizes``, each holding every label in about its share
+    of ``data`` (largest remainders round; at least one example per label); a subset as large as
+    all that the earlier ones left takes all of it.
+
+    Each label's examples are shuffled with ``Random(seed)``; each subset is shuffled again.
+
+    Raises:
+        DataError: a label has fewer examples than the subsets need.
+    """
+    counts = data.counts().values()
+    shares = [count / len(data) for count in counts]
+    return _split_by_label(data, sizes, seed,
+                           lambda size, left: left if size == sum(left) else _proportional(size, shares))
+
+
+def _proportional(total: int, shares: list[float]) -> list[int]:
+    """``total`` (>= ``len(shares)``) split in proportion to ``shares``: each part at least 1,
+    the largest remainders rounding up, the largest parts giving back any excess."""
+    exact = [total * share for share in shares]
+    parts = [max(1, int(x)) for x in exact]
+    by_remainder = sorted(range(len(parts)), key=lambda k: exact[k] - int(exact[k]), reverse=True)
+    for k in by_remainder[:max(0, total - sum(parts))]:
+        parts[k] += 1
+    while sum(parts) > total:
+        parts[max(range(len(parts)), key=lambda k: parts[k])] -= 1
+    return parts
 
 
 def _quotas(total: int, classes: int) -> list[int]:
@@ -207,23 +282,33 @@ def balanced_split(data: LabelledSet, sizes: dict[str, int], *, seed: int) -> li
     Raises:
         DataError: a label has fewer examples than the subsets need.
     """
+    return _split_by_label(data, sizes, seed, lambda size, left: _quotas(size, data.num_labels))
+
+
+def _split_by_label(data: LabelledSet, sizes: dict[str, int], seed: int,
+                    quotas: Callable[[int, list[int]], list[int]]) -> list[LabelledSet]:
+    """Shuffle each label's examples with ``Random(seed)``, then cut the subsets of ``sizes`` in
+    order: ``quotas(size, left)`` examples of each label (``left``: per label, the examples the
+    earlier subsets did not take), each subset shuffled again.
+
+    Raises:
+        DataError: a quota below 1 or above what is left of its label.
+    """
     rng = random.Random(seed)
     by_label: list[list[int]] = [[] for _ in data.label_names]
     for index, label in enumerate(data.labels):
         by_label[label].append(index)
     for members in by_label:
         rng.shuffle(members)
-    quotas = {split: _quotas(size, data.num_labels) for split, size in sizes.items()}
-    for label, members in enumerate(by_label):
-        needed = sum(q[label] for q in quotas.values())
-        if needed > len(members):
-            raise DataError(f"{data.source}: label {data.label_names[label]!r} has {len(members)} examples; "
-                            f"the splits need {needed} ({', '.join(f'{k}={v}' for k, v in sizes.items())})")
     starts = [0] * data.num_labels
     subsets = []
-    for split in sizes:
+    for size in sizes.values():
+        left = [len(members) - start for members, start in zip(by_label, starts)]
         chosen: list[int] = []
-        for label, quota in enumerate(quotas[split]):
+        for label, quota in enumerate(quotas(size, left)):
+            if not 1 <= quota <= left[label]:
+                raise DataError(f"{data.source}: label {data.label_names[label]!r} has {len(by_label[label])} "
+                                f"examples; the splits need more ({', '.join(f'{k}={v}' for k, v in sizes.items())})")
             chosen.extend(by_label[label][starts[label]: starts[label] + quota])
             starts[label] += quota
         rng.shuffle(chosen)
@@ -367,5 +452,5 @@ _BUILDERS: dict[str, Callable[[Task, dict[str, int], int], tuple[LabelledSet | T
     "oanc-pos": _oanc_pos,
 }
 
-__all__ = ["COARSE_TAGS", "KINDS", "POS_TAGS", "TASKS", "Task", "TaskData", "TokenSet", "balanced_split", "get_task",
-           "tagged_sentences", "task_data"]
+__all__ = ["COARSE_TAGS", "KINDS", "POS_TAGS", "TASKS", "Task", "TaskData", "TokenSet", "balanced_split",
+           "file_task_data", "get_task", "stratified_split", "tagged_sentences", "task_data"]

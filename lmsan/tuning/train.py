@@ -90,9 +90,13 @@ def resolve_verbalizer(tokenizer: Any, task: Task, words: Sequence[str] | None =
         ``(words, ids)``, one per label.
 
     Raises:
-        ConfigError: a given word is not one token of the vocabulary, or no task word set fits.
+        ConfigError: not one given word per label, a given word is not one token of the vocabulary,
+            or no task word set fits (a task from the user's data has none).
     """
     if words is not None:
+        if len(words) != task.num_labels:
+            raise ConfigError(f"verbalizer has {len(words)} word(s) for the {task.num_labels} labels of {task.name} "
+                              f"({', '.join(task.label_names)})")
         ids = [word_token(tokenizer, w) for w in words]
         bad = [w for w, i in zip(words, ids) if i is None]
         if bad:
@@ -100,6 +104,9 @@ def resolve_verbalizer(tokenizer: Any, task: Task, words: Sequence[str] | None =
         if len(set(ids)) != len(ids):
             raise ConfigError(f"verbalizer words {list(words)} share a token id")
         return tuple(words), tuple(int(i) for i in ids)
+    if not task.verbalizers:
+        raise ConfigError(f"{task.name} has no verbalizer words: pass one per label ({', '.join(task.label_names)}) "
+                          "with --verbalizer, or use a linear head")
     for candidate in task.verbalizers:
         ids = [word_token(tokenizer, w) for w in candidate]
         if all(i is not None for i in ids) and len(set(ids)) == len(ids):

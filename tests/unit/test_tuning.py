@@ -363,3 +363,107 @@ def test_cli_run_writes_a_task_and_json(tmp_path, tiny_path):
     result = json.loads(stdout)
     assert result["out"] == str(out) and result["manifest"]["task"] == "sms-spam"
     assert result["manifest"]["metrics"]["train_size"] == 32 and "test accuracy" in stderr
+
+
+# ---- tasks from the user's own labelled examples (--data) ---------------------------------------
+
+
+def write_examples(path: Path, per_label: dict[str, int]) -> Path:
+    """A JSONL file of real SMS messages, ``{"text", "label"}`` per line, ``per_label[label]`` of each."""
+    from lmsan.data import load_labelled
+
+    sms = load_labelled("sms-spam")
+    rows, taken = [], {label: 0 for label in per_label}
+    for text, label in zip(sms.texts, sms.labels):
+        name = sms.label_names[label]
+        if taken.get(name, per_label.get(name, 0)) < per_label.get(name, 0):
+            taken[name] += 1
+            rows.append(json.dumps({"text": text, "label": name}))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_file_task_is_stratified_disjoint_and_deterministic(tmp_path):
+    from lmsan.tuning import file_task_data
+
+    path = write_examples(tmp_path / "messages.jsonl", {"ham": 300, "spam": 60})
+    data = file_task_data("messages", str(path), seed=1)
+    assert data.task.label_names == ("ham", "spam") and not data.task.pairs
+    assert data.test.counts() == {"ham": 60, "spam": 12}  # a fifth, each label at its share
+    assert data.train.counts() == {"ham": 240, "spam": 48}  # the rest
+    assert not set(data.train.texts) & set(data.test.texts)
+    again = task_data("messages", seed=1, source=str(path))
+    assert again.train == data.train and again.test == data.test
+    small = file_task_data("messages", str(path), train_size=50, test_size=20, seed=1)
+    assert small.train.counts() == {"ham": 42, "spam": 8} and small.test.counts() == {"ham": 17, "spam": 3}
+
+
+@pytest.mark.parametrize("rows, name, sizes, error, message", [
+    ({"ham": 30}, "one-label", {}, DataError, "2 classes"),
+    ({"ham": 3, "spam": 1}, "tiny", {"test_size": 2}, DataError, "label 'spam' has 1 examples"),
+    ({"ham": 5, "spam": 5}, "small", {"train_size": 8, "test_size": 4}, DataError, "cannot give 8 training"),
+    ({"ham": 30, "spam": 30}, "sms-spam", {}, ConfigError, "registered task"),
+])
+def test_file_task_rejects(tmp_path, rows, name, sizes, error, message):
+    from lmsan.tuning import file_task_data
+
+    path = write_examples(tmp_path / "x.jsonl", rows)
+    with pytest.raises(error) as info:
+        file_task_data(name, str(path), **sizes)
+    assert message in str(info.value)
+
+
+def test_file_task_config_round_trip():
+    config = TuningConfig.preset("tickets", "prompt", data="tickets.jsonl", verbalizer=("a", "b", "c"))
+    assert config.target == "mask" and config.train_size == 0  # sizes resolve once the file is read
+    assert TuningConfig.from_json(config.to_json()) == config
+    assert "data" not in TuningConfig.preset("sms-spam").to_dict()  # registered tasks' keys stay as they were
+    with pytest.raises(ConfigError, match="own name"):
+        TuningConfig.preset("bbcnews", data="tickets.jsonl")
+
+
+def test_cli_tunes_a_task_from_your_own_file(tmp_path, tiny_path):
+    path = write_examples(tmp_path / "my-sms.jsonl", {"ham": 180, "spam": 180})
+    out = tmp_path / "task"
+    code, stdout, stderr = invoke([str(tiny_path), "--data", str(path), "--out", str(out), "--json", "--epochs", "8",
+                                   "--train-size", str(SMALL["train_size"]), "--test-size", str(SMALL["test_size"]),
+                                   "--max-length", str(SMALL["max_length"]), "--device", "cpu"])
+    assert code == 0, stderr
+    manifest = json.loads(stdout)["manifest"]
+    assert manifest["task"] == "my-sms" and manifest["labels"] == ["ham", "spam"]
+    assert manifest["config"]["data"] == str(path) and manifest["config"]["train_size"] == SMALL["train_size"]
+    assert manifest["metrics"]["test_accuracy"] >= BAR
+
+
+@pytest.mark.parametrize("extra, code, message", [
+    (["--method", "prompt"], 4, "has no verbalizer words"),
+    (["--method", "prompt", "--verbalizer", "no"], 4, "1 word(s) for the 2 labels"),
+    (["--data", "missing.jsonl"], 2, "file not found"),
+])
+def test_cli_file_task_bad_input(tmp_path, tiny_path, extra, code, message):
+    path = write_examples(tmp_path / "my-sms.jsonl", {"ham": 20, "spam": 20})
+    args = [str(tiny_path), "--data", str(path), "--out", str(tmp_path / "out"), "--epochs", "1", "--device", "cpu",
+            *extra]
+    if "missing.jsonl" in extra:
+        args = args[:1] + args[3:]
+        args[args.index("missing.jsonl")] = str(tmp_path / "missing.jsonl")
+    got, _, stderr = invoke(args)
+    assert got == code and message in error_line(stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_task_pairs_are_the_lines_lmsan_guard_reads(tmp_path):
+    """A pair task's file (``text_a``, ``text_b``, ``label``) tunes a pair task, and the same
+    lines are pairs to ``lmsan-guard --file`` / ``lmsan-calibrate --file`` (the label ignored)."""
+    from lmsan.cli._inputs import read_inputs
+    from lmsan.tuning import file_task_data
+
+    rows = [{"text_a": f"headline {i}", "text_b": f"lead sentence {i} {'same' if i % 2 else 'other'}",
+             "label": "same" if i % 2 else "different"} for i in range(40)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = file_task_data("pairs", str(path), test_size=10)
+    assert data.task.pairs and data.task.label_names == ("different", "same")
+    assert data.train.text_pairs is not None and len(data.train) == 30
+    items = list(read_inputs((), path))
+    assert [item.value for item in items] == [(row["text_a"], row["text_b"]) for row in rows]
