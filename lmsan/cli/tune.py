@@ -133,8 +133,8 @@ def _list_tasks(as_json: bool) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or the task list) as JSON on stdout.")
 @common_options
 def tune(model: str | None, task: str | None, data: str | None, out: str | None, method: str | None,
-         length: int | None, epochs: int | None, lr: float | None, batch_size: int | None, seed: int | None, max_length: int | None,
-         head: str | None, verbalizer: str | None, train_size: int | None, test_size: int | None,
+         length: int | None, epochs: int | None, lr: float | None, batch_size: int | None, seed: int | None,
+         max_length: int | None, head: str | None, verbalizer: str | None, train_size: int | None, test_size: int | None,
          config_file: str | None, device: str, threads: int | None, force: bool, allow_pickle: bool,
          list_tasks: bool, as_json: bool, verbose: int, quiet: bool, debug: bool) -> int:
     """Prompt-tune a task on MODEL (a local directory or hub id), whose weights stay frozen.
