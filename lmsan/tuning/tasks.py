@@ -18,8 +18,8 @@ keeps its share of the file in both sets).
 
 Registry sequence splits are balanced (equal examples per label, the first labels taking any
 remainder), token splits are random; all are disjoint (``bbc-pair`` draws train and test pairs
-from disjoint article pools) and a pure function of the seed. Stdlib and ``lmsan.data`` only: no torch, no
-transformers.
+from disjoint article pools) and a pure function of the seed. Stdlib and ``lmsan.data`` only: no
+torch, no transformers.
 """
 
 from __future__ import annotations
