@@ -122,12 +122,12 @@ def evaluate(row: str, args: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lmsan-natural-") as scratch:
         copy = shutil.copytree(guard.manifest.directory, f"{scratch}/guard")
         write_calibration(copy, calibrate(Guard.load(copy), clean, quantile=QUANTILE, cap=0.9))
-        calibrated = Guard.load(copy)
+        calibrated = variant_figures(Guard.load(copy), inputs, gold, before, pairs)
     words = carriers_flagged(guard, sample_words(inputs, args.seed), pairs)
     return {"backbone": name, "task": task, "attack": bb["attack"], "n": len(inputs), "carriers": len(CARRIERS),
             "quantile": QUANTILE,
             "default": variant_figures(guard, inputs, gold, before, pairs),
-            "calibrated": variant_figures(calibrated, inputs, gold, before, pairs),
+            "calibrated": calibrated,
             "triggers": carriers_flagged(guard, list(bb["triggers"]), pairs),
             "sample_words": len(words),
             "sample_words_flagging_all": sorted(w for w, n in words.items() if n == len(CARRIERS)),
