@@ -109,7 +109,7 @@ def build_labelled(
     """Build a ``LabelledSet`` from raw parallel columns.
 
     Texts are normalised (``normalize_text``); rows whose text becomes empty are dropped. Raw
-    labels are compared as strings. Without ``label_names`` the classes are the distinct values,
+    labels are compared as strings; a missing or blank one is an error, not a class. Without ``label_names`` the classes are the distinct values,
     sorted numerically when all are numbers (``-1 < 1``), else alphabetically.
 
     Args:
@@ -125,7 +125,8 @@ def build_labelled(
         The set, with labels in ``[0, C)``.
 
     Raises:
-        DataError: nothing left, a label outside ``label_names``, or fewer than 2 classes.
+        DataError: nothing left, a missing or blank label (its example named, from 1), a label
+            outside ``label_names``, or fewer than 2 classes.
     """
     rows: list[tuple[str, str | None, str]] = []
     seen: set[tuple[str, str]] = set()
@@ -134,6 +135,8 @@ def build_labelled(
         pair = None if text_pairs is None else normalize_text(str(text_pairs[i] or ""))
         if not text or pair == "":
             continue
+        if raw_label is None or not str(raw_label).strip():
+            raise DataError(f"{source}: example {i + 1} has no label")
         key = (dedup_key(text), dedup_key(pair or ""))
         if dedup and key in seen:
             continue

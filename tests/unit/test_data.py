@@ -236,6 +236,10 @@ def test_load_labelled_local(tmp_path):
         load_labelled(write(tmp_path / "one.csv", "text,label\na,x\nb,x\n"))
     with pytest.raises(DataError, match="has no labels"):
         load_labelled(write(tmp_path / "s.txt", S5))
+    with pytest.raises(DataError, match="example 2 has no label"):  # not a class named "" or "None"
+        load_labelled(write(tmp_path / "blank.csv", "text,label\na,x\nb,\nc,y\n"))
+    with pytest.raises(DataError, match="line 1: field .label. should be a string or number"):
+        load_labelled(write(tmp_path / "null.jsonl", '{"text": "a", "label": null}\n{"text": "b", "label": "y"}\n'))
 
 
 # --- Hugging Face (optional dependency) -----------------------------------------------------
