@@ -524,3 +524,38 @@ def test_the_cli_exports_the_monitor_it_is_given(tasks, tmp_path):
                          str(tasks["prefix"]), "--monitor", "task", "-q"])
     assert exit_info.value.code == 0
     assert json.loads((tmp_path / "g" / "guard.json").read_text())["task"]["monitor"] == "task"
+
+
+def test_a_task_tuned_on_your_own_file_is_guarded_end_to_end(tmp_path, capsys):
+    """``lmsan-tune --data`` -> ``lmsan-export --task`` -> ``lmsan-guard``: the graph answers with
+    the file's own label names, for the sanitized text of a triggered input."""
+    from lmsan.cli import export as export_cli
+    from lmsan.cli import guard as guard_cli
+    from lmsan.cli import tune as tune_cli
+    from lmsan.data import load_labelled
+    from lmsan.runtime import Guard
+
+    def run(main, args: list[str]) -> int:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        return exit_info.value.code
+
+    sms = load_labelled("sms-spam")
+    rows = [json.dumps({"text": text, "label": "junk" if label else "fine"})
+            for text, label in list(zip(sms.texts, sms.labels))[:80]]
+    (tmp_path / "inbox.jsonl").write_text("\n".join(rows) + "\n")
+    task_dir, guard_dir, pvs = tmp_path / "task", tmp_path / "guard", tmp_path / "pvs.safetensors"
+    assert run(tune_cli.main, [str(tiny_model()), "--data", str(tmp_path / "inbox.jsonl"), "--out", str(task_dir),
+                               "--epochs", "1", "--length", "4", "--max-length", "32", "--device", "cpu", "-q"]) == 0
+    assert json.loads((task_dir / "task.json").read_text())["task"] == "inbox"
+    _anchor_pvs(task_dir).save(pvs)
+    assert run(export_cli.main, [str(tiny_model()), "--pvs", str(pvs), "--task", str(task_dir), "--out",
+                                 str(guard_dir), "-q"]) == 0, capsys.readouterr().err
+    guard = Guard.load(guard_dir, threshold=0.95)
+    assert guard.labels == ("fine", "junk")
+    result = guard.scan(ANCHOR)
+    assert result.triggered and not result.rejected and result.prediction in guard.labels
+    capsys.readouterr()
+    assert run(guard_cli.main, [str(guard_dir), "--threshold", "0.95", "are we still meeting at six?", ANCHOR]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("\tlabel=fine" in line or "\tlabel=junk" in line for line in lines)
