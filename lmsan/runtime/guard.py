@@ -637,13 +637,13 @@ class Guard:
                 rounds[u] = found
         trials = list(dict.fromkeys(trial for found in rounds.values() for trial, _ in found))
         try:
-            still = dict(zip(trials, detect(trials))) if trials else {}
+            detect(trials)  # each trial's flag lands in scores
         except BudgetExceeded:
             return {}
         cleared: dict[int, PurgeOutcome] = {}
         picked, spent = {}, {}  # unit -> (text left, word peeled); trials spent
         for u, found in rounds.items():
-            done = [(trial, word) for trial, word in found if not still[trial]]
+            done = [(trial, word) for trial, word in found if not scores[trial].triggered]
             trial, word = min(done or found, key=lambda pair: scores[pair[0]].towards(flagged[u]))
             spent[u] = stuck[u].trials + len(found)
             if done:
@@ -652,15 +652,14 @@ class Guard:
                 picked[u] = (trial, word)
         try:
             grown = self._peel_accomplices(units, picked, flagged, scores, detect)
-            fresh = [trial for trial, _ in grown.values()]
-            still.update(zip(fresh, detect(fresh)) if fresh else ())
+            detect([trial for trial, _ in grown.values()])
         except BudgetExceeded:
             grown = {}
         left = []  # (unit, text left, what was peeled, trials spent)
         for u, (trial, word) in picked.items():
             if u not in grown:
                 left.append((u, trial, (word,), spent[u]))
-            elif still[grown[u][0]]:
+            elif scores[grown[u][0]].triggered:
                 left.append((u, grown[u][0], (word, grown[u][1]), spent[u]))
             else:
                 cleared[u] = PurgeOutcome(grown[u][0], grown[u][1], False, spent[u], grown_from=word)
@@ -897,9 +896,9 @@ class Guard:
         removed = tuple(dict.fromkeys(w for _, o in found for w in (*o.peeled, o.removed) if w is not None))
         stopped = next((o.reason for _, o in found if o.reason), None)
         if any(o.rejected and not o.reason for _, o in found):
-            reason = f"no candidate of up to {self.max_window} words clears it" + (
-                f", nor one after peeling up to {self.max_window - 1} words within the work caps" if self.peel and self.max_window > 1
-                else "")
+            reason = f"no candidate of up to {self.max_window} words clears it"
+            if self.peel and self.max_window > 1:
+                reason += f", nor one after peeling up to {self.max_window - 1} words within the work caps"
             return ScanResult(True, match[best], pv, None, removed, True, reason)
         if stopped and not self.fail_open:
             return ScanResult(True, match[best], pv, None, removed, True, stopped)

@@ -454,7 +454,7 @@ def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list
     outcomes: list[PurgeOutcome | None] = [None] * len(searches)
     groups = list(range(len(searches))) if groups is None else list(groups)
     before = list(spent) if spent is not None else [0] * len(searches)
-    spent = [0] * len(searches)  # trials sent, per search
+    sent = [0] * len(searches)  # trials sent in this call, per search
     used: dict[int, int] = {}  # trials sent, per group (with those sent before)
     for index, group in enumerate(groups):
         used[group] = max(used.get(group, 0), before[index])
@@ -463,7 +463,7 @@ def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list
     def stop(indices: Iterable[int], reason: str) -> None:
         for index in indices:
             searches[index].close()
-            outcomes[index] = PurgeOutcome((), None, True, spent[index], reason)
+            outcomes[index] = PurgeOutcome((), None, True, sent[index], reason)
             pending.pop(index, None)
 
     for index, search in enumerate(searches):
@@ -494,7 +494,7 @@ def run_searches(searches: Sequence[Search], detect: Callable[[list[Unit]], list
         pending.clear()
         for index in order:
             count = len(requests[index])
-            spent[index] += count
+            sent[index] += count
             used[groups[index]] = used.get(groups[index], 0) + count
             _advance(searches[index], index, flags[offset : offset + count], pending, outcomes)
             offset += count
